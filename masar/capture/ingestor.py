@@ -1,0 +1,144 @@
+"""Moves the write-ahead log into segments: enrich, write, commit with the log position.
+
+Runs as one thread in the server process. Each flush takes the durable records after the last
+checkpoint, enriches them per source, writes the segments and commits them together with the new
+checkpoint in one metadata transaction, so a crash at any point replays exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from masar.capture.normalize import now_us
+from masar.capture.rows import rows_to_table
+from masar.capture.wal import WalPosition, read_records, remove_consumed
+from masar.enrich.pipeline import SessionState
+
+log = logging.getLogger("masar.ingestor")
+
+MAX_ROWS_PER_FLUSH = 250_000
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Any,
+        wal_directory: Any,
+        *,
+        name: str,
+        session_gap_seconds: int,
+        interval: float = 0.5,
+        durable_position: Callable[[], WalPosition] | None = None,
+        maintenance_every: float = 10.0,
+    ):
+        self.store = store
+        self.directory = wal_directory
+        self.name = name
+        self.gap_us = session_gap_seconds * 1_000_000
+        self.interval = interval
+        self.durable_position = durable_position
+        self.maintenance_every = maintenance_every
+        self._states: dict[int, SessionState] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self.applied = WalPosition(*store.segments.checkpoint(name))
+        self.errors = 0
+
+    def _state(self, source: Any) -> SessionState:
+        state = self._states.get(source.id)
+        if state is None:
+            state = self.store.session_state_for(source, since_us=now_us() - 2 * self.gap_us)
+            self._states[source.id] = state
+        return state
+
+    def flush(self) -> int:
+        """Apply the next durable records; returns how many events were written."""
+        upto = self.durable_position() if self.durable_position else None
+        rows_by_source: dict[int, list[dict[str, Any]]] = {}
+        rejected: list[tuple[int | None, dict[str, Any]]] = []
+        last: WalPosition | None = None
+        total = 0
+        for position, record in read_records(self.directory, self.applied, upto):
+            rows_by_source.setdefault(record["s"], []).extend(record["rows"])
+            for item in record["rej"]:
+                rejected.append((record["s"], {**item, "origin": "capture", "received_at": record["r"]}))
+            total += len(record["rows"])
+            last = position
+            if total >= MAX_ROWS_PER_FLUSH:
+                break
+        if last is None:
+            return 0
+        prepared = []
+        try:
+            for source_id, rows in rows_by_source.items():
+                if not rows:
+                    continue
+                source = self.store.source(source_id)
+                prepared.append(
+                    self.store.prepare_segment(source, rows_to_table(rows), origin="capture", state=self._state(source))
+                )
+            self.store.commit(
+                [p for p in prepared if p is not None],
+                checkpoint=(self.name, last.file_seq, last.offset),
+                rejected_items=rejected,
+            )
+        except BaseException:
+            # Sessions carried in memory may have moved ahead of what was committed: reload them.
+            self._states.clear()
+            for segment in prepared:
+                if segment is not None:
+                    segment.path.unlink(missing_ok=True)
+            raise
+        self.applied = last
+        remove_consumed(self.directory, last)
+        return total
+
+    def drain(self) -> int:
+        total = 0
+        while True:
+            written = self.flush()
+            total += written
+            if written == 0:
+                upto = self.durable_position() if self.durable_position else None
+                if upto is None or self.applied >= upto:
+                    return total
+                if not any(True for _ in read_records(self.directory, self.applied, upto)):
+                    return total
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="masar-ingestor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last_maintenance = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                while self.flush() >= MAX_ROWS_PER_FLUSH:
+                    pass
+                if time.monotonic() - last_maintenance > self.maintenance_every:
+                    last_maintenance = time.monotonic()
+                    self.store.maintain()
+            except Exception:  # keep going: the log still holds everything not committed
+                self.errors += 1
+                log.exception("ingestor flush failed; will retry")
+                time.sleep(min(5.0, self.interval * 4))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        try:
+            self.drain()
+        except Exception:
+            log.exception("final flush failed; the write-ahead log keeps the events for the next start")

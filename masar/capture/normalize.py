@@ -1,0 +1,362 @@
+"""Validate one Segment message and flatten it into a normalized event row.
+
+This runs on the request path for every captured message, so it is plain dict work with no
+per-call allocations beyond the row. A bad message raises :class:`MessageRejected` with a stable
+code; the caller quarantines it and keeps the rest of the batch.
+
+Rows carry times as integer microseconds since the epoch (UTC) and money as decimal strings, so
+they round-trip through the write-ahead log's JSON exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from masar.model.events import GA4_EVENT_ALIASES, GA4_PROPERTY_ALIASES, MESSAGE_TYPES, TYPE_EVENT_NAMES
+from masar.model.money import MoneyError, normalize_currency, parse_amount
+from masar.store.schema import ID_FIELDS, MONEY_FIELDS
+
+MAX_MESSAGE_ID = 100
+MAX_EVENT_NAME = 200
+MAX_ID = 256
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_EVENT_US = 0  # nothing before 1970
+
+_KNOWN_KEYS = frozenset(
+    {
+        "type", "messageId", "anonymousId", "userId", "event", "name", "category", "properties",
+        "traits", "context", "integrations", "timestamp", "originalTimestamp", "sentAt", "receivedAt",
+        "previousId", "groupId", "writeKey", "version", "channel", "_metadata", "options",
+    }
+)  # fmt: skip
+_UTM_KEYS = ("source", "medium", "name", "term", "content")
+
+
+class MessageRejected(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CaptureContext:
+    """What the server knows about a request beyond its body."""
+
+    received_at_us: int
+    default_currency: str = "USD"
+    max_future_us: int = 24 * 3600 * 1_000_000
+    request_ip: str | None = None
+
+
+def now_us() -> int:
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+
+def parse_time_us(value: object, field: str) -> int:
+    """ISO 8601 (``Z`` or offset; naive means UTC) or epoch seconds/milliseconds → microseconds."""
+    if isinstance(value, bool):
+        raise MessageRejected("invalid_timestamp", f"{field} must be an ISO 8601 time, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds vs seconds
+        if seconds != seconds or abs(seconds) > 1e11:
+            raise MessageRejected("invalid_timestamp", f"{field} is not a valid time: {value!r}")
+        return int(round(seconds * 1_000_000))
+    if not isinstance(value, str) or not value:
+        raise MessageRejected("invalid_timestamp", f"{field} must be an ISO 8601 time, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MessageRejected("invalid_timestamp", f"{field} is not an ISO 8601 time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    delta = parsed - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _optional_id(msg: Mapping[str, Any], key: str) -> str | None:
+    value = msg.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise MessageRejected("invalid_field", f"{key} must be a string, got {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_ID:
+        raise MessageRejected("invalid_field", f"{key} is longer than {MAX_ID} characters")
+    return text
+
+
+def _object(msg: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MessageRejected("invalid_field", f"{key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: object, limit: int = 2048) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, bool | dict | list):
+        return None
+    return str(value)[:limit]
+
+
+def truncate_ip(value: object) -> str | None:
+    """Privacy by default: IPv4 keeps /24, IPv6 keeps /48; anything unparsable is not stored."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+@functools.cache
+def _timezone_countries() -> dict[str, str]:
+    import pytz
+
+    mapping: dict[str, str] = {}
+    for country, zones in pytz.country_timezones.items():
+        for zone in zones:
+            mapping.setdefault(zone, country.upper())
+    return mapping
+
+
+def country_of(location: Mapping[str, Any], timezone: str | None, locale: str | None) -> str | None:
+    """ISO 3166 alpha-2 country: the client's own location, else its time zone, else its locale's region.
+
+    No IP geolocation: that would need a database downloaded from outside.
+    """
+    country = location.get("country") if location else None
+    if isinstance(country, str) and country.strip():
+        text = country.strip()
+        return text.upper() if len(text) == 2 else text
+    if timezone:
+        found = _timezone_countries().get(timezone)
+        if found:
+            return found
+    if locale:
+        parts = locale.replace("_", "-").split("-")
+        if len(parts) >= 2 and len(parts[-1]) == 2 and parts[-1].isalpha():
+            return parts[-1].upper()
+    return None
+
+
+def _click_id(params: Mapping[str, str]) -> str | None:
+    from masar.enrich.channels import click_id_from_query
+
+    return click_id_from_query(params)
+
+
+def _apply_ga4_aliases(properties: dict[str, Any]) -> dict[str, Any]:
+    renamed = {GA4_PROPERTY_ALIASES.get(key, key): value for key, value in properties.items()}
+    products = renamed.get("products")
+    if isinstance(products, list):
+        renamed["products"] = [
+            {GA4_PROPERTY_ALIASES.get(k, k): v for k, v in item.items()} if isinstance(item, dict) else item
+            for item in products
+        ]
+    return renamed
+
+
+def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object = None) -> dict[str, Any]:
+    """One message → one normalized row (see ``masar.store.schema.NORMALIZED``)."""
+    if not isinstance(msg, dict):
+        raise MessageRejected("invalid_message", f"a message must be a JSON object, got {type(msg).__name__}")
+    mtype = msg.get("type")
+    if mtype not in MESSAGE_TYPES:
+        raise MessageRejected(
+            "invalid_type", f"type must be one of {', '.join(MESSAGE_TYPES)}, got {str(mtype)[:40]!r}"
+        )
+
+    message_id = msg.get("messageId")
+    if message_id is None or message_id == "":
+        message_id = str(uuid.uuid4())
+    elif not isinstance(message_id, str):
+        raise MessageRejected("invalid_message_id", "messageId must be a string")
+    elif len(message_id) > MAX_MESSAGE_ID:
+        raise MessageRejected("invalid_message_id", f"messageId is longer than {MAX_MESSAGE_ID} characters")
+
+    anonymous_id = _optional_id(msg, "anonymousId")
+    user_id = _optional_id(msg, "userId")
+    if anonymous_id is None and user_id is None:
+        raise MessageRejected("missing_identity", "a message needs a userId or an anonymousId")
+
+    properties = _object(msg, "properties")
+    traits = _object(msg, "traits")
+    context = dict(_object(msg, "context"))
+    original_event: str | None = None
+
+    if mtype == "track":
+        event = msg.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise MessageRejected("missing_event", "a track message needs a non-empty event name")
+        if len(event) > MAX_EVENT_NAME:
+            raise MessageRejected("invalid_event", f"event is longer than {MAX_EVENT_NAME} characters")
+        alias = GA4_EVENT_ALIASES.get(event)
+        if alias is not None:
+            original_event, event = event, alias
+            properties = _apply_ga4_aliases(properties)
+    else:
+        event = TYPE_EVENT_NAMES[mtype]
+        if mtype in ("page", "screen"):
+            name = _text(msg.get("name"), 200)
+            if name is not None and "name" not in properties:
+                properties = {**properties, "name": name}
+
+    previous_id = _optional_id(msg, "previousId")
+    if mtype == "alias" and previous_id is None:
+        raise MessageRejected("missing_previous_id", "an alias message needs a previousId")
+    group_id = _optional_id(msg, "groupId")
+    if mtype == "group" and group_id is None:
+        raise MessageRejected("missing_group_id", "a group message needs a groupId")
+
+    # Times: the device clock is corrected by how far its sentAt is from our receivedAt.
+    received = ctx.received_at_us
+    original = msg.get("originalTimestamp")
+    if original is None:
+        original = msg.get("timestamp")
+    sent_raw = msg.get("sentAt", batch_sent_at)
+    original_us = parse_time_us(original, "originalTimestamp") if original is not None else None
+    sent_us = parse_time_us(sent_raw, "sentAt") if sent_raw is not None else None
+    if original_us is not None and sent_us is not None:
+        ts = received - (sent_us - original_us)
+    elif original_us is not None:
+        ts = original_us
+    else:
+        ts = received
+    if ts > received + ctx.max_future_us:
+        raise MessageRejected("timestamp_in_future", "the event time is more than a day in the future")
+    if ts < MIN_EVENT_US:
+        raise MessageRejected("invalid_timestamp", "the event time is before 1970")
+
+    page = context.get("page") if isinstance(context.get("page"), dict) else {}
+    url = _text(properties.get("url")) if mtype == "page" else None
+    url = url or _text(page.get("url"))
+    path = (_text(properties.get("path")) if mtype == "page" else None) or _text(page.get("path"))
+    referrer = (_text(properties.get("referrer")) if mtype == "page" else None) or _text(page.get("referrer"))
+    if referrer is None and isinstance(context.get("referrer"), dict):
+        referrer = _text(context["referrer"].get("url"))
+    title = (_text(properties.get("title"), 500) if mtype == "page" else None) or _text(page.get("title"), 500)
+
+    query: dict[str, str] = {}
+    if url and "?" in url:
+        try:
+            split = urlsplit(url)
+            query = dict(parse_qsl(split.query, keep_blank_values=False))
+            if path is None:
+                path = split.path or None
+        except ValueError:
+            query = {}
+    campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
+    utm = {key: _text(campaign.get(key), 500) for key in _UTM_KEYS}
+    if not any(utm.values()) and query:
+        utm = {key: _text(query.get(f"utm_{key}"), 500) for key in _UTM_KEYS}
+    click_id = _click_id(query) if query else None
+
+    library = context.get("library") if isinstance(context.get("library"), dict) else {}
+    locale = _text(context.get("locale"), 35)
+    timezone = _text(context.get("timezone"), 64)
+    location = context.get("location") if isinstance(context.get("location"), dict) else {}
+    ip = truncate_ip(context.get("ip") or ctx.request_ip)
+    if "ip" in context:
+        context["ip"] = ip  # the raw address is never written anywhere
+
+    row: dict[str, Any] = {
+        "message_id": message_id,
+        "type": mtype,
+        "event": event,
+        "ts": ts,
+        "original_timestamp": original_us,
+        "sent_at": sent_us,
+        "received_at": received,
+        "anonymous_id": anonymous_id,
+        "user_id": user_id,
+        "previous_id": previous_id,
+        "group_id": group_id,
+        "url": url,
+        "path": path,
+        "referrer": referrer,
+        "title": title,
+        "utm_source": utm["source"],
+        "utm_medium": utm["medium"],
+        "utm_campaign": utm["name"],
+        "utm_term": utm["term"],
+        "utm_content": utm["content"],
+        "click_id": click_id,
+        "user_agent": _text(context.get("userAgent"), 1024),
+        "ip": ip,
+        "locale": locale,
+        "timezone": timezone,
+        "country": country_of(location, timezone, locale),
+        "city": _text(location.get("city"), 100),
+        "library_name": _text(library.get("name"), 100),
+        "library_version": _text(library.get("version"), 50),
+    }
+    for key in ID_FIELDS:
+        row[key] = _text(properties.get(key), 256)
+    step = properties.get("step")
+    row["step"] = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**31 else None
+    quantity = properties.get("quantity")
+    row["quantity"] = (
+        quantity if isinstance(quantity, int) and not isinstance(quantity, bool) and abs(quantity) < 2**62 else None
+    )
+
+    has_money = False
+    for key in MONEY_FIELDS:
+        if properties.get(key) is not None:
+            has_money = True
+            break
+    currency = None
+    if has_money or properties.get("currency") is not None:
+        try:
+            currency = (
+                normalize_currency(properties["currency"])
+                if properties.get("currency") is not None
+                else ctx.default_currency
+            )
+            for key in MONEY_FIELDS:
+                value = properties.get(key)
+                row[key] = str(parse_amount(value, currency)) if value is not None else None
+        except MoneyError as exc:
+            raise MessageRejected("invalid_amount", f"properties: {exc}") from None
+    else:
+        for key in MONEY_FIELDS:
+            row[key] = None
+    row["currency"] = currency
+
+    extra = {key: value for key, value in msg.items() if key not in _KNOWN_KEYS}
+    if extra or original_event:
+        context["masar"] = {**({"original_event": original_event} if original_event else {}), **extra}
+    if msg.get("integrations"):
+        context["integrations"] = msg["integrations"]
+    row["properties"] = properties
+    row["traits"] = traits if traits else (context.get("traits") if isinstance(context.get("traits"), dict) else {})
+    row["context"] = context
+    return row
+
+
+def merge_batch_defaults(msg: object, defaults: Mapping[str, Any]) -> object:
+    """A batch's top-level context and integrations apply to each message; the message's own keys win."""
+    if not isinstance(msg, dict) or not defaults:
+        return msg
+    merged = dict(msg)
+    for key in ("context", "integrations"):
+        base = defaults.get(key)
+        if isinstance(base, dict) and base:
+            own = merged.get(key)
+            merged[key] = {**base, **own} if isinstance(own, dict) else (own if own is not None else base)
+    return merged

@@ -1,0 +1,186 @@
+"""Capture: validate a request's messages, make them durable, answer the client.
+
+The request path does only what must happen before the answer: authenticate, validate and
+normalize each message, drop duplicates, append to the write-ahead log and wait for its fsync.
+Enrichment and segment writing happen after, in the ingestor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from masar.capture.dedup import MessageIndex
+from masar.capture.normalize import CaptureContext, MessageRejected, merge_batch_defaults, normalize_message, now_us
+from masar.capture.wal import WalPosition, WriteAheadLog, read_records
+from masar.config import Settings
+from masar.errors import TooManyRequests, Unauthorized
+from masar.store.base import Source
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+WAL_NAME = "capture"
+
+
+@dataclass
+class CaptureResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": True, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+class _Bucket:
+    """A token bucket per source: ``rate`` events per second, bursts up to 10 seconds' worth."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.tokens = rate * 10
+        self.stamp = time.monotonic()
+
+    def take(self, count: int) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate * 10, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < count:
+            return False
+        self.tokens -= count
+        return True
+
+
+class CaptureService:
+    def __init__(self, store: Any, settings: Settings, *, rate_limit: float = 0.0):
+        self.store = store
+        self.settings = settings
+        self.index = MessageIndex(settings.dedup_days)
+        self._pending: dict[int, set[str]] = {}
+        self._pending_day: dict[int, int] = {}
+        self.wal = WriteAheadLog(
+            store.root / "wal",
+            max_file_bytes=settings.wal_segment_bytes,
+            prepare=self._prepare,
+            after_group=self._after_group,
+        )
+        self._sources: dict[str, Source] = {}
+        self._rate_limit = rate_limit
+        self._buckets: dict[int, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.wal.open()
+        since = now_us() - self.settings.dedup_days * 86_400 * 1_000_000
+        for source in self.store.sources():
+            ids = self.store.recent_message_ids(source.id, since)
+            if ids:
+                self.index.add(source.id, ids, now_us())
+        checkpoint = WalPosition(*self.store.segments.checkpoint(WAL_NAME))
+        for _position, record in read_records(self.wal.directory, checkpoint):
+            self.index.add(record["s"], [row["message_id"] for row in record["rows"]], record["r"])
+
+    def close(self) -> None:
+        self.wal.close()
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def source_for_key(self, write_key: str | None) -> Source:
+        if not write_key:
+            raise Unauthorized(
+                "missing write key: send it as the HTTP Basic user name or as writeKey in the body",
+                code="missing_write_key",
+            )
+        source = self._sources.get(write_key)
+        if source is None:
+            source = self.store.source_for_write_key(write_key)
+            if source is None:
+                raise Unauthorized("unknown write key", code="invalid_write_key")
+            self._sources[write_key] = source
+        return source
+
+    # -- capture -------------------------------------------------------------------------------
+
+    def normalize(
+        self,
+        source: Source,
+        messages: list[Any],
+        *,
+        defaults: dict[str, Any],
+        request_ip: str | None,
+        body_bytes: int,
+        forced_type: str | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        received = now_us()
+        ctx = CaptureContext(
+            received_at_us=received,
+            default_currency=source.currency,
+            max_future_us=self.settings.max_future_seconds * 1_000_000,
+            request_ip=request_ip,
+        )
+        rows: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        sent_at = defaults.get("sentAt")
+        check_sizes = body_bytes > MAX_MESSAGE_BYTES
+        for index, raw in enumerate(messages):
+            try:
+                if check_sizes and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
+                    raise MessageRejected("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
+                message = merge_batch_defaults(raw, defaults)
+                if forced_type is not None and isinstance(message, dict):
+                    message = {**message, "type": forced_type}
+                rows.append(normalize_message(message, ctx, batch_sent_at=sent_at))
+            except MessageRejected as exc:
+                rejected.append({"index": index, "code": exc.code, "message": exc.message, "payload": raw})
+        record = {"s": source.id, "r": received, "rows": rows, "rej": rejected}
+        return record, rejected
+
+    def check_rate(self, source: Source, count: int) -> None:
+        if self._rate_limit <= 0:
+            return
+        with self._lock:
+            bucket = self._buckets.setdefault(source.id, _Bucket(self._rate_limit))
+            allowed = bucket.take(count)
+        if not allowed:
+            raise TooManyRequests(f"more than {self._rate_limit:g} events per second for this source; retry later")
+
+    async def capture(self, record: dict[str, Any], rejected: list[dict[str, Any]]) -> CaptureResult:
+        accepted, duplicates = await self.wal.append(record)
+        return CaptureResult(
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=[{k: item[k] for k in ("index", "code", "message")} for item in rejected],
+        )
+
+    def capture_sync(self, record: dict[str, Any]) -> tuple[int, int]:
+        return self.wal.append_sync(record)
+
+    # -- in the log's writer thread ------------------------------------------------------------
+
+    def _prepare(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+        source_id = record["s"]
+        pending = self._pending.setdefault(source_id, set())
+        fresh = []
+        duplicates = 0
+        for row in record["rows"]:
+            message_id = row["message_id"]
+            if message_id in pending or self.index.seen(source_id, message_id):
+                duplicates += 1
+                continue
+            pending.add(message_id)
+            fresh.append(row)
+        self._pending_day[source_id] = record["r"]
+        if not fresh and not record["rej"]:
+            return None, (0, duplicates)
+        return {**record, "rows": fresh}, (len(fresh), duplicates)
+
+    def _after_group(self, ok: bool) -> None:
+        if ok:
+            for source_id, ids in self._pending.items():
+                if ids:
+                    self.index.add(source_id, ids, self._pending_day[source_id])
+        self._pending = {}

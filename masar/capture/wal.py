@@ -1,0 +1,267 @@
+"""The write-ahead log: captured events are durable here before the client hears 2xx.
+
+Records are appended to numbered files as ``length (u32) | crc32 (u32) | payload``. One writer
+thread takes every request waiting at that moment, appends them, fsyncs once and then wakes them
+all (group commit): durability costs one fsync per group, not per request.
+
+A crash can leave a torn record at the tail. It was never acknowledged (its fsync had not
+returned), so recovery cuts the file back to the last whole record before anything is appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from masar.errors import Conflict
+
+HEADER = struct.Struct("<II")
+MAX_RECORD = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, order=True)
+class WalPosition:
+    file_seq: int
+    offset: int
+
+
+def _file_name(seq: int) -> str:
+    return f"{seq:012d}.wal"
+
+
+def wal_files(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.glob("*.wal"):
+        try:
+            found.append((int(path.stem), path))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def _scan(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """Whole records from ``start``: yields (offset after the record, payload); stops at a torn tail."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        offset = start
+        while True:
+            header = handle.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return
+            length, crc = HEADER.unpack(header)
+            if length > MAX_RECORD:
+                return
+            payload = handle.read(length)
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                return
+            offset += HEADER.size + length
+            yield offset, payload
+
+
+def read_records(
+    directory: Path, since: WalPosition, upto: WalPosition | None = None
+) -> Iterator[tuple[WalPosition, Any]]:
+    """Every whole record after ``since`` (and not past ``upto``), decoded, with the position after it."""
+    for seq, path in wal_files(directory):
+        if seq < since.file_seq or (upto is not None and seq > upto.file_seq):
+            continue
+        start = since.offset if seq == since.file_seq else 0
+        for offset, payload in _scan(path, start):
+            position = WalPosition(seq, offset)
+            if upto is not None and position > upto:
+                return
+            yield position, orjson.loads(payload)
+
+
+def remove_consumed(directory: Path, upto: WalPosition) -> int:
+    """Delete log files wholly before ``upto``'s file: their records are in segments."""
+    removed = 0
+    for seq, path in wal_files(directory):
+        if seq < upto.file_seq:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@dataclass
+class _Pending:
+    record: dict[str, Any]
+    done: Callable[[Any], None]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class WriteAheadLog:
+    """Single-writer, group-committed append log. One per data directory (a lock file enforces it)."""
+
+    directory: Path
+    max_file_bytes: int = 64 * 1024 * 1024
+    # Called in the writer thread with each record before it is written; returns the record to
+    # write (or None to write nothing) and the result handed back to the caller. Capture uses it
+    # to drop duplicate messageIds atomically with the append.
+    prepare: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, Any]] | None = None
+    # Called in the writer thread after each group with whether it reached the disk.
+    after_group: Callable[[bool], None] | None = None
+    _queue: list[_Pending] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+    _closed: bool = False
+    _lock_handle: Any = None
+    _file: Any = None
+    _seq: int = 0
+    _size: int = 0
+    position: WalPosition = WalPosition(0, 0)
+    on_commit: Callable[[WalPosition], None] | None = None
+
+    def open(self) -> WalPosition:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_path = self.directory / "LOCK"
+        self._lock_handle = lock_path.open("a+")
+        try:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_handle.close()
+            raise Conflict(
+                f"another Masar server is already capturing into {self.directory.parent}; "
+                "run one server per data directory"
+            ) from None
+        files = wal_files(self.directory)
+        if files:
+            seq, path = files[-1]
+            end = 0
+            for end, _payload in _scan(path, 0):
+                pass
+            if path.stat().st_size != end:
+                with path.open("r+b") as handle:  # cut the torn, never-acknowledged tail
+                    handle.truncate(end)
+                    os.fsync(handle.fileno())
+            self._seq, self._size = seq, end
+        else:
+            self._seq, self._size = 1, 0
+        self._file = (self.directory / _file_name(self._seq)).open("ab")
+        self._fsync_dir()
+        self.position = WalPosition(self._seq, self._size)
+        self._thread = threading.Thread(target=self._run, name="masar-wal", daemon=True)
+        self._thread.start()
+        return self.position
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def submit(self, record: dict[str, Any], done: Callable[[Any], None]) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("write-ahead log is closed")
+            self._queue.append(_Pending(record, done))
+            self._cond.notify()
+
+    async def append(self, record: dict[str, Any]) -> Any:
+        """Append and wait until the record is on disk; returns what ``prepare`` said."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def done(pending: _Pending) -> None:
+            def settle() -> None:
+                if future.done():
+                    return
+                if pending.error is not None:
+                    future.set_exception(pending.error)
+                else:
+                    future.set_result(pending.result)
+
+            loop.call_soon_threadsafe(settle)
+
+        self.submit(record, done)
+        return await future
+
+    def append_sync(self, record: dict[str, Any]) -> Any:
+        event = threading.Event()
+        box: list[_Pending] = []
+
+        def done(pending: _Pending) -> None:
+            box.append(pending)
+            event.set()
+
+        self.submit(record, done)
+        event.wait()
+        if box[0].error is not None:
+            raise box[0].error
+        return box[0].result
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                group, self._queue = self._queue, []
+            try:
+                self._write_group(group)
+                ok = True
+            except BaseException as exc:  # the disk failed: nobody in this group is acknowledged
+                ok = False
+                for pending in group:
+                    pending.error = exc
+            if self.after_group is not None:
+                self.after_group(ok)
+            for pending in group:
+                pending.done(pending)
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        chunks = []
+        for pending in group:
+            record = pending.record
+            if self.prepare is not None:
+                record, pending.result = self.prepare(record)
+            if record is None:
+                continue
+            payload = orjson.dumps(record, default=str)
+            chunks.append(HEADER.pack(len(payload), zlib.crc32(payload)))
+            chunks.append(payload)
+        if not chunks:
+            return
+        data = b"".join(chunks)
+        if self._size and self._size + len(data) > self.max_file_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+        self._size += len(data)
+        self.position = WalPosition(self._seq, self._size)
+        if self.on_commit is not None:
+            self.on_commit(self.position)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        self._seq += 1
+        self._size = 0
+        self._file = (self.directory / _file_name(self._seq)).open("ab")
+        self._fsync_dir()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._file is not None:
+            self._file.close()
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()

@@ -1,0 +1,32 @@
+"""Settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read once from the environment (prefix ``MASAR_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MASAR_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("masar-data"), description="Where the embedded store lives.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    session_timeout_seconds: int = Field(default=30 * 60, ge=60, description="Inactivity that ends a session.")
+    dedup_days: int = Field(default=7, ge=1, description="How long a messageId is remembered per source.")
+    max_future_seconds: int = Field(
+        default=24 * 3600, ge=0, description="How far in the future an event time may be before it is rejected."
+    )
+    flush_interval_seconds: float = Field(
+        default=0.5, gt=0, description="How often the ingestor moves the write-ahead log into segments."
+    )
+    wal_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    compact_fanout: int = Field(default=8, ge=2, description="Segments of one level merged together.")
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()

@@ -1,0 +1,70 @@
+"""The store interface every backend implements; analyses and handlers only see this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Source:
+    """One online store sending events."""
+
+    id: int
+    name: str
+    write_key: str
+    currency: str
+    timezone: str
+    own_domains: tuple[str, ...] = ()
+    channel_rules: dict[str, Any] | None = None
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "write_key": self.write_key,
+            "currency": self.currency,
+            "timezone": self.timezone,
+            "own_domains": list(self.own_domains),
+        }
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    source_id: int | None
+
+
+@dataclass
+class WriteResult:
+    written: int = 0
+    duplicates: int = 0
+    segments: list[str] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """What the CLI, the HTTP handlers and the engine use. ``masar.open`` returns one."""
+
+    def create_source(self, name: str, *, currency: str = "USD", timezone: str = "UTC",
+                      own_domains: tuple[str, ...] = ()) -> Source: ...  # fmt: skip
+    def sources(self) -> list[Source]: ...
+    def source(self, name_or_id: str | int) -> Source: ...
+    def source_for_write_key(self, write_key: str) -> Source | None: ...
+    def create_api_key(self, *, source: str | None, name: str) -> tuple[ApiKey, str]: ...
+    def verify_api_key(self, secret: str) -> ApiKey | None: ...
+
+    def write_events(self, source: Source, normalized: pa.Table, *, origin: str) -> WriteResult: ...
+    def quarantine(self, source_id: int | None, items: list[dict[str, Any]], *, origin: str) -> None: ...
+
+    def count_events(self, source: Source, *, event: str | None = None) -> int: ...
+    def event_counts(self, source: Source) -> list[tuple[str, int]]: ...
+    def tail(self, source: Source, *, limit: int = 20) -> list[dict[str, Any]]: ...
+    def rejected(self, source: Source | None, *, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...

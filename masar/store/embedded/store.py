@@ -1,0 +1,438 @@
+"""The embedded store: Parquet segments read by DuckDB for events, SQLite for metadata.
+
+Nothing to install and safe to share: ``masar serve`` and CLI commands may open the same data
+directory at once. Events are immutable segment files (readers never lock), and every change of
+shared state is a short SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import sqlalchemy as sa
+
+from masar.config import Settings
+from masar.enrich.channels import Attribution, ChannelRules
+from masar.enrich.identity import IdentityStore
+from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, SourceProfile
+from masar.errors import Conflict, InvalidInput, NotFound
+from masar.model.money import MoneyError, normalize_currency
+from masar.store.base import ApiKey, Source, WriteResult
+from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
+from masar.store.metadata import api_keys, create_engine, rejected, sources
+from masar.store.migrations import migrate
+
+_SOURCE_COLUMNS = (sources.c.id, sources.c.name, sources.c.write_key, sources.c.currency, sources.c.timezone,
+                   sources.c.own_domains, sources.c.channel_rules, sources.c.created_at)  # fmt: skip
+
+
+def _source(row: Any) -> Source:
+    return Source(
+        id=int(row.id),
+        name=row.name,
+        write_key=row.write_key,
+        currency=row.currency,
+        timezone=row.timezone,
+        own_domains=tuple(row.own_domains or ()),
+        channel_rules=row.channel_rules,
+        created_at=row.created_at,
+    )
+
+
+@dataclass
+class PreparedSegment:
+    source_id: int
+    id: str
+    path: Path
+    events: pa.Table
+    origin: str
+
+    @property
+    def rows(self) -> int:
+        return self.events.num_rows
+
+
+def _rejected_row(source_id: int | None, item: dict[str, Any]) -> dict[str, Any]:
+    payload = item.get("payload")
+    if payload is not None and not isinstance(payload, str):
+        payload = orjson.dumps(payload, default=str).decode()
+    received = item.get("received_at")
+    if isinstance(received, int):
+        received = datetime.fromtimestamp(received / 1_000_000, UTC)
+    return {
+        "source_id": source_id,
+        "received_at": received or datetime.now(UTC),
+        "origin": str(item.get("origin") or "capture")[:200],
+        "code": item["code"],
+        "message": item["message"],
+        "payload": payload[:65536] if payload else None,
+    }
+
+
+def _hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def sql_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of file paths (paths are ours, but quote them properly anyway)."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+class EmbeddedStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root: Path = settings.resolved_data_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(self.root / "metadata.db")
+        migrate(self.engine)
+        self.identities = IdentityStore(self.engine)
+        self.enricher = Enricher(self.identities, settings.session_timeout_seconds)
+        self.segments = SegmentStore(self.root, self.engine)
+        self._duck = duckdb.connect()
+        self._duck.execute("SET TimeZone = 'UTC'")
+        self._duck_lock = threading.Lock()
+
+    # -- sources and keys ----------------------------------------------------------------------
+
+    def create_source(
+        self,
+        name: str,
+        *,
+        currency: str = "USD",
+        timezone: str = "UTC",
+        own_domains: tuple[str, ...] = (),
+    ) -> Source:
+        name = name.strip()
+        if not name:
+            raise InvalidInput("a source needs a name")
+        try:
+            currency = normalize_currency(currency)
+        except MoneyError as exc:
+            raise InvalidInput(str(exc)) from None
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first():
+                raise Conflict(f"a source named {name!r} already exists")
+            conn.execute(
+                sources.insert().values(
+                    name=name,
+                    write_key=secrets.token_urlsafe(24),
+                    currency=currency,
+                    timezone=timezone,
+                    own_domains=list(own_domains),
+                    channel_rules=None,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return self.source(name)
+
+    def set_channel_rules(self, source: Source, rules: dict[str, Any] | None) -> Source:
+        try:
+            ChannelRules.from_overrides(rules)
+        except ValueError as exc:
+            raise InvalidInput(f"channel rules: {exc}") from None
+        with self.engine.begin() as conn:
+            conn.execute(sources.update().where(sources.c.id == source.id).values(channel_rules=rules))
+        return self.source(source.id)
+
+    def sources(self) -> list[Source]:
+        with self.engine.connect() as conn:
+            return [_source(row) for row in conn.execute(sa.select(*_SOURCE_COLUMNS).order_by(sources.c.id))]
+
+    def source(self, name_or_id: str | int) -> Source:
+        column = sources.c.id if isinstance(name_or_id, int) else sources.c.name
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*_SOURCE_COLUMNS).where(column == name_or_id)).first()
+        if row is None:
+            raise NotFound(f"no source named {name_or_id!r}; `masar sources list` shows them")
+        return _source(row)
+
+    def source_for_write_key(self, write_key: str) -> Source | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*_SOURCE_COLUMNS).where(sources.c.write_key == write_key)).first()
+        return _source(row) if row else None
+
+    def create_api_key(self, *, source: str | None, name: str = "default") -> tuple[ApiKey, str]:
+        source_id = self.source(source).id if source is not None else None
+        secret = "msk_" + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                api_keys.insert().values(
+                    source_id=source_id,
+                    name=name,
+                    prefix=secret[:12],
+                    key_hash=_hash_key(secret),
+                    created_at=datetime.now(UTC),
+                )
+            )
+            key_id = int(result.inserted_primary_key[0])
+        return ApiKey(key_id, name, secret[:12], source_id), secret
+
+    def verify_api_key(self, secret: str) -> ApiKey | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(api_keys).where(api_keys.c.key_hash == _hash_key(secret), api_keys.c.revoked_at.is_(None))
+            ).first()
+        return ApiKey(int(row.id), row.name, row.prefix, row.source_id) if row else None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - the store lives as long as its caches should
+    def _rules(self, rules_json: str) -> ChannelRules:
+        return ChannelRules.from_overrides(orjson.loads(rules_json) if rules_json else None)
+
+    def profile(self, source: Source) -> SourceProfile:
+        rules = self._rules(orjson.dumps(source.channel_rules).decode() if source.channel_rules else "")
+        return SourceProfile(source.id, rules, source.own_domains)
+
+    def write_events(
+        self,
+        source: Source,
+        normalized: pa.Table,
+        *,
+        origin: str,
+        state: SessionState | None = None,
+    ) -> WriteResult:
+        """Enrich normalized rows and commit them as one segment."""
+        prepared = self.prepare_segment(source, normalized, origin=origin, state=state)
+        self.commit([prepared] if prepared else [])
+        return WriteResult(written=prepared.rows if prepared else 0, segments=[prepared.id] if prepared else [])
+
+    def prepare_segment(
+        self, source: Source, normalized: pa.Table, *, origin: str, state: SessionState | None = None
+    ) -> PreparedSegment | None:
+        """Enrich and write a segment file, not yet visible: ``commit`` makes it so."""
+        if normalized.num_rows == 0:
+            return None
+        loader = None
+        if state is None:
+            state = SessionState()
+            loader = functools.partial(self.session_state_for, source)
+        events = self.enricher.enrich(self.profile(source), normalized, state, loader)
+        segment_id, path = self.segments.write_file(
+            source.id, events, level=level_for_rows(events.num_rows, self.settings.compact_fanout)
+        )
+        return PreparedSegment(source.id, segment_id, path, events, origin)
+
+    def commit(
+        self,
+        prepared: list[PreparedSegment],
+        *,
+        checkpoint: tuple[str, int, int] | None = None,
+        rejected_items: list[tuple[int | None, dict[str, Any]]] = (),
+    ) -> None:
+        """Make segments visible, record quarantined input and a log checkpoint: all or nothing."""
+        if not prepared and checkpoint is None and not rejected_items:
+            return
+        with self.engine.begin() as conn:
+            for segment in prepared:
+                self.segments.register(
+                    conn,
+                    segment.source_id,
+                    segment.id,
+                    segment.path,
+                    segment.events,
+                    level=level_for_rows(segment.rows, self.settings.compact_fanout),
+                    origin=segment.origin,
+                )
+            if rejected_items:
+                conn.execute(rejected.insert(), [_rejected_row(source_id, item) for source_id, item in rejected_items])
+            if checkpoint is not None:
+                self.segments.save_checkpoint(conn, *checkpoint)
+
+    def quarantine(self, source_id: int | None, items: list[dict[str, Any]], *, origin: str) -> None:
+        """Keep rejected input with its reason, so nothing disappears silently."""
+        if items:
+            self.commit([], rejected_items=[(source_id, {"origin": origin, **item}) for item in items])
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def events_relation(self, source: Source, segments: list[Segment] | None = None) -> str | None:
+        """SQL for a relation over the source's live events, or None when there are none yet."""
+        live = segments if segments is not None else self.segments.live(source.id)
+        if not live:
+            return None
+        return f"read_parquet({sql_list([s.path for s in live])}, union_by_name = true)"
+
+    def query(self, sql: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        cursor = self._duck.cursor()
+        return cursor.execute(sql, params or [])
+
+    def count_events(self, source: Source, *, event: str | None = None) -> int:
+        if event is None:
+            return self.segments.total_rows(source.id)
+        relation = self.events_relation(source)
+        if relation is None:
+            return 0
+        return int(self.query(f"SELECT count(*) FROM {relation} WHERE event = ?", [event]).fetchone()[0])
+
+    def event_counts(self, source: Source) -> list[tuple[str, int]]:
+        relation = self.events_relation(source)
+        if relation is None:
+            return []
+        rows = self.query(f"SELECT event, count(*) AS n FROM {relation} GROUP BY event ORDER BY n DESC, event").fetchall()
+        return [(name, int(n)) for name, n in rows]
+
+    def tail(self, source: Source, *, limit: int = 20) -> list[dict[str, Any]]:
+        relation = self.events_relation(source)
+        if relation is None:
+            return []
+        cursor = self.query(
+            f"""SELECT message_id, type, event, ts, received_at, person_id, anonymous_id, user_id, session_id,
+                       channel, device_type, country, currency, revenue, total, properties
+                FROM {relation} ORDER BY received_at DESC, ts DESC LIMIT ?""",
+            [limit],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def rejected(self, source: Source | None, *, limit: int = 20) -> list[dict[str, Any]]:
+        query = sa.select(rejected).order_by(rejected.c.id.desc()).limit(limit)
+        if source is not None:
+            query = query.where(rejected.c.source_id == source.id)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def rejected_count(self, source: Source | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(rejected)
+        if source is not None:
+            query = query.where(rejected.c.source_id == source.id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def existing_message_ids(self, source: Source, message_ids: pa.Array) -> set[str]:
+        """Which of these ids are already stored (makes re-imports add nothing)."""
+        relation = self.events_relation(source)
+        if relation is None or len(message_ids) == 0:
+            return set()
+        wanted = pa.table({"message_id": message_ids})
+        with self._duck_lock:
+            cursor = self._duck.cursor()
+            cursor.register("wanted_ids", wanted)
+            rows = cursor.execute(
+                f"SELECT e.message_id FROM {relation} e SEMI JOIN wanted_ids w ON e.message_id = w.message_id"
+            ).fetchall()
+            cursor.unregister("wanted_ids")
+        return {row[0] for row in rows}
+
+    def recent_message_ids(self, source_id: int, since_us: int) -> list[str]:
+        live = self.segments.live(source_id, received_from=since_us)
+        if not live:
+            return []
+        rows = self.query(
+            f"SELECT message_id FROM read_parquet({sql_list([s.path for s in live])}) "
+            "WHERE epoch_us(received_at) >= ?",
+            [since_us],
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def session_state_for(
+        self, source: Source, persons: np.ndarray | None = None, *, since_us: int | None = None
+    ) -> SessionState:
+        """Each person's last stored session: for ``persons``, or for everyone active since ``since_us``."""
+        state = SessionState()
+        segments = self.segments.live(source.id, ts_from=since_us)
+        relation = self.events_relation(source, segments)
+        if relation is None:
+            return state
+        campaign_expr = (
+            "CASE WHEN coalesce(utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_id) IS NULL "
+            "THEN NULL ELSE concat_ws('|', coalesce(utm_source, ''), coalesce(utm_medium, ''), "
+            "coalesce(utm_campaign, ''), coalesce(utm_content, ''), coalesce(utm_term, ''), "
+            "coalesce(click_id, '')) END"
+        )
+        with self._duck_lock:
+            cursor = self._duck.cursor()
+            if persons is not None:
+                cursor.register("wanted_persons", pa.table({"p": pa.array(persons, pa.int64())}))
+                where = "person_id IN (SELECT p FROM wanted_persons)"
+            else:
+                where = f"ts >= to_timestamp({int(since_us or 0)} / 1000000)"
+            rows = cursor.execute(
+                f"""
+                WITH ev AS (SELECT * FROM {relation} WHERE {where}),
+                     last AS (SELECT person_id, arg_max(session_id, ts) AS sid, max(ts) AS last_ts
+                              FROM ev GROUP BY person_id)
+                SELECT last.person_id, last.sid, epoch_us(min(ev.session_start)), epoch_us(last.last_ts),
+                       arg_min({campaign_expr}, ev.ts), any_value(ev.channel), any_value(ev.session_source),
+                       any_value(ev.session_medium), any_value(ev.session_campaign)
+                FROM last JOIN ev ON ev.person_id = last.person_id AND ev.session_id = last.sid
+                GROUP BY last.person_id, last.sid, last.last_ts
+                """
+            ).fetchall()
+            if persons is not None:
+                cursor.unregister("wanted_persons")
+        for person, sid, start, last, campaign, channel, s_source, s_medium, s_campaign in rows:
+            state.sessions[int(person)] = CarriedSession(
+                session_id=sid,
+                start=int(start),
+                last=int(last),
+                campaign=campaign,
+                attribution=Attribution(source=s_source, medium=s_medium, campaign=s_campaign, channel=channel),
+            )
+        return state
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def compact(self, source: Source) -> int:
+        """Merge ``compact_fanout`` segments of one level into one sorted segment of a larger level.
+
+        Keeps the number of files a query opens logarithmic in the data, and each file sorted by
+        (person_id, ts) for per-person scans. Returns how many segments were merged.
+        """
+        fanout = self.settings.compact_fanout
+        by_level: dict[int, list[Segment]] = {}
+        for segment in self.segments.live(source.id):
+            by_level.setdefault(segment.level, []).append(segment)
+        merged = 0
+        for level in sorted(by_level):
+            group = by_level[level][:fanout]
+            if len(group) < fanout:
+                continue
+            target_level = max(level + 1, level_for_rows(sum(s.rows for s in group), fanout))
+            merged += self._merge(source, group, target_level)
+        return merged
+
+    def _merge(self, source: Source, group: list[Segment], level: int) -> int:
+        directory = self.segments.directory(source.id)
+        segment_id = uuid.uuid4().hex
+        path = directory / f"L{level}-{segment_id}.parquet"
+        tmp = path.with_suffix(".tmp")
+        self.query(
+            f"COPY (SELECT * FROM read_parquet({sql_list([s.path for s in group])}) ORDER BY person_id, ts) "
+            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        )
+        tmp.rename(path)
+        stats = self.query(
+            "SELECT count(*), epoch_us(min(ts)), epoch_us(max(ts)), epoch_us(min(received_at)), "
+            "epoch_us(max(received_at)), min(person_id), max(person_id) FROM read_parquet(?)",
+            [str(path)],
+        ).fetchone()
+        with self.engine.begin() as conn:
+            if not self.segments.retire(conn, [s.id for s in group]):
+                conn.rollback()
+                path.unlink(missing_ok=True)
+                return 0
+            self.segments.register_stats(conn, source.id, segment_id, path, stats, level=level, origin="compaction")
+        return len(group)
+
+    def maintain(self) -> None:
+        for source in self.sources():
+            while self.compact(source):
+                pass
+        self.segments.reap()
+
+    def close(self) -> None:
+        self._duck.close()
+        self.engine.dispose()
