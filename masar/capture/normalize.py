@@ -54,6 +54,8 @@ class CaptureContext:
     default_currency: str = "USD"
     max_future_us: int = 24 * 3600 * 1_000_000
     request_ip: str | None = None
+    # Exports (Segment's own) carry the final ``timestamp`` and ``receivedAt``: take them as they are.
+    trust_timestamp: bool = False
 
 
 def now_us() -> int:
@@ -232,13 +234,17 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
     sent_raw = msg.get("sentAt", batch_sent_at)
     original_us = parse_time_us(original, "originalTimestamp") if original is not None else None
     sent_us = parse_time_us(sent_raw, "sentAt") if sent_raw is not None else None
-    if original_us is not None and sent_us is not None:
+    if ctx.trust_timestamp and msg.get("timestamp") is not None:
+        ts = parse_time_us(msg["timestamp"], "timestamp")
+        if msg.get("receivedAt") is not None:
+            received = parse_time_us(msg["receivedAt"], "receivedAt")
+    elif original_us is not None and sent_us is not None:
         ts = received - (sent_us - original_us)
     elif original_us is not None:
         ts = original_us
     else:
         ts = received
-    if ts > received + ctx.max_future_us:
+    if ts > ctx.received_at_us + ctx.max_future_us:
         raise MessageRejected("timestamp_in_future", "the event time is more than a day in the future")
     if ts < MIN_EVENT_US:
         raise MessageRejected("invalid_timestamp", "the event time is before 1970")

@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 
 from masar.capture.dedup import MessageIndex
-from masar.capture.normalize import CaptureContext, MessageRejected, merge_batch_defaults, normalize_message, now_us
+from masar.capture.normalize import (
+    CaptureContext,
+    MessageRejected,
+    merge_batch_defaults,
+    normalize_message,
+    now_us,
+)
 from masar.capture.wal import WalPosition, WriteAheadLog, read_records
 from masar.config import Settings
 from masar.errors import TooManyRequests, Unauthorized

@@ -140,8 +140,8 @@ class WriteAheadLog:
         if files:
             seq, path = files[-1]
             end = 0
-            for end, _payload in _scan(path, 0):
-                pass
+            for offset, _payload in _scan(path, 0):
+                end = offset
             if path.stat().st_size != end:
                 with path.open("r+b") as handle:  # cut the torn, never-acknowledged tail
                     handle.truncate(end)

@@ -66,6 +66,7 @@ class IdentityStore:
         user_keys = pc.binary_join_element_wise("u:", user_ids, "")
         row_keys = pc.coalesce(user_keys, anon_keys)
         wanted = set(pc.unique(row_keys.drop_null()).to_pylist())
+        wanted.update(pc.unique(anon_keys.drop_null()).to_pylist())
 
         linking = pc.and_(pc.is_valid(user_keys), pc.is_valid(anon_keys))
         link_idx = np.flatnonzero(linking.to_numpy(zero_copy_only=False))
@@ -76,18 +77,20 @@ class IdentityStore:
                 strict=True,
             )
         )
-        aliases: list[tuple[str, str]] = []
+        aliases: list[tuple[int, str, str]] = []
         is_alias = pc.and_(pc.equal(types, "alias"), pc.is_valid(previous_ids))
         alias_idx = np.flatnonzero(is_alias.fill_null(False).to_numpy(zero_copy_only=False))
         if len(alias_idx):
             prevs = pc.take(previous_ids, alias_idx).to_pylist()
             targets = pc.take(row_keys, alias_idx).to_pylist()
-            aliases = [(p, t) for p, t in zip(prevs, targets, strict=True) if t is not None]
-            for previous, _target in aliases:
+            aliases = [(int(i), p, t) for i, p, t in zip(alias_idx, prevs, targets, strict=True) if t is not None]
+            for _i, previous, _target in aliases:
                 wanted.update((f"u:{previous}", f"a:{previous}"))
         # Order matters for the rules; apply links and aliases in row order.
-        ops: list[tuple[int, str, str, str]] = [(int(i), "link", a, u) for i, (a, u) in zip(link_idx, links)]
-        ops += [(int(i), "alias", p, t) for i, (p, t) in zip(alias_idx, aliases)]
+        ops: list[tuple[int, str, str, str]] = [
+            (int(i), "link", a, u) for i, (a, u) in zip(link_idx, links, strict=True)
+        ]
+        ops += [(i, "alias", p, t) for i, p, t in aliases]
         ops.sort(key=lambda op: op[0])
 
         with self.engine.begin() as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 # ISO 4217 minor units that differ from the common 2. Everything else has 2.
 _MINOR_UNITS: dict[str, int] = {
@@ -33,7 +33,7 @@ def normalize_currency(value: object) -> str:
 
 
 def parse_amount(value: object, currency: str) -> Decimal:
-    """An amount from JSON (number or numeric string), rounded half-even to the currency's minor unit.
+    """An amount from JSON (number or numeric string), rounded half-up to the currency's minor unit.
 
     JSON numbers arrive as floats; ``repr`` gives the shortest decimal that round-trips, which is
     the literal the client wrote (19.99, not 19.989999...). Rounding to the minor unit absorbs
@@ -61,7 +61,7 @@ def parse_amount(value: object, currency: str) -> Decimal:
         raise MoneyError(f"amount must be a finite number, got {value!r}")
     if abs(amount) > MAX_ABS_AMOUNT:
         raise MoneyError(f"amount {value!r} is too large")
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_EVEN)
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
 
 
 def format_amount(amount: Decimal, currency: str) -> str:

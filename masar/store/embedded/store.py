@@ -210,15 +210,24 @@ class EmbeddedStore:
         return WriteResult(written=prepared.rows if prepared else 0, segments=[prepared.id] if prepared else [])
 
     def prepare_segment(
-        self, source: Source, normalized: pa.Table, *, origin: str, state: SessionState | None = None
+        self,
+        source: Source,
+        normalized: pa.Table,
+        *,
+        origin: str,
+        state: SessionState | None = None,
+        load: bool = False,
     ) -> PreparedSegment | None:
-        """Enrich and write a segment file, not yet visible: ``commit`` makes it so."""
+        """Enrich and write a segment file, not yet visible: ``commit`` makes it so.
+
+        ``state`` carries sessions between calls; with ``load`` (or without a state), the last stored
+        session of persons not in it is read from the store first.
+        """
         if normalized.num_rows == 0:
             return None
-        loader = None
+        loader = functools.partial(self.session_state_for, source) if (load or state is None) else None
         if state is None:
             state = SessionState()
-            loader = functools.partial(self.session_state_for, source)
         events = self.enricher.enrich(self.profile(source), normalized, state, loader)
         segment_id, path = self.segments.write_file(
             source.id, events, level=level_for_rows(events.num_rows, self.settings.compact_fanout)
