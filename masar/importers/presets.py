@@ -72,13 +72,13 @@ def _json_value(column: str, type_name: str) -> str:
     return f"to_json({c})"
 
 
-def _minor_units_expr(currency_expr: str) -> str:
+def minor_units_expr(currency_expr: str) -> str:
     threes = ", ".join(literal(c) for c, u in _MINOR_UNITS.items() if u == 3)
     zeros = ", ".join(literal(c) for c, u in _MINOR_UNITS.items() if u == 0)
     return f"CASE WHEN {currency_expr} IN ({threes}) THEN 3 WHEN {currency_expr} IN ({zeros}) THEN 0 ELSE 2 END"
 
 
-def _money(expr: str, units: str) -> str:
+def money_expr(expr: str, units: str) -> str:
     raw = f"TRY_CAST(trim(replace(CAST({expr} AS VARCHAR), ',', '')) AS DECIMAL(18, 3))"
     return (
         f"CASE {units} WHEN 3 THEN {raw} WHEN 0 THEN CAST(round({raw}, 0) AS DECIMAL(18, 3)) "
@@ -119,7 +119,7 @@ def build_plan(
         return f"NULLIF(left(trim(CAST({c} AS VARCHAR)), {limit}), '')" if c else "CAST(NULL AS VARCHAR)"
 
     currency = f"upper(trim(CAST({col('currency')} AS VARCHAR)))" if col("currency") else "NULL"
-    units = _minor_units_expr("_currency")
+    units = minor_units_expr("_currency")
     event_expr = literal(event_constant) if event_constant else text("event", 200)
 
     content = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
@@ -151,7 +151,7 @@ def build_plan(
         if field in select or field in ("properties", "traits", "context"):
             continue
         if field in MONEY_FIELDS:
-            select[field] = _money(col(field), units) if col(field) else "CAST(NULL AS DECIMAL(18, 3))"
+            select[field] = money_expr(col(field), units) if col(field) else "CAST(NULL AS DECIMAL(18, 3))"
         elif field == "currency":
             has_money = " OR ".join(f"{col(f)} IS NOT NULL" for f in MONEY_FIELDS if col(f)) or "false"
             select[field] = f"CASE WHEN {has_money} OR {currency} IS NOT NULL THEN _currency END"

@@ -24,6 +24,8 @@ from masar.importers.presets import (
     build_plan,
     ident,
     literal,
+    minor_units_expr,
+    money_expr,
     parse_mapping,
     ts_and_currency_columns,
 )
@@ -79,14 +81,10 @@ def _orders_plans(columns: dict[str, str], mapping: dict[str, str], currency: st
     m.update(mapping)
     order = f"CAST({ident(m['order_id'])} AS VARCHAR)"
     guest = f"CASE WHEN {ident(m['user_id'])} IS NULL THEN 'guest:' || {order} END" if "user_id" in m else f"'guest:' || {order}"
-    money = {f: ident(m[f]) for f in ("total", "subtotal", "tax", "shipping") if f in m}
-    if "subtotal" in money:
-        revenue_src = money["subtotal"]
-    else:
-        parts = [f"TRY_CAST({money['total']} AS DECIMAL(18, 3))"] + [
-            f"coalesce(TRY_CAST({money[f]} AS DECIMAL(18, 3)), 0)" for f in ("tax", "shipping") if f in money
-        ]
-        revenue_src = " - ".join(parts)
+    money = {f: f"TRY_CAST({ident(m[f])} AS DECIMAL(18, 3))" for f in ("total", "subtotal", "tax", "shipping") if f in m}
+    # Segment's revenue excludes tax and shipping: the subtotal, else the total without them.
+    derived = " - ".join([money["total"]] + [f"coalesce({money[f]}, 0)" for f in ("tax", "shipping") if f in money])
+    revenue_src = f"coalesce({money['subtotal']}, {derived})" if "subtotal" in money else derived
     plans = []
     status = f"lower(trim(CAST({ident('status')} AS VARCHAR)))" if "status" in columns else "NULL"
     variants = [("Order Completed", "completed", None, {})]
@@ -103,7 +101,7 @@ def _orders_plans(columns: dict[str, str], mapping: dict[str, str], currency: st
             "anonymous_id": guest,
         }
         if event == "Order Completed":
-            overrides["revenue"] = f"CAST(({revenue_src}) AS DECIMAL(18, 3))"
+            overrides["revenue"] = money_expr(revenue_src, minor_units_expr("_currency"))
         plan = build_plan(columns, mm, default_currency=currency, event_constant=event, overrides=overrides)
         helpers = ts_and_currency_columns(columns, mm, currency)
         plans.append((f"SELECT {plan.select} FROM (SELECT *, {helpers} FROM src)" + (f" WHERE {where}" if where else ""), event))
