@@ -219,6 +219,62 @@ def client_main(index: int, port: int, write_key: str, nonce: str, start_at: flo
 
 # -- the server ---------------------------------------------------------------------------------
 
+# With --profile-server the server runs under cProfile, one profiler per thread (event loop,
+# masar-wal, masar-ingestor, ...); each thread's stats are dumped to PROFILE_DIR when it ends.
+_PROFILED_SERVER = r"""
+import cProfile, os, sys, threading
+out = os.environ["MASAR_BENCH_PROFILE_DIR"]
+_run = threading.Thread.run
+def run(self):
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        _run(self)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(out, self.name.replace("/", "_") + f"-{threading.get_native_id()}.prof"))
+threading.Thread.run = run
+sys.argv = ["masar"] + sys.argv[1:]
+from masar.cli import main
+profiler = cProfile.Profile()
+profiler.enable()
+try:
+    main()
+except SystemExit:
+    pass
+finally:
+    profiler.disable()
+    profiler.dump_stats(os.path.join(out, "MainThread.prof"))
+"""
+
+
+def _print_server_profile(directory: Path, top: int, log) -> None:
+    import io
+    import pstats
+
+    groups: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("*.prof")):
+        name = path.stem.rsplit("-", 1)[0] if path.stem != "MainThread" else "MainThread (event loop)"
+        name = "anyio/asyncio worker threads" if name.startswith(("AnyIO", "asyncio", "ThreadPoolExecutor")) else name
+        groups.setdefault(name, []).append(str(path))
+    for name, files in groups.items():
+        stats = pstats.Stats(files[0])
+        for extra in files[1:]:
+            stats.add(extra)
+        total = stats.total_tt
+        if total < 0.5:
+            continue
+        for order in ("tottime", "cumulative"):
+            buffer = io.StringIO()
+            stats.stream = buffer
+            stats.sort_stats(order).print_stats(top)
+            text = buffer.getvalue()
+            text = text[text.find("   ncalls"):] if "   ncalls" in text else text
+            log(f"\n== server profile: {name} ({len(files)} thread(s), {total:.1f} s profiled), top {top} by {order} ==")
+            log(text.rstrip())
+
+
+
 
 def _get_json(port: int, path: str, timeout: float = 10) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -318,10 +374,18 @@ def run(args: argparse.Namespace, log) -> dict:
         source = _util.create_source(data_dir, "bench")
         write_key, source_id = source["write_key"], int(source["id"])
         port = _util.free_port()
+        serve_args = ["serve", "--data-dir", str(data_dir), "--port", str(port)]
+        env = dict(os.environ)
+        if args.profile_server:
+            profile_dir = tmp / "profile"
+            profile_dir.mkdir()
+            env["MASAR_BENCH_PROFILE_DIR"] = str(profile_dir)
+            command = [sys.executable, "-c", _PROFILED_SERVER, *serve_args]
+        else:
+            command = _util.masar_cmd(*serve_args)
         with server_log.open("wb") as log_handle:
             proc = subprocess.Popen(
-                _util.masar_cmd("serve", "--data-dir", str(data_dir), "--port", str(port)),
-                stdout=log_handle, stderr=subprocess.STDOUT, cwd=_util.ROOT, start_new_session=True,
+                command, stdout=log_handle, stderr=subprocess.STDOUT, cwd=_util.ROOT, start_new_session=True, env=env,
             )  # fmt: skip
         startup = time.monotonic()
         _wait_healthy(proc, port, server_log)
@@ -470,6 +534,11 @@ def run(args: argparse.Namespace, log) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        if args.profile_server and proc is not None:
+            try:
+                _print_server_profile(tmp / "profile", args.profile_top, log)
+            except Exception as exc:  # a profile is a bonus; never hide the figures for it
+                log(f"(could not read the server profile: {exc})")
         if args.keep:
             log(f"kept {tmp}")
         else:
@@ -507,6 +576,10 @@ def main() -> None:
     parser.add_argument("--freshness-timeout", type=float, default=600.0,
                         help="give up waiting for stored == acked after this many seconds")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
+    parser.add_argument("--profile-server", action="store_true",
+                        help="run the server under cProfile (every thread) and print where its time goes; "
+                             "slows the server, so the figures are not comparable")
+    parser.add_argument("--profile-top", type=int, default=25, help="rows per profile table (default 25)")
     parser.add_argument("--json", action="store_true", help="print only one line of JSON")
     args = parser.parse_args()
 

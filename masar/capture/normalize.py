@@ -63,11 +63,16 @@ def now_us() -> int:
 
 
 def parse_time_us(value: object, field: str) -> int:
-    """ISO 8601 (``Z`` or offset; naive means UTC) or epoch seconds/milliseconds → microseconds."""
+    """ISO 8601 (``Z`` or offset; naive means UTC) or epoch seconds/milliseconds/microseconds → microseconds."""
     if isinstance(value, bool):
         raise MessageRejected("invalid_timestamp", f"{field} must be an ISO 8601 time, got {value!r}")
     if isinstance(value, int | float):
-        seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds vs seconds
+        if abs(value) > 1e14:  # epoch microseconds
+            seconds = value / 1_000_000
+        elif abs(value) > 1e11:  # epoch milliseconds
+            seconds = value / 1000
+        else:
+            seconds = value
         if seconds != seconds or abs(seconds) > 1e11:
             raise MessageRejected("invalid_timestamp", f"{field} is not a valid time: {value!r}")
         return int(round(seconds * 1_000_000))

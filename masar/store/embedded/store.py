@@ -201,7 +201,7 @@ class EmbeddedStore:
         source: Source,
         normalized: pa.Table,
         *,
-        origin: str,
+        origin: str = "api",
         state: SessionState | None = None,
     ) -> WriteResult:
         """Enrich normalized rows and commit them as one segment."""
@@ -405,15 +405,21 @@ class EmbeddedStore:
         for segment in self.segments.live(source.id):
             by_level.setdefault(segment.level, []).append(segment)
         merged = 0
-        for level in sorted(by_level):
-            group = by_level[level][:fanout]
-            if len(group) < fanout:
-                continue
-            target_level = max(level + 1, level_for_rows(sum(s.rows for s in group), fanout))
-            merged += self._merge(source, group, target_level)
+        level = 0
+        while level <= max(by_level, default=-1):
+            pending = by_level.get(level, [])
+            while len(pending) >= fanout:
+                group, pending = pending[:fanout], pending[fanout:]
+                target = max(level + 1, level_for_rows(sum(s.rows for s in group), fanout))
+                result = self._merge(source, group, target)
+                if result is None:
+                    return merged  # another compactor is at work
+                merged += len(group)
+                by_level.setdefault(target, []).append(result)
+            level += 1
         return merged
 
-    def _merge(self, source: Source, group: list[Segment], level: int) -> int:
+    def _merge(self, source: Source, group: list[Segment], level: int) -> Segment | None:
         directory = self.segments.directory(source.id)
         segment_id = uuid.uuid4().hex
         path = directory / f"L{level}-{segment_id}.parquet"
@@ -432,9 +438,9 @@ class EmbeddedStore:
             if not self.segments.retire(conn, [s.id for s in group]):
                 conn.rollback()
                 path.unlink(missing_ok=True)
-                return 0
+                return None
             self.segments.register_stats(conn, source.id, segment_id, path, stats, level=level, origin="compaction")
-        return len(group)
+        return Segment(segment_id, source.id, path, int(stats[0]), level, stats[1], stats[2])
 
     def maintain(self) -> None:
         for source in self.sources():
