@@ -234,6 +234,10 @@ def run(self):
         profiler.disable()
         profiler.dump_stats(os.path.join(out, self.name.replace("/", "_") + f"-{threading.get_native_id()}.prof"))
 threading.Thread.run = run
+import signal
+def _exit(signum, frame):  # uvicorn re-raises SIGTERM after its graceful shutdown: end normally
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, _exit)
 sys.argv = ["masar"] + sys.argv[1:]
 from masar.cli import main
 profiler = cProfile.Profile()
