@@ -107,6 +107,34 @@ def sources_list(data_dir: DataDir = None, json: Json = False) -> None:
     out.print(table)
 
 
+@sources_app.command("rules")
+@edge
+def sources_rules(
+    name: Annotated[str, typer.Argument(help="The source.")],
+    file: Annotated[Path | None, typer.Option(help="A JSON file of channel-rule overrides (docs/channels.md).")] = None,
+    reset: Annotated[bool, typer.Option(help="Go back to the default rules.")] = False,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Show or set a source's channel-rule overrides (applies to events stored from now on)."""
+    from masar.errors import InvalidInput
+
+    store = _open(data_dir)
+    source = store.source(name)
+    if file is not None or reset:
+        rules = None
+        if file is not None:
+            try:
+                rules = orjson.loads(file.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"{file} is not valid JSON: {exc}") from None
+        source = store.set_channel_rules(source, rules)
+    if json:
+        _print_json(source.channel_rules or {})
+    else:
+        out.print(orjson.dumps(source.channel_rules or {}, option=orjson.OPT_INDENT_2).decode())
+
+
 @keys_app.command("create")
 @edge
 def keys_create(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from masar.capture.normalize import CaptureContext, MessageRejected, normalize_message, parse_time_us, truncate_ip
+from masar.capture.normalize import (
+    CaptureContext,
+    MessageRejected,
+    normalize_message,
+    parse_time_us,
+    truncate_ip,
+)
 
 RECEIVED = parse_time_us("2026-03-01T12:00:00Z", "x")
 CTX = CaptureContext(received_at_us=RECEIVED, default_currency="SAR")

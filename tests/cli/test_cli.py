@@ -67,3 +67,22 @@ def test_demo_small(tmp_path):
     assert report["events"] > 1000 and report["rejected"] == 0
     again = json.loads(masar("demo", "--no-serve", "--visitors", "300", "--days", "10", "--data-dir", d, "--json").stdout)
     assert again["skipped"] is True and again["events"] == report["events"]
+
+
+def test_channel_rules_per_source(tmp_path):
+    d = str(tmp_path / "data")
+    masar("sources", "create", "S", "--data-dir", d)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"channel": "Affiliates", "medium": "influencer"}]}))
+    shown = json.loads(masar("sources", "rules", "S", "--file", str(rules), "--data-dir", d, "--json").stdout)
+    assert shown["rules"][0]["channel"] == "Affiliates"
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text("user_id,event,timestamp,utm_source,utm_medium\nu1,Page Viewed,2026-01-01T00:00:00Z,"
+                        "instagram,influencer\n")  # fmt: skip
+    masar("import", str(csv_path), "--source", "S", "--data-dir", d)
+    tail = json.loads(masar("events", "tail", "--source", "S", "--data-dir", d, "--json").stdout)
+    assert tail[0]["channel"] == "Affiliates"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rules": [{"channel": "Nope", "medium": "x"}]}))
+    result = masar("sources", "rules", "S", "--file", str(bad), "--data-dir", d, check=False)
+    assert result.returncode == 1 and "channel rules" in result.stderr
