@@ -123,6 +123,14 @@ def truncate_ip(value: object) -> str | None:
     """Privacy by default: IPv4 keeps /24, IPv6 keeps /48; anything unparsable is not stored."""
     if not isinstance(value, str) or not value:
         return None
+    return _truncate_ip(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _truncate_ip(value: str) -> str | None:
+    parts = value.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0"  # the common case, without ipaddress
     try:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
@@ -162,10 +170,18 @@ def country_of(location: Mapping[str, Any], timezone: str | None, locale: str | 
     return None
 
 
-def _click_id(params: Mapping[str, str]) -> str | None:
+@functools.lru_cache(maxsize=16_384)
+def _url_parts(url: str) -> tuple[str | None, tuple[str | None, ...], str | None]:
+    """(path, utm values in _UTM_KEYS order, click-id name) of a page URL; cached, URLs repeat."""
     from masar.enrich.channels import click_id_from_query
 
-    return click_id_from_query(params)
+    try:
+        split = urlsplit(url)
+        query = dict(parse_qsl(split.query, keep_blank_values=False))
+    except ValueError:
+        return None, (None,) * len(_UTM_KEYS), None
+    utm = tuple(_text(query.get(f"utm_{key}"), 500) for key in _UTM_KEYS)
+    return split.path or None, utm, click_id_from_query(query) if query else None
 
 
 def _apply_ga4_aliases(properties: dict[str, Any]) -> dict[str, Any]:
@@ -263,20 +279,14 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
         referrer = _text(context["referrer"].get("url"))
     title = (_text(properties.get("title"), 500) if mtype == "page" else None) or _text(page.get("title"), 500)
 
-    query: dict[str, str] = {}
-    if url and "?" in url:
-        try:
-            split = urlsplit(url)
-            query = dict(parse_qsl(split.query, keep_blank_values=False))
-            if path is None:
-                path = split.path or None
-        except ValueError:
-            query = {}
     campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
-    utm = {key: _text(campaign.get(key), 500) for key in _UTM_KEYS}
-    if not any(utm.values()) and query:
-        utm = {key: _text(query.get(f"utm_{key}"), 500) for key in _UTM_KEYS}
-    click_id = _click_id(query) if query else None
+    utm = tuple(_text(campaign.get(key), 500) for key in _UTM_KEYS) if campaign else (None,) * len(_UTM_KEYS)
+    click_id = None
+    if url and "?" in url:
+        url_path, url_utm, click_id = _url_parts(url)
+        path = path or url_path
+        if not any(utm):
+            utm = url_utm
 
     library = context.get("library") if isinstance(context.get("library"), dict) else {}
     locale = _text(context.get("locale"), 35)
@@ -302,11 +312,11 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
         "path": path,
         "referrer": referrer,
         "title": title,
-        "utm_source": utm["source"],
-        "utm_medium": utm["medium"],
-        "utm_campaign": utm["name"],
-        "utm_term": utm["term"],
-        "utm_content": utm["content"],
+        "utm_source": utm[0],
+        "utm_medium": utm[1],
+        "utm_campaign": utm[2],
+        "utm_term": utm[3],
+        "utm_content": utm[4],
         "click_id": click_id,
         "user_agent": _text(context.get("userAgent"), 1024),
         "ip": ip,

@@ -12,17 +12,29 @@ from masar.store.schema import MONEY, NORMALIZED, TS
 _JSON = ("properties", "traits", "context")
 
 
+def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Transpose rows to columns. Rows from ``normalize_message`` share one key order, so one C-level
+    ``zip`` does it; anything else takes the per-key path."""
+    keys = tuple(rows[0])
+    if all(tuple(row) == keys for row in rows):
+        return dict(zip(keys, zip(*(row.values() for row in rows), strict=True), strict=True))
+    return {name: tuple(row.get(name) for row in rows) for name in NORMALIZED.names}
+
+
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    columns = []
+    if not rows:
+        return NORMALIZED.empty_table()
+    columns = _columns(rows)
+    arrays = []
     for field in NORMALIZED:
-        name = field.name
-        values = [row.get(name) for row in rows]
-        if name in _JSON:
-            columns.append(pa.array([orjson.dumps(v or {}).decode() for v in values], pa.string()))
+        values = columns.get(field.name) or (None,) * len(rows)
+        if field.name in _JSON:
+            dumps = orjson.dumps
+            arrays.append(pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string()))
         elif field.type == TS:
-            columns.append(pa.array(values, pa.int64()).cast(TS))
+            arrays.append(pa.array(values, pa.int64()).cast(TS))
         elif field.type == MONEY:
-            columns.append(pa.array(values, pa.string()).cast(MONEY))
+            arrays.append(pa.array(values, pa.string()).cast(MONEY))
         else:
-            columns.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(columns, schema=NORMALIZED)
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=NORMALIZED)
