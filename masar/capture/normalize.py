@@ -110,10 +110,10 @@ def _object(msg: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _text(value: object, limit: int = 2048) -> str | None:
-    if value is None or value == "":
+    if type(value) is str:
+        return value[:limit] if value else None
+    if value is None:
         return None
-    if isinstance(value, str):
-        return value[:limit]
     if isinstance(value, bool | dict | list):
         return None
     return str(value)[:limit]
@@ -159,6 +159,11 @@ def country_of(location: Mapping[str, Any], timezone: str | None, locale: str | 
     if isinstance(country, str) and country.strip():
         text = country.strip()
         return text.upper() if len(text) == 2 else text
+    return _country_from(timezone, locale)
+
+
+@functools.lru_cache(maxsize=4096)
+def _country_from(timezone: str | None, locale: str | None) -> str | None:
     if timezone:
         found = _timezone_countries().get(timezone)
         if found:
@@ -327,8 +332,12 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
         "library_name": _text(library.get("name"), 100),
         "library_version": _text(library.get("version"), 50),
     }
-    for key in ID_FIELDS:
-        row[key] = _text(properties.get(key), 256)
+    if properties:
+        for key in ID_FIELDS:
+            row[key] = _text(properties.get(key), 256)
+    else:
+        for key in ID_FIELDS:
+            row[key] = None
     step = properties.get("step")
     row["step"] = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**31 else None
     quantity = properties.get("quantity")

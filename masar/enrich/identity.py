@@ -42,6 +42,19 @@ class _Resolution:
     identified: set[int]
     new_keys: dict[str, int] = field(default_factory=dict)
     merges: list[tuple[int, int]] = field(default_factory=list)
+    provisional: int = 0  # new persons get ids -1, -2, … until one block is allocated at the end
+
+    def new_person(self) -> int:
+        self.provisional += 1
+        return -self.provisional
+
+    def finalize(self, first: int) -> None:
+        """Give provisional persons their real ids (``first``, ``first + 1``, …)."""
+        real = lambda p: first + (-p) - 1 if p < 0 else p  # noqa: E731
+        self.mapping = {k: real(p) for k, p in self.mapping.items()}
+        self.new_keys = {k: real(p) for k, p in self.new_keys.items()}
+        self.merges = [(real(a), real(b)) for a, b in self.merges]
+        self.identified = {real(p) for p in self.identified}
 
 
 def _chunks(items: Sequence[str | int], size: int = _CHUNK) -> Iterable[Sequence[str | int]]:
@@ -101,11 +114,12 @@ class IdentityStore:
                 else:
                     self._alias(conn, source_id, res, left, right)
             missing = [key for key in row_keys.drop_null().unique().to_pylist() if key not in res.mapping]
-            if missing:
-                first = self._allocate(conn, source_id, len(missing))
-                for offset, key in enumerate(sorted(missing)):
-                    res.mapping[key] = first + offset
-                    res.new_keys[key] = first + offset
+            for key in sorted(missing):
+                person = res.new_person()
+                res.mapping[key] = person
+                res.new_keys[key] = person
+            if res.provisional:
+                res.finalize(self._allocate(conn, source_id, res.provisional))
             self._persist(conn, source_id, res)
 
         keys = list(res.mapping)
@@ -118,13 +132,13 @@ class IdentityStore:
     def _link(self, conn: Connection, source_id: int, res: _Resolution, anon: str, user: str) -> None:
         pa_, pu = res.mapping.get(anon), res.mapping.get(user)
         if pa_ is None and pu is None:
-            person = self._allocate(conn, source_id, 1)
+            person = res.new_person()
             self._assign(res, anon, person)
             self._assign(res, user, person)
             res.identified.add(person)
         elif pu is None:
             if pa_ in res.identified:  # shared device: this user is a different person
-                person = self._allocate(conn, source_id, 1)
+                person = res.new_person()
                 self._assign(res, user, person)
                 res.identified.add(person)
             else:
@@ -139,7 +153,7 @@ class IdentityStore:
         prev_key = f"u:{previous}" if f"u:{previous}" in res.mapping else f"a:{previous}"
         pp, pt = res.mapping.get(prev_key), res.mapping.get(target)
         if pp is None and pt is None:
-            person = self._allocate(conn, source_id, 1)
+            person = res.new_person()
             self._assign(res, target, person)
             self._assign(res, f"u:{previous}", person)
             res.identified.add(person)
