@@ -18,8 +18,9 @@ CHUNK = 100_000
 
 
 def load_demo(store: Any, *, seed: int = 7, visitors: int = 50_000, days: int = 90, progress: bool = False) -> dict:
-    from masar.demo.generator import DemoConfig, build_demo
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from masar.demo.generator import DemoConfig, build_demo
 
     try:
         source = store.source(DEMO_SOURCE)
