@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT = 60.0
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASAR_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
@@ -36,7 +37,9 @@ def masar_cli(*args: str | os.PathLike[str], timeout: float = 60.0) -> subproces
     cmd = [sys.executable, "-m", "masar.cli", *map(str, args)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     if done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
     return done
 
 
@@ -58,7 +61,9 @@ def cli_count(data_dir: str | os.PathLike[str], source: str, *, event: str | Non
 
 
 def cli_rejected(data_dir: str | os.PathLike[str], source: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-    return masar_cli_json("events", "rejected", "--source", source, "--data-dir", data_dir, "--limit", str(limit))
+    return masar_cli_json(
+        "events", "rejected", "--source", source, "--data-dir", data_dir, "--limit", str(limit)
+    )
 
 
 def free_port() -> int:
@@ -80,7 +85,13 @@ def stored_count(store_or_cli: Any, source: Any, *, event: str | None = None) ->
 
 
 def wait_for_count(
-    store_or_cli: Any, source: Any, n: int, timeout: float = 20, *, event: str | None = None, interval: float = 0.1
+    store_or_cli: Any,
+    source: Any,
+    n: int,
+    timeout: float = 20,
+    *,
+    event: str | None = None,
+    interval: float = 0.1,
 ) -> int:
     """Poll until the stored count of ``source`` (optionally one ``event``) reaches ``n``; returns it.
 
@@ -106,6 +117,7 @@ class MasarServer:
     data_dir: Path
     log_path: Path
     port: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # extra environment, e.g. MASAR_* settings
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
@@ -136,10 +148,25 @@ class MasarServer:
             self._log = self.log_path.open("ab")
             self._log.write(f"\n--- start on port {self.port} ---\n".encode())
             self._log.flush()
-            cmd = [sys.executable, "-m", "masar.cli", "serve", "--data-dir", str(self.data_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "masar.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
             self.proc = subprocess.Popen(
-                cmd, stdout=self._log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO, start_new_session=True
+                cmd,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=_env(self.env),
+                cwd=REPO,
+                start_new_session=True,
             )
             if self._wait_healthy(timeout):
                 return self
@@ -206,9 +233,11 @@ class _ServerFactory:
         self.log_dir = log_dir
         self.started: list[MasarServer] = []
 
-    def __call__(self, data_dir: str | os.PathLike[str], *, port: int | None = None) -> MasarServer:
+    def __call__(
+        self, data_dir: str | os.PathLike[str], *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> MasarServer:
         index = len(self.started)
-        server = MasarServer(Path(data_dir), self.log_dir / f"masar-serve-{index}.log")
+        server = MasarServer(Path(data_dir), self.log_dir / f"masar-serve-{index}.log", env=dict(env or {}))
         self.started.append(server)
         return server.start(port=port)
 

@@ -53,6 +53,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raw = inflater.decompress(raw, limit + 1)  # bounded: a zip bomb stops here
         except zlib.error:
             raise InvalidInput("the gzip body could not be decompressed", code="invalid_gzip") from None
+        if not inflater.eof and len(raw) <= limit:  # cut off before the end (and its CRC check)
+            raise InvalidInput("the gzip body is truncated", code="invalid_gzip")
     elif encoding not in ("", "identity"):
         raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; use gzip or none")
     if len(raw) > limit:

@@ -90,7 +90,9 @@ def test_missing_write_key_is_401(env):
 
 
 def test_unknown_write_key_is_401(env):
-    response = httpx.post(env.url + "/v1/batch", json={"batch": [track("X")]}, auth=("nope-not-a-key", ""), timeout=10)
+    response = httpx.post(
+        env.url + "/v1/batch", json={"batch": [track("X")]}, auth=("nope-not-a-key", ""), timeout=10
+    )
     assert response.status_code == 401
     assert error_of(response)["code"] == "invalid_write_key"
     response = httpx.post(env.url + "/v1/track", json={**track("X"), "writeKey": "also-wrong"}, timeout=10)
@@ -99,12 +101,16 @@ def test_unknown_write_key_is_401(env):
 
 
 def test_malformed_basic_auth_is_400(env):
-    response = httpx.post(env.url + "/v1/track", json=track("X"), headers={"Authorization": "Basic !!!"}, timeout=10)
+    response = httpx.post(
+        env.url + "/v1/track", json=track("X"), headers={"Authorization": "Basic !!!"}, timeout=10
+    )
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_authorization"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'"text"'], ids=["broken", "empty", "array", "string"])
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"", b"[1, 2]", b'"text"'], ids=["broken", "empty", "array", "string"]
+)
 def test_invalid_json_is_400(env, body):
     response = env.http.post("/v1/batch", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
@@ -117,9 +123,13 @@ def test_batch_without_list_is_400(env):
     assert error_of(response)["code"] == "invalid_batch"
 
 
-@pytest.mark.parametrize("content_type", ["application/xml", "application/x-www-form-urlencoded", "text/html"])
+@pytest.mark.parametrize(
+    "content_type", ["application/xml", "application/x-www-form-urlencoded", "text/html"]
+)
 def test_non_json_content_type_is_415(env, content_type):
-    response = env.http.post("/v1/track", content=json.dumps(track("X")), headers={"Content-Type": content_type})
+    response = env.http.post(
+        "/v1/track", content=json.dumps(track("X")), headers={"Content-Type": content_type}
+    )
     assert response.status_code == 415
     assert error_of(response)["code"] == "unsupported_media_type"
 
@@ -134,7 +144,9 @@ def test_unknown_content_encoding_is_415(env):
 def test_text_plain_is_accepted_for_send_beacon(env):
     event = unique("Beacon")
     body = {**track(event), "writeKey": env.write_key}
-    response = httpx.post(env.url + "/v1/track", content=json.dumps(body), headers={"Content-Type": "text/plain"})
+    response = httpx.post(
+        env.url + "/v1/track", content=json.dumps(body), headers={"Content-Type": "text/plain"}
+    )
     assert response.status_code == 200, response.text
     assert wait_for_count(env.store, SOURCE, 1, event=event) == 1
 
@@ -146,8 +158,11 @@ def test_single_message_over_32kb_is_413(env):
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
     # Compressed small, inflated too large: the limit applies to the inflated body.
-    response = env.http.post("/v1/track", content=gzip.compress(json.dumps(message).encode()),
-                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    response = env.http.post(
+        "/v1/track",
+        content=gzip.compress(json.dumps(message).encode()),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
     env.settle()
@@ -186,8 +201,12 @@ BAD_MESSAGES = {
     "invalid_type": {"type": "purchase", "event": "E", "userId": "u-1"},
     "invalid_message_id": {"type": "track", "event": "E", "userId": "u-1", "messageId": "m" * 101},
     "invalid_timestamp": {"type": "track", "event": "E", "userId": "u-1", "timestamp": "yesterday at noon"},
-    "timestamp_in_future": {"type": "track", "event": "E", "userId": "u-1",
-                            "timestamp": iso(NOW + timedelta(days=2))},  # fmt: skip
+    "timestamp_in_future": {
+        "type": "track",
+        "event": "E",
+        "userId": "u-1",
+        "timestamp": iso(NOW + timedelta(days=2)),
+    },
     "invalid_amount": {"type": "track", "event": "E", "userId": "u-1", "properties": {"price": "abc"}},
     "invalid_field": {"type": "track", "event": "E", "userId": "u-1", "properties": ["not", "an", "object"]},
 }
@@ -244,7 +263,10 @@ def test_all_bad_batch_is_400_with_every_rejection(env):
     error = error_of(response)
     assert error["code"] == "all_messages_rejected"
     assert [(r["index"], r["code"]) for r in error["rejected"]] == [
-        (0, "missing_identity"), (1, "missing_event"), (2, "invalid_type")]  # fmt: skip
+        (0, "missing_identity"),
+        (1, "missing_event"),
+        (2, "invalid_type"),
+    ]
 
 
 def test_empty_batch_is_ok_and_stores_nothing(env):
@@ -259,23 +281,42 @@ def test_empty_batch_is_ok_and_stores_nothing(env):
 def test_gzip_body_is_accepted(env):
     event = unique("Gzipped")
     body = {"batch": [track(event) for _ in range(25)]}
-    response = env.http.post("/v1/batch", content=gzip.compress(json.dumps(body).encode()),
-                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    response = env.http.post(
+        "/v1/batch",
+        content=gzip.compress(json.dumps(body).encode()),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 25
     assert wait_for_count(env.store, SOURCE, 25, event=event) == 25
 
 
-def test_broken_gzip_is_400(env):
+def _corrupt_gzip() -> bytes:
+    good = gzip.compress(json.dumps({"batch": [track("Never")] * 20}).encode())
+    return good[:12] + bytes(b ^ 0xFF for b in good[12:30]) + good[30:]
+
+
+@pytest.mark.parametrize("body", [_corrupt_gzip(), b"plain text, not gzip"], ids=["corrupt", "not-gzip"])
+def test_broken_gzip_is_400(env, body):
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    response = env.http.post("/v1/batch", content=b"\x1f\x8b\x08\x00garbage", headers=headers)
+    response = env.http.post("/v1/batch", content=body, headers=headers)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_gzip"
+
+
+def test_truncated_gzip_is_invalid_gzip(env):
+    whole = gzip.compress(json.dumps({"batch": [track("Never")] * 20}).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = env.http.post("/v1/batch", content=whole[: len(whole) // 2], headers=headers)
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_gzip"
 
 
 def test_write_key_in_body_is_accepted(env):
     event = unique("Body key")
-    response = httpx.post(env.url + "/v1/batch", json={"writeKey": env.write_key, "batch": [track(event), track(event)]})
+    response = httpx.post(
+        env.url + "/v1/batch", json={"writeKey": env.write_key, "batch": [track(event), track(event)]}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 2
     response = httpx.post(env.url + "/v1/track", json={**track(event), "writeKey": env.write_key})
@@ -286,14 +327,22 @@ def test_write_key_in_body_is_accepted(env):
 @pytest.mark.parametrize("kind", ["identify", "page", "screen", "group", "alias"])
 def test_every_single_endpoint_stores_its_type(env, kind):
     user = f"user-{uuid.uuid4().hex[:8]}"
-    body = {"userId": user, "messageId": uuid.uuid4().hex, "groupId": "g-1", "previousId": f"old-{user}",
-            "name": "Home", "type": "track"}  # the path decides the type  # fmt: skip
+    body = {
+        "userId": user,
+        "messageId": uuid.uuid4().hex,
+        "groupId": "g-1",
+        "previousId": f"old-{user}",
+        "name": "Home",
+        "type": "track",
+    }  # the path decides the type
     response = env.post(f"/v1/{kind}", body)
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
     env.settle()
     relation = env.store.events_relation(env.source)
-    row = env.store.query(f"SELECT type, event FROM {relation} WHERE message_id = ?", [body["messageId"]]).fetchone()
+    row = env.store.query(
+        f"SELECT type, event FROM {relation} WHERE message_id = ?", [body["messageId"]]
+    ).fetchone()
     assert row is not None and row[0] == kind
 
 
@@ -349,7 +398,12 @@ def test_clock_correction_uses_sent_at(env):
     batched = track(event, timestamp=iso(device_clock))
     before = datetime.now(UTC).timestamp() * 1e6
     assert env.post("/v1/track", single).status_code == 200
-    assert env.post("/v1/batch", {"batch": [batched], "sentAt": iso(device_clock + timedelta(hours=1))}).status_code == 200
+    assert (
+        env.post(
+            "/v1/batch", {"batch": [batched], "sentAt": iso(device_clock + timedelta(hours=1))}
+        ).status_code
+        == 200
+    )
     after = datetime.now(UTC).timestamp() * 1e6
     wait_for_count(env.store, SOURCE, 2, event=event)
     for message in (single, batched):
@@ -386,12 +440,13 @@ def test_future_timestamp_corrected_by_sent_at_is_accepted(env):
 # -- quarantine ----------------------------------------------------------------------------------
 
 
-def test_rejected_messages_are_quarantined_with_their_code(env):
+@pytest.fixture(scope="module")
+def quarantined(env) -> tuple[str, dict[str, dict[str, Any]]]:
+    """One batch with a good message and one of each bad class, plus a refused oversized batch."""
     marker = uuid.uuid4().hex
     event = unique("Quarantine good")
     bad = {code: {**msg, "context": {"marker": marker}} for code, msg in BAD_MESSAGES.items()}
-    batch = [track(event)] + list(bad.values())
-    response = env.post("/v1/batch", {"batch": batch})
+    response = env.post("/v1/batch", {"batch": [track(event), *bad.values()]})
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
     assert sorted(r["code"] for r in response.json()["rejected"]) == sorted(BAD_MESSAGES)
@@ -400,16 +455,30 @@ def test_rejected_messages_are_quarantined_with_their_code(env):
     assert env.post("/v1/batch", {"batch": too_many}).status_code == 413
     wait_for_count(env.store, SOURCE, 1, event=event)
     env.settle()
+    return marker, bad
 
-    rejected = [r for r in cli_rejected(env.data_dir, SOURCE, limit=5000) if marker in (r.get("payload") or "")]
-    by_code = {r["code"]: r for r in rejected}
-    assert set(by_code) == set(BAD_MESSAGES) | {"batch_too_large"}, rejected
+
+def _check_quarantine(rows: list[dict[str, Any]], marker: str, bad: dict[str, dict[str, Any]]) -> None:
+    mine = [r for r in rows if marker in (r.get("payload") or "")]
+    by_code = {r["code"]: r for r in mine}
+    assert len(mine) == len(by_code), mine
+    assert set(by_code) == set(BAD_MESSAGES) | {"batch_too_large"}, mine
     for code, message in bad.items():
         row = by_code[code]
         assert row["message"]
         assert json.loads(row["payload"]) == message
         assert row["origin"] == "capture"
     assert by_code["batch_too_large"]["origin"] == "/v1/batch"
+
+
+def test_rejected_messages_are_quarantined_with_their_code(env, quarantined):
+    marker, bad = quarantined
+    _check_quarantine(env.store.rejected(env.source, limit=5000), marker, bad)
+
+
+def test_rejected_messages_are_listed_by_the_cli(env, quarantined):
+    marker, bad = quarantined
+    _check_quarantine(cli_rejected(env.data_dir, SOURCE, limit=5000), marker, bad)
 
 
 # -- CORS ----------------------------------------------------------------------------------------

@@ -47,10 +47,14 @@ def _send_mixed(client: Client, total: int, prefix: str) -> Counter:
             ok, _msg = client.track(anonymous_id=anonymous_id, event=event, properties=props)
             expected[event] += 1
         elif kind == 3:
-            ok, _msg = client.page(anonymous_id=anonymous_id, name="Home", properties={"url": f"https://shop.example/p/{i}"})
+            ok, _msg = client.page(
+                anonymous_id=anonymous_id, name="Home", properties={"url": f"https://shop.example/p/{i}"}
+            )
             expected["Page Viewed"] += 1
         else:
-            ok, _msg = client.identify(user_id=f"{prefix}-user-{i % 97}", anonymous_id=anonymous_id, traits={"plan": "x"})
+            ok, _msg = client.identify(
+                user_id=f"{prefix}-user-{i % 97}", anonymous_id=anonymous_id, traits={"plan": "x"}
+            )
             expected["Identify"] += 1
         assert ok, "the client's queue refused a message"
     return expected
@@ -132,7 +136,12 @@ def test_segment_client_identify_and_track_resolve_to_one_person(data_dir, serve
         assert store.identities.person_of(source.id, anonymous_id="anon-7") == person
         overrides = store.identities.overrides(source.id)
         rows = store.tail(source, limit=10)
-        assert sorted(r["event"] for r in rows) == ["Identify", "Order Completed", "Page Viewed", "Product Viewed"]
+        assert sorted(r["event"] for r in rows) == [
+            "Identify",
+            "Order Completed",
+            "Page Viewed",
+            "Product Viewed",
+        ]
         resolved = {r["event"]: overrides.get(r["person_id"], r["person_id"]) for r in rows}
         assert set(resolved.values()) == {person}, (resolved, overrides)
     finally:
@@ -145,8 +154,12 @@ def test_segment_client_sync_mode_and_retry_dedup(data_dir, server):
     srv = server(data_dir)
     client = Client(src["write_key"], host=srv.url, sync_mode=True, max_retries=0)
     for _ in range(3):
-        client.track(user_id="u-1", event="Order Completed", properties={"order_id": "o-1"}, message_id="fixed-id-1")
-    client.track(user_id="u-1", event="Order Completed", properties={"order_id": "o-2"}, message_id="fixed-id-2")
+        client.track(
+            user_id="u-1", event="Order Completed", properties={"order_id": "o-1"}, message_id="fixed-id-1"
+        )
+    client.track(
+        user_id="u-1", event="Order Completed", properties={"order_id": "o-2"}, message_id="fixed-id-2"
+    )
     store = masar.open(data_dir)
     try:
         wait_for_count(store, "Sync Shop", 2)

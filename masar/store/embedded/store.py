@@ -311,7 +311,7 @@ class EmbeddedStore:
         if source is not None:
             query = query.where(rejected.c.source_id == source.id)
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            return [{str(key): value for key, value in row._mapping.items()} for row in conn.execute(query)]
 
     def rejected_count(self, source: Source | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(rejected)
