@@ -20,7 +20,8 @@ from masar.enrich.pipeline import SessionState
 
 log = logging.getLogger("masar.ingestor")
 
-MAX_ROWS_PER_FLUSH = 250_000
+# Bounded so a backlog is worked off in steps of steady memory (~6.6 KB per decoded row).
+MAX_ROWS_PER_FLUSH = 50_000
 
 
 class Ingestor:

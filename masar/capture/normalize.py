@@ -36,7 +36,8 @@ _KNOWN_KEYS = frozenset(
         "previousId", "groupId", "writeKey", "version", "channel", "_metadata", "options",
     }
 )  # fmt: skip
-_UTM_KEYS = ("source", "medium", "name", "term", "content")
+_UTM_KEYS = ("source", "medium", "name", "term", "content")  # context.campaign's keys
+_UTM_PARAMS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")  # the URL's, same order
 
 
 class MessageRejected(ValueError):
@@ -185,7 +186,7 @@ def _url_parts(url: str) -> tuple[str | None, tuple[str | None, ...], str | None
         query = dict(parse_qsl(split.query, keep_blank_values=False))
     except ValueError:
         return None, (None,) * len(_UTM_KEYS), None
-    utm = tuple(_text(query.get(f"utm_{key}"), 500) for key in _UTM_KEYS)
+    utm = tuple(_text(query.get(param), 500) for param in _UTM_PARAMS)
     return split.path or None, utm, click_id_from_query(query) if query else None
 
 

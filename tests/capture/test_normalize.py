@@ -117,10 +117,12 @@ def test_ga4_names_map_to_segment():
 
 def test_page_and_screen_become_events():
     page = normalize_message({"type": "page", "name": "Home", "anonymousId": "a",
-                              "properties": {"url": "https://s.com/p?utm_source=ig&utm_medium=influencer&gclid=x"}},
+                              "properties": {"url": "https://s.com/p?utm_source=ig&utm_medium=influencer"
+                                                    "&utm_campaign=noura&utm_term=oud&utm_content=reel&gclid=x"}},
                              CTX)  # fmt: skip
     assert page["event"] == "Page Viewed" and page["properties"]["name"] == "Home"
     assert (page["utm_source"], page["utm_medium"], page["click_id"], page["path"]) == ("ig", "influencer", "gclid", "/p")
+    assert (page["utm_campaign"], page["utm_term"], page["utm_content"]) == ("noura", "oud", "reel")
     assert normalize_message({"type": "screen", "userId": "u"}, CTX)["event"] == "Screen Viewed"
 
 
