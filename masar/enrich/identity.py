@@ -184,27 +184,34 @@ class IdentityStore:
     # -- storage -------------------------------------------------------------------------------
 
     def _load(self, conn: Connection, source_id: int, keys: list[str]) -> _Resolution:
+        """Known persons of ``keys`` and which of them are identified.
+
+        The keys go into a temporary table joined against ``identities``: one statement however
+        many keys an import brings, instead of thousands of ``IN (...)`` queries.
+        """
+        conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS masar_wanted (k TEXT PRIMARY KEY)")
+        conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS masar_persons (p INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("DELETE FROM masar_wanted")
+        conn.exec_driver_sql("DELETE FROM masar_persons")
         mapping: dict[str, int] = {}
-        for chunk in _chunks(keys):
-            rows = conn.execute(
-                sa.select(identities.c.distinct_id, identities.c.person_id).where(
-                    identities.c.source_id == source_id, identities.c.distinct_id.in_(chunk)
-                )
-            )
-            mapping.update({key: int(person) for key, person in rows})
+        if keys:
+            conn.exec_driver_sql("INSERT OR IGNORE INTO masar_wanted (k) VALUES (?)", [(k,) for k in keys])
+            rows = conn.exec_driver_sql(
+                "SELECT i.distinct_id, i.person_id FROM masar_wanted w "
+                "JOIN identities i ON i.source_id = ? AND i.distinct_id = w.k",
+                (source_id,),
+            ).fetchall()
+            mapping = {key: int(person) for key, person in rows}
         identified: set[int] = set()
-        persons = sorted(set(mapping.values()))
-        for chunk in _chunks(persons):
-            rows = conn.execute(
-                sa.select(identities.c.person_id)
-                .where(
-                    identities.c.source_id == source_id,
-                    identities.c.person_id.in_(chunk),
-                    identities.c.distinct_id.like("u:%"),
-                )
-                .distinct()
-            )
-            identified.update(int(person) for (person,) in rows)
+        persons = set(mapping.values())
+        if persons:
+            conn.exec_driver_sql("INSERT OR IGNORE INTO masar_persons (p) VALUES (?)", [(p,) for p in persons])
+            rows = conn.exec_driver_sql(
+                "SELECT DISTINCT i.person_id FROM masar_persons m JOIN identities i "
+                "ON i.source_id = ? AND i.person_id = m.p WHERE i.distinct_id >= 'u:' AND i.distinct_id < 'u;'",
+                (source_id,),
+            ).fetchall()
+            identified = {int(person) for (person,) in rows}
         return _Resolution(mapping, identified)
 
     @staticmethod
@@ -240,16 +247,10 @@ class IdentityStore:
                 )
             )
         if res.new_keys:
-            statement = sa.dialects.sqlite.insert(identities).on_conflict_do_update(
-                index_elements=["source_id", "distinct_id"],
-                set_={"person_id": sa.dialects.sqlite.insert(identities).excluded.person_id},
-            )
-            conn.execute(
-                statement,
-                [
-                    {"source_id": source_id, "distinct_id": key, "person_id": person}
-                    for key, person in res.new_keys.items()
-                ],
+            conn.exec_driver_sql(
+                "INSERT INTO identities (source_id, distinct_id, person_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (source_id, distinct_id) DO UPDATE SET person_id = excluded.person_id",
+                [(source_id, key, person) for key, person in res.new_keys.items()],
             )
 
     def overrides(self, source_id: int) -> dict[int, int]:
