@@ -69,6 +69,28 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """VmHWM (peak RSS of the current program image, reset by exec) in bytes; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def tree_rss_bytes(pid: int) -> int:
     """RSS of ``pid`` plus its descendants (e.g. a uvicorn worker child)."""
     return rss_bytes(pid) + sum(rss_bytes(child) for child in children_of(pid))
@@ -101,7 +123,9 @@ def mb(value: float) -> float:
     return round(value / (1024 * 1024), 1)
 
 
-def table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("measure", "value", "target")) -> str:
+def table(
+    rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("measure", "value", "target")
+) -> str:
     """A plain fixed-width table."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(3)]
     line = "  ".join("-" * w for w in widths)

@@ -72,8 +72,9 @@ def generate(rows: int, directory: Path, seed: int = 42) -> dict[str, Path]:
         "timestamp": timestamps,
         "price": pc.if_else(searched, pa.scalar(None, pa.float64()), pa.array(price)),
         "currency": pick(["USD", "EUR", "GBP"], rows, [0.7, 0.2, 0.1]),
-        "product_id": pc.if_else(searched, pa.scalar(None, pa.string()),
-                                 prefixed("prod_", rng.integers(0, 20_000, size=rows))),  # fmt: skip
+        "product_id": pc.if_else(
+            searched, pa.scalar(None, pa.string()), prefixed("prod_", rng.integers(0, 20_000, size=rows))
+        ),  # fmt: skip
         # Two columns the events preset does not map: they end up in the properties JSON.
         "variant": pick(["red", "blue", "black", "white", "green"], rows),
         "list_position": pa.array(rng.integers(1, 48, size=rows)),
@@ -100,8 +101,15 @@ def cli_import(path: Path, data_dir: Path, source: str) -> dict:
             _util.masar_cmd("import", str(path), "--source", source, "--data-dir", str(data_dir), "--json"),
             stdout=out, stderr=err, cwd=_util.ROOT,
         )  # fmt: skip
+        # ru_maxrss from wait4 would include the RSS of this (forking) process, so poll VmHWM.
+        peak = 0
         try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            while True:
+                peak = max(peak, _util.peak_rss_bytes(proc.pid))
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                time.sleep(0.05)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -115,12 +123,14 @@ def cli_import(path: Path, data_dir: Path, source: str) -> dict:
         raise RuntimeError(f"masar import {path.name} failed ({proc.returncode}):\n{stderr.decode()[-4000:]}")
     report = json.loads(stdout)
     report["wall_seconds"] = round(wall, 2)
-    report["peak_rss_mb"] = _util.mb(usage.ru_maxrss * 1024)
+    report["peak_rss_mb"] = _util.mb(peak)
     report["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
     return report
 
 
-def inprocess_import(path: Path, data_dir: Path, *, profile: bool = False) -> tuple[dict, cProfile.Profile | None]:
+def inprocess_import(
+    path: Path, data_dir: Path, *, profile: bool = False
+) -> tuple[dict, cProfile.Profile | None]:
     import masar
     from masar.importers import import_path
 
@@ -128,6 +138,8 @@ def inprocess_import(path: Path, data_dir: Path, *, profile: bool = False) -> tu
     profiler = cProfile.Profile() if profile else None
     try:
         source = store.create_source("bench-inprocess")
+        base_rss = _util.rss_bytes(os.getpid())
+        peak_known = _util.reset_peak_rss()
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -137,12 +149,15 @@ def inprocess_import(path: Path, data_dir: Path, *, profile: bool = False) -> tu
             if profiler is not None:
                 profiler.disable()
         wall = time.perf_counter() - started
+        peak = _util.peak_rss_bytes()
         stored = store.count_events(source)
     finally:
         store.close()
     out = report.to_dict()
     out["wall_seconds"] = round(wall, 2)
     out["stored"] = stored
+    out["rss_before_mb"] = _util.mb(base_rss)
+    out["peak_rss_mb"] = _util.mb(peak) if peak_known else None
     return out, profiler
 
 
@@ -169,7 +184,7 @@ def _profile_text(profiler: cProfile.Profile, top: int) -> str:
         stats = pstats.Stats(profiler, stream=buffer)
         stats.sort_stats(order).print_stats(count)
         text = buffer.getvalue()
-        text = text[text.find("   ncalls"):] if "   ncalls" in text else text
+        text = text[text.find("   ncalls") :] if "   ncalls" in text else text
         parts.append(f"== in-process import profile, top {count} by {order} ==\n{text.rstrip()}")
     return "\n\n".join(parts)
 
@@ -201,7 +216,8 @@ def run(args: argparse.Namespace, log) -> dict:
                 report, _ = inprocess_import(path, tmp / f"inproc-{fmt}")
                 entry["inprocess"] = report
                 log(f"[{fmt}] import_path (in-process): {report['seconds']:.2f} s, {report['rows_per_second']:,} rows/s, "
-                    f"stored {report['stored']:,}")  # fmt: skip
+                    f"stored {report['stored']:,}, RSS {report['rss_before_mb']} MB before, "
+                    f"peak {report['peak_rss_mb']} MB")  # fmt: skip
 
             entry["ratio_masar_time_to_duckdb"] = round(cli["seconds"] / peer["seconds"], 1)
             entry["masar_share_of_duckdb_rate"] = round(cli["rows_per_second"] / peer["rows_per_second"], 4)
@@ -240,10 +256,16 @@ def _summary(f: dict) -> str:
                      f"{cli['wall_seconds']:.1f} s wall)", f">= {target:,}  ({met})"))  # fmt: skip
         if "inprocess" in e:
             ip = e["inprocess"]
-            rows.append((f"{fmt}: import_path (in-process)", f"{ip['rows_per_second']:,} events/s ({ip['seconds']:.1f} s)",
-                         f">= {target:,}"))  # fmt: skip
+            rows.append((f"{fmt}: import_path (in-process)", f"{ip['rows_per_second']:,} events/s ({ip['seconds']:.1f} s; "
+                         f"peak RSS {ip['peak_rss_mb']} MB)", f">= {target:,}"))  # fmt: skip
         peer = e["duckdb_copy"]
-        rows.append((f"{fmt}: DuckDB COPY (raw floor)", f"{peer['rows_per_second']:,} rows/s ({peer['seconds']:.2f} s)", ""))
+        rows.append(
+            (
+                f"{fmt}: DuckDB COPY (raw floor)",
+                f"{peer['rows_per_second']:,} rows/s ({peer['seconds']:.2f} s)",
+                "",
+            )
+        )
         rows.append((f"{fmt}: masar / DuckDB", f"{e['ratio_masar_time_to_duckdb']}x the time "
                      f"({e['masar_share_of_duckdb_rate']:.1%} of its rate)", ""))  # fmt: skip
         rows.append((f"{fmt}: `masar import` peak RSS / CPU", f"{cli['peak_rss_mb']} MB / {cli['cpu_seconds']} s "
@@ -259,11 +281,17 @@ def _summary(f: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="events to generate (default 2,000,000)")
-    parser.add_argument("--formats", default="parquet,csv", help="comma-separated: parquet,csv (default both)")
+    parser.add_argument(
+        "--formats", default="parquet,csv", help="comma-separated: parquet,csv (default both)"
+    )
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process import_path runs")
-    parser.add_argument("--profile", action="store_true", help="also run one in-process import under cProfile")
+    parser.add_argument(
+        "--profile", action="store_true", help="also run one in-process import under cProfile"
+    )
     parser.add_argument("--profile-format", choices=("parquet", "csv"), default="parquet")
-    parser.add_argument("--profile-top", type=int, default=25, help="rows of the cumulative profile (default 25)")
+    parser.add_argument(
+        "--profile-top", type=int, default=25, help="rows of the cumulative profile (default 25)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated files and data dirs")
     parser.add_argument("--json", action="store_true", help="print only one line of JSON")
     args = parser.parse_args()

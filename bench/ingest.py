@@ -62,7 +62,13 @@ CAMPAIGNS = [
     "?utm_source=instagram&utm_medium=social&utm_campaign=influencer_jane",
     "?gclid=Cj0KCQjw3tCyBhDBARIsAEY0XNlq1",
 ]
-REFERRERS = ["", "https://www.google.com/", "https://www.facebook.com/", "https://t.co/abc", "https://duckduckgo.com/"]
+REFERRERS = [
+    "",
+    "https://www.google.com/",
+    "https://www.facebook.com/",
+    "https://t.co/abc",
+    "https://duckduckgo.com/",
+]
 CATEGORIES = ["Shoes", "Apparel", "Accessories", "Outdoor", "Kids", "Sale"]
 BRANDS = ["Acme", "Northwind", "Globex", "Initech", "Umbrella"]
 EVENTS = [
@@ -112,7 +118,12 @@ def _event_pool(rng: random.Random, size: int, visitors: int) -> list[dict]:
                 for _ in range(rng.randint(1, 4))
             ]  # fmt: skip
             subtotal = round(sum(i["price"] * i["quantity"] for i in items), 2)
-            properties = {"cart_id": f"cart_{visitor}", "currency": currency, "products": items, "value": subtotal}
+            properties = {
+                "cart_id": f"cart_{visitor}",
+                "currency": currency,
+                "products": items,
+                "value": subtotal,
+            }
             if event == "Order Completed":
                 tax = round(subtotal * 0.08, 2)
                 shipping = rng.choice([0, 4.99, 9.99])
@@ -259,7 +270,11 @@ def _print_server_profile(directory: Path, top: int, log) -> None:
     groups: dict[str, list[str]] = {}
     for path in sorted(directory.glob("*.prof")):
         name = path.stem.rsplit("-", 1)[0] if path.stem != "MainThread" else "MainThread (event loop)"
-        name = "anyio/asyncio worker threads" if name.startswith(("AnyIO", "asyncio", "ThreadPoolExecutor")) else name
+        name = (
+            "anyio/asyncio worker threads"
+            if name.startswith(("AnyIO", "asyncio", "ThreadPoolExecutor"))
+            else name
+        )
         groups.setdefault(name, []).append(str(path))
     for name, files in groups.items():
         stats = pstats.Stats(files[0])
@@ -273,11 +288,11 @@ def _print_server_profile(directory: Path, top: int, log) -> None:
             stats.stream = buffer
             stats.sort_stats(order).print_stats(top)
             text = buffer.getvalue()
-            text = text[text.find("   ncalls"):] if "   ncalls" in text else text
-            log(f"\n== server profile: {name} ({len(files)} thread(s), {total:.1f} s profiled), top {top} by {order} ==")
+            text = text[text.find("   ncalls") :] if "   ncalls" in text else text
+            log(
+                f"\n== server profile: {name} ({len(files)} thread(s), {total:.1f} s profiled), top {top} by {order} =="
+            )
             log(text.rstrip())
-
-
 
 
 def _get_json(port: int, path: str, timeout: float = 10) -> dict:
@@ -302,7 +317,9 @@ def _wait_healthy(proc: subprocess.Popen, port: int, log_path: Path, timeout: fl
             return _get_json(port, "/health", timeout=2)
         except (OSError, RuntimeError, http.client.HTTPException, ValueError):
             time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer /health in {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
+    raise RuntimeError(
+        f"the server did not answer /health in {timeout:.0f} s:\n{log_path.read_text()[-4000:]}"
+    )
 
 
 def _stored_count(db: Path, source_id: int) -> int:
@@ -310,7 +327,8 @@ def _stored_count(db: Path, source_id: int) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         row = conn.execute(
-            "SELECT coalesce(sum(rows), 0) FROM segments WHERE source_id = ? AND retired_at IS NULL", (source_id,)
+            "SELECT coalesce(sum(rows), 0) FROM segments WHERE source_id = ? AND retired_at IS NULL",
+            (source_id,),
         ).fetchone()
         return int(row[0])
     finally:
@@ -332,7 +350,9 @@ def _distinct_message_ids(root: Path, db: Path, source_id: int) -> tuple[int, in
     duck = duckdb.connect()
     try:
         listing = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-        rows, distinct = duck.execute(f"SELECT count(*), count(DISTINCT message_id) FROM read_parquet({listing})").fetchone()
+        rows, distinct = duck.execute(
+            f"SELECT count(*), count(DISTINCT message_id) FROM read_parquet({listing})"
+        ).fetchone()
         return int(rows), int(distinct)
     finally:
         duck.close()
@@ -574,15 +594,20 @@ def _summary(f: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="load duration (default 60; the issue names 300)")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="load duration (default 60; the issue names 300)"
+    )
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--batch", type=int, default=100, help="events per /v1/batch request (default 100)")
     parser.add_argument("--freshness-timeout", type=float, default=600.0,
                         help="give up waiting for stored == acked after this many seconds")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
-    parser.add_argument("--profile-server", action="store_true",
-                        help="run the server under cProfile (every thread) and print where its time goes; "
-                             "slows the server, so the figures are not comparable")
+    parser.add_argument(
+        "--profile-server",
+        action="store_true",
+        help="run the server under cProfile (every thread) and print where its time goes; "
+        "slows the server, so the figures are not comparable",
+    )
     parser.add_argument("--profile-top", type=int, default=25, help="rows per profile table (default 25)")
     parser.add_argument("--json", action="store_true", help="print only one line of JSON")
     args = parser.parse_args()

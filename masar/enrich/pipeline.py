@@ -16,16 +16,21 @@ import pyarrow.compute as pc
 
 from masar.enrich.channels import Attribution, ChannelRules, Touch, referrer_domain
 from masar.enrich.identity import IdentityStore
-from masar.enrich.sessions import NO_CAMPAIGN, session_id, sessionize_kernel
+from masar.enrich.sessions import NO_CAMPAIGN, session_ids, sessionize_kernel
 from masar.enrich.useragent import parse_user_agent
 from masar.store.schema import ENRICHED, EVENTS, TS
+
+# Touch fields joined into one key per session, so rules run once per distinct touch.
+_TOUCH_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "click_id")
+_SEP = "\x1f"
+_NULL = "\x1e"
 
 
 @dataclass(frozen=True)
 class CarriedSession:
-    """The last session of one session key, carried between batches."""
+    """The last session of one person, carried between batches."""
 
-    session_id: str
+    session_id: int
     start: int
     last: int
     campaign: str | None
@@ -156,55 +161,60 @@ class Enricher:
         if n > 1:
             first[1:] = (s_keys[1:] != s_keys[:-1]) | (starts[1:] != starts[:-1]) | (from_state[1:] != from_state[:-1])
         session_index = np.cumsum(first) - 1
-        first_rows = order[first]
-        referrer_domains = map_distinct(table.column("referrer"), lambda r: (referrer_domain(r),), [pa.string()])[0]
-        ref_first = referrer_domains.take(pa.array(first_rows)).to_pylist()
-        touch_columns = {
-            name: table.column(name).take(pa.array(first_rows)).to_pylist()
-            for name in ("utm_source", "utm_medium", "utm_campaign", "click_id")
-        }
-        first_keys = s_keys[first]
-        first_starts = starts[first]
+        first_rows = pa.array(order[first])
+        first_persons = unique_persons[s_keys[first]]
         first_state = from_state[first]
-        first_campaign_codes = campaign_codes[first_rows]
-        campaign_list = list(campaign_names)
-        session_ids: list[str] = []
-        attributions: list[Attribution] = []
-        for j in range(len(first_rows)):
-            key = key_names[first_keys[j]]
-            if first_state[j]:
-                carried = state.sessions[key]
-                session_ids.append(carried.session_id)
-                attributions.append(carried.attribution)
-                continue
-            session_ids.append(session_id(source.id, key, int(first_starts[j])))
-            touch = Touch(
-                utm_source=touch_columns["utm_source"][j],
-                utm_medium=touch_columns["utm_medium"][j],
-                utm_campaign=touch_columns["utm_campaign"][j],
-                click_id=touch_columns["click_id"][j],
-                referrer_domain=ref_first[j],
-            )
-            attributions.append(source.rules.attribute(touch, source.own_domains))
+        referrer_domains = map_distinct(table.column("referrer"), lambda r: (referrer_domain(r),), [pa.string()])[0]
+        touch_parts = [table.column(name).take(first_rows) for name in _TOUCH_COLUMNS] + [referrer_domains.take(first_rows)]
+        touch_keys = pc.binary_join_element_wise(*touch_parts, _SEP, null_handling="replace", null_replacement=_NULL)
 
-        # Carry each key's latest session forward.
-        last_of_key = np.ones(n, dtype=np.bool_)
-        if n > 1:
-            last_of_key[:-1] = s_keys[:-1] != s_keys[1:]
-        for row in np.flatnonzero(last_of_key):
-            sess = int(session_index[row])
-            code = int(first_campaign_codes[sess])
-            carried_campaign = campaign_list[code] if code != NO_CAMPAIGN else None
+        def attribute(key: str) -> tuple[str, str, str | None, str]:
+            parts = [None if part == _NULL else part for part in key.split(_SEP)]
+            touch = Touch(parts[0], parts[1], parts[2], parts[3], parts[4])
+            found = source.rules.attribute(touch, source.own_domains)
+            return found.channel, found.source, found.medium, found.campaign
+
+        per_session = map_distinct(touch_keys, attribute, [pa.string()] * 4)
+        ids = session_ids(source.id, first_persons, starts[first])
+        carried_sessions = np.flatnonzero(first_state)
+        if len(carried_sessions):
+            carried = [state.sessions[int(first_persons[j])] for j in carried_sessions]
+            ids[carried_sessions] = [c.session_id for c in carried]
+            mask = pa.array(first_state)
+            replacements = (
+                [c.attribution.channel for c in carried],
+                [c.attribution.source for c in carried],
+                [c.attribution.medium for c in carried],
+                [c.attribution.campaign for c in carried],
+            )
+            per_session = [
+                pc.replace_with_mask(column, mask, pa.array(values, pa.string()))
+                for column, values in zip(per_session, replacements, strict=True)
+            ]
+        channel_s, source_s, medium_s, campaign_s = per_session
+
+        # Carry each person's latest session forward.
+        last_rows = np.flatnonzero(np.append(s_keys[:-1] != s_keys[1:], True))
+        last_sessions = session_index[last_rows]
+        first_campaign_codes = campaign_codes[order[first]]
+        campaign_list = list(campaign_names)
+        columns = [c.take(pa.array(last_sessions)).to_pylist() for c in per_session]
+        for i, row in enumerate(last_rows):
+            sess = int(last_sessions[i])
+            person = int(unique_persons[s_keys[row]])
             if first_state[sess]:
-                carried_campaign = state.sessions[key_names[s_keys[row]]].campaign
+                carried_campaign = state.sessions[person].campaign
+            else:
+                code = int(first_campaign_codes[sess])
+                carried_campaign = campaign_list[code] if code != NO_CAMPAIGN else None
             state.carry(
-                key_names[s_keys[row]],
+                person,
                 CarriedSession(
-                    session_id=session_ids[sess],
+                    session_id=int(ids[sess]),
                     start=int(starts[row]),
                     last=int(s_ts[row]),
                     campaign=carried_campaign,
-                    attribution=attributions[sess],
+                    attribution=Attribution(columns[1][i], columns[2][i], columns[3][i], columns[0][i]),
                 ),
             )
 
@@ -214,11 +224,11 @@ class Enricher:
         row_start = np.empty(n, dtype=np.int64)
         row_start[order] = starts
         take = pa.array(row_session)
-        session_id_col = pa.array(session_ids, pa.string()).take(take)
-        channel = pa.array([a.channel for a in attributions], pa.string()).take(take)
-        s_source = pa.array([a.source for a in attributions], pa.string()).take(take)
-        s_medium = pa.array([a.medium for a in attributions], pa.string()).take(take)
-        s_campaign = pa.array([a.campaign for a in attributions], pa.string()).take(take)
+        session_id_col = pa.array(ids, pa.int64()).take(take)
+        channel = channel_s.take(take)
+        s_source = source_s.take(take)
+        s_medium = medium_s.take(take)
+        s_campaign = campaign_s.take(take)
 
         device_type, browser, os_name = map_distinct(
             table.column("user_agent"), parse_user_agent, [pa.string(), pa.string(), pa.string()]

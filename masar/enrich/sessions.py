@@ -13,8 +13,6 @@ tests/enrich/test_sessions.py holds the plain reference this must agree with.
 
 from __future__ import annotations
 
-import hashlib
-
 import numba
 import numpy as np
 
@@ -87,7 +85,24 @@ def sessionize_kernel(
     return starts, from_state
 
 
-def session_id(source_id: int, key: str, start_us: int) -> str:
-    """Stable id of the session of ``key`` that starts at ``start_us``."""
-    digest = hashlib.blake2b(f"{source_id}|{key}|{start_us}".encode(), digest_size=8).hexdigest()
-    return digest
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, on uint64 arrays (array arithmetic wraps modulo 2**64)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def session_ids(source_id: int, persons: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Stable 63-bit ids of the sessions of ``persons`` starting at ``starts`` (µs), per source."""
+    persons = np.asarray(persons).astype(np.uint64)
+    starts = np.asarray(starts).astype(np.uint64)
+    h = _mix(np.full(persons.shape, source_id, dtype=np.uint64))
+    h = _mix(h ^ persons)
+    h = _mix(h ^ starts)
+    return (h >> np.uint64(1)).astype(np.int64)

@@ -61,7 +61,7 @@ NORMALIZED = pa.schema(
 ENRICHED = pa.schema(
     [
         ("person_id", pa.int64()),
-        ("session_id", pa.string()),
+        ("session_id", pa.int64()),
         ("session_start", TS),
         ("channel", pa.string()),
         ("session_source", pa.string()),

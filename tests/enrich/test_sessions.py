@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masar.enrich.sessions import NO_CAMPAIGN, session_id, sessionize_kernel
+from masar.enrich.sessions import NO_CAMPAIGN, session_ids, sessionize_kernel
 
 GAP = 30
 
@@ -94,7 +94,10 @@ def test_carried_session_continues_and_late_events():
     assert run_kernel(rows, state, 1, GAP) == [(20, False), (20, False), (100, True), (100, True), (400, False)]
 
 
-def test_session_ids_are_stable():
-    assert session_id(1, "7", 123) == session_id(1, "7", 123)
-    assert session_id(1, "7", 123) != session_id(1, "7", 124)
-    assert session_id(1, "7", 123) != session_id(2, "7", 123)
+def test_session_ids_are_stable_and_distinct():
+    one = session_ids(1, np.array([7, 7, 8]), np.array([123, 124, 123]))
+    assert (one == session_ids(1, np.array([7, 7, 8]), np.array([123, 124, 123]))).all()
+    assert len(set(one.tolist())) == 3 and (one >= 0).all()
+    assert session_ids(2, np.array([7]), np.array([123]))[0] != one[0]
+    many = session_ids(1, np.arange(200_000) % 1000, np.arange(200_000) // 1000)
+    assert len(np.unique(many)) == 200_000
