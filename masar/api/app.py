@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import html
+import multiprocessing
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from masar import __version__
 from masar.api.capture import router as capture_router
-from masar.capture.ingestor import Ingestor
+from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_process
 from masar.capture.service import WAL_NAME, CaptureService
 from masar.config import Settings
 from masar.errors import MasarError
@@ -60,23 +62,35 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
         app.state.store = store if store is not None else masar.open(settings.data_dir)
         capture = CaptureService(app.state.store, settings)
         capture.open()
-        ingestor = Ingestor(
-            app.state.store,
-            capture.wal.directory,
-            name=WAL_NAME,
-            session_gap_seconds=settings.session_timeout_seconds,
-            interval=settings.flush_interval_seconds,
-            durable_position=lambda: capture.wal.position,
+        # Replay what a previous run acknowledged but had not stored, before serving anything.
+        lock = hold_ingest_lock(capture.wal.directory)
+        try:
+            Ingestor(
+                app.state.store,
+                capture.wal.directory,
+                name=WAL_NAME,
+                session_gap_seconds=settings.session_timeout_seconds,
+                durable_position=lambda: capture.wal.position,
+            ).drain()
+        finally:
+            lock.close()
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        data = settings.model_dump(mode="json") | {"data_dir": str(settings.resolved_data_dir())}
+        ingestor = context.Process(
+            target=run_ingestor_process, args=(data, WAL_NAME, stop, os.getpid()), name="masar-ingestor", daemon=True
         )
-        ingestor.drain()  # replay what a previous run acknowledged but had not yet stored
         ingestor.start()
         app.state.capture = capture
         app.state.ingestor = ingestor
         try:
             yield
         finally:
-            capture.close()
-            ingestor.stop()
+            capture.close()  # no more appends; the ingestor drains up to the last durable record
+            stop.set()
+            ingestor.join(timeout=120)
+            if ingestor.is_alive():
+                ingestor.terminate()
             if owned:
                 app.state.store.close()
 
@@ -89,14 +103,16 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
 
     @app.get("/health", tags=["meta"])
     async def health(request: Request) -> dict[str, Any]:
-        ingestor: Ingestor = request.app.state.ingestor
         capture: CaptureService = request.app.state.capture
+        applied = request.app.state.store.segments.checkpoint(WAL_NAME)
+        alive = request.app.state.ingestor.is_alive()
         return {
-            "status": "ok",
+            "status": "ok" if alive else "degraded",
             "version": __version__,
             "wal_position": [capture.wal.position.file_seq, capture.wal.position.offset],
-            "applied_position": [ingestor.applied.file_seq, ingestor.applied.offset],
-            "ingestor_errors": ingestor.errors,
+            "applied_position": list(applied),
+            "ingestor_alive": alive,
+            "ingestor_errors": 0 if alive else 1,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -143,3 +143,67 @@ class Ingestor:
             self.drain()
         except Exception:
             log.exception("final flush failed; the write-ahead log keeps the events for the next start")
+
+
+INGEST_LOCK = "INGEST.LOCK"
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies, so a killed server's ingestor never runs
+    beside the next server's."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def hold_ingest_lock(directory: Any) -> Any:
+    """One ingestor per log: blocks until a previous holder (even a dying orphan) is gone."""
+    import fcntl
+
+    handle = open(directory / INGEST_LOCK, "a+")  # noqa: SIM115 - held for the process lifetime
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def run_ingestor_process(settings_data: dict[str, Any], name: str, stop: Any, parent_pid: int) -> None:
+    """The ingestor as its own process: enrichment gets its own core and interpreter lock."""
+    import os
+
+    from masar.capture.wal import read_durable
+    from masar.config import Settings
+    from masar.store.embedded.store import EmbeddedStore
+
+    _die_with_parent()
+    settings = Settings(**settings_data)
+    store = EmbeddedStore(settings)
+    directory = store.root / "wal"
+    lock = hold_ingest_lock(directory)
+    ingestor = Ingestor(
+        store,
+        directory,
+        name=name,
+        session_gap_seconds=settings.session_timeout_seconds,
+        interval=settings.flush_interval_seconds,
+        durable_position=lambda: read_durable(directory) or WalPosition(0, 0),
+    )
+    last_maintenance = time.monotonic()
+    try:
+        while not stop.is_set() and os.getppid() == parent_pid:
+            try:
+                while ingestor.flush() >= MAX_ROWS_PER_FLUSH:
+                    pass
+                if time.monotonic() - last_maintenance > ingestor.maintenance_every:
+                    last_maintenance = time.monotonic()
+                    store.maintain()
+            except Exception:
+                log.exception("ingestor flush failed; will retry")
+                time.sleep(min(5.0, ingestor.interval * 4))
+            stop.wait(ingestor.interval)
+        ingestor.drain()
+    finally:
+        store.close()
+        lock.close()

@@ -83,6 +83,20 @@ def read_records(
             yield position, orjson.loads(payload)
 
 
+DURABLE_FILE = "DURABLE"
+
+
+def read_durable(directory: Path) -> WalPosition | None:
+    """The last position the writer has fsynced, as it publishes it for the ingestor process."""
+    try:
+        data = (directory / DURABLE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(data) != 16:
+        return None
+    return WalPosition(*struct.unpack("<QQ", data))
+
+
 def remove_consumed(directory: Path, upto: WalPosition) -> int:
     """Delete log files wholly before ``upto``'s file: their records are in segments."""
     removed = 0
@@ -118,6 +132,7 @@ class WriteAheadLog:
     _thread: threading.Thread | None = None
     _closed: bool = False
     _lock_handle: Any = None
+    _durable_fd: int = -1
     _file: Any = None
     _seq: int = 0
     _size: int = 0
@@ -152,6 +167,8 @@ class WriteAheadLog:
         self._file = (self.directory / _file_name(self._seq)).open("ab")
         self._fsync_dir()
         self.position = WalPosition(self._seq, self._size)
+        self._durable_fd = os.open(self.directory / DURABLE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._publish()
         self._thread = threading.Thread(target=self._run, name="masar-wal", daemon=True)
         self._thread.start()
         return self.position
@@ -244,8 +261,14 @@ class WriteAheadLog:
         os.fdatasync(self._file.fileno())
         self._size += len(data)
         self.position = WalPosition(self._seq, self._size)
+        self._publish()
         if self.on_commit is not None:
             self.on_commit(self.position)
+
+    def _publish(self) -> None:
+        # Not fsynced on purpose: it only bounds how far the ingestor reads; after a crash the
+        # log itself is the truth.
+        os.pwrite(self._durable_fd, struct.pack("<QQ", self.position.file_seq, self.position.offset), 0)
 
     def _rotate(self) -> None:
         self._file.close()
@@ -262,6 +285,9 @@ class WriteAheadLog:
             self._thread.join(timeout=30)
         if self._file is not None:
             self._file.close()
+        if self._durable_fd >= 0:
+            os.close(self._durable_fd)
+            self._durable_fd = -1
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
