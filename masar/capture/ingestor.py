@@ -73,6 +73,11 @@ class Ingestor:
             if total >= MAX_ROWS_PER_FLUSH:
                 break
         if last is None:
+            if upto is not None and upto > self.applied:
+                # Nothing durable lies between (a fresh log, a rotation boundary): say so, so that
+                # "applied == written" holds when there is nothing left to do.
+                self.store.commit([], checkpoint=(self.name, upto.file_seq, upto.offset))
+                self.applied = upto
             return 0
         prepared = []
         try:
