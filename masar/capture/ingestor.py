@@ -1,6 +1,6 @@
 """Moves the write-ahead log into segments: enrich, write, commit with the log position.
 
-Runs as one thread in the server process. Each flush takes the durable records after the last
+Runs as its own process beside the server (``run_ingestor_process``). Each flush takes the durable records after the last
 checkpoint, enriches them per source, writes the segments and commits them together with the new
 checkpoint in one metadata transaction, so a crash at any point replays exactly what is missing.
 """
@@ -8,7 +8,6 @@ checkpoint in one metadata transaction, so a crash at any point replays exactly 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,9 +43,6 @@ class Ingestor:
         self.durable_position = durable_position
         self.maintenance_every = maintenance_every
         self._states: dict[int, SessionState] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
         self.applied = WalPosition(*store.segments.checkpoint(name))
         self.errors = 0
 
@@ -116,18 +112,10 @@ class Ingestor:
                 if not any(True for _ in read_records(self.directory, self.applied, upto)):
                     return total
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="masar-ingestor", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
+    def run(self, stop: Any, keep_going: Callable[[], bool] = lambda: True) -> None:
+        """Flush every ``interval`` and compact now and then, until ``stop`` is set; then drain."""
         last_maintenance = time.monotonic()
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        while not stop.is_set() and keep_going():
             try:
                 while self.flush() >= MAX_ROWS_PER_FLUSH:
                     pass
@@ -138,16 +126,8 @@ class Ingestor:
                 self.errors += 1
                 log.exception("ingestor flush failed; will retry")
                 time.sleep(min(5.0, self.interval * 4))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        try:
-            self.drain()
-        except Exception:
-            log.exception("final flush failed; the write-ahead log keeps the events for the next start")
+            stop.wait(self.interval)
+        self.drain()
 
 
 INGEST_LOCK = "INGEST.LOCK"
@@ -195,20 +175,8 @@ def run_ingestor_process(settings_data: dict[str, Any], name: str, stop: Any, pa
         interval=settings.flush_interval_seconds,
         durable_position=lambda: read_durable(directory) or WalPosition(0, 0),
     )
-    last_maintenance = time.monotonic()
     try:
-        while not stop.is_set() and os.getppid() == parent_pid:
-            try:
-                while ingestor.flush() >= MAX_ROWS_PER_FLUSH:
-                    pass
-                if time.monotonic() - last_maintenance > ingestor.maintenance_every:
-                    last_maintenance = time.monotonic()
-                    store.maintain()
-            except Exception:
-                log.exception("ingestor flush failed; will retry")
-                time.sleep(min(5.0, ingestor.interval * 4))
-            stop.wait(ingestor.interval)
-        ingestor.drain()
+        ingestor.run(stop, keep_going=lambda: os.getppid() == parent_pid)
     finally:
         store.close()
         lock.close()

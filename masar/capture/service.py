@@ -162,9 +162,6 @@ class CaptureService:
             rejected=[{k: item[k] for k in ("index", "code", "message")} for item in rejected],
         )
 
-    def capture_sync(self, record: dict[str, Any]) -> tuple[int, int]:
-        return self.wal.append_sync(record)
-
     # -- in the log's writer thread ------------------------------------------------------------
 
     def _prepare(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:

@@ -137,7 +137,6 @@ class WriteAheadLog:
     _seq: int = 0
     _size: int = 0
     position: WalPosition = WalPosition(0, 0)
-    on_commit: Callable[[WalPosition], None] | None = None
 
     def open(self) -> WalPosition:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -206,20 +205,6 @@ class WriteAheadLog:
         self.submit(record, done)
         return await future
 
-    def append_sync(self, record: dict[str, Any]) -> Any:
-        event = threading.Event()
-        box: list[_Pending] = []
-
-        def done(pending: _Pending) -> None:
-            box.append(pending)
-            event.set()
-
-        self.submit(record, done)
-        event.wait()
-        if box[0].error is not None:
-            raise box[0].error
-        return box[0].result
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -262,8 +247,6 @@ class WriteAheadLog:
         self._size += len(data)
         self.position = WalPosition(self._seq, self._size)
         self._publish()
-        if self.on_commit is not None:
-            self.on_commit(self.position)
 
     def _publish(self) -> None:
         # Not fsynced on purpose: it only bounds how far the ingestor reads; after a crash the

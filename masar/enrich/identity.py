@@ -21,7 +21,6 @@ Merge rules (docs/identity.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -32,8 +31,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from masar.store.metadata import counters, identities, person_overrides
-
-_CHUNK = 500
 
 
 @dataclass
@@ -55,11 +52,6 @@ class _Resolution:
         self.new_keys = {k: real(p) for k, p in self.new_keys.items()}
         self.merges = [(real(a), real(b)) for a, b in self.merges]
         self.identified = {real(p) for p in self.identified}
-
-
-def _chunks(items: Sequence[str | int], size: int = _CHUNK) -> Iterable[Sequence[str | int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class IdentityStore:
@@ -110,9 +102,9 @@ class IdentityStore:
             res = self._load(conn, source_id, sorted(wanted))
             for _i, kind, left, right in ops:
                 if kind == "link":
-                    self._link(conn, source_id, res, left, right)
+                    self._link(res, left, right)
                 else:
-                    self._alias(conn, source_id, res, left, right)
+                    self._alias(res, left, right)
             missing = [key for key in row_keys.drop_null().unique().to_pylist() if key not in res.mapping]
             for key in sorted(missing):
                 person = res.new_person()
@@ -129,41 +121,43 @@ class IdentityStore:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def _link(self, conn: Connection, source_id: int, res: _Resolution, anon: str, user: str) -> None:
+    @staticmethod
+    def _link(res: _Resolution, anon: str, user: str) -> None:
         pa_, pu = res.mapping.get(anon), res.mapping.get(user)
         if pa_ is None and pu is None:
             person = res.new_person()
-            self._assign(res, anon, person)
-            self._assign(res, user, person)
+            IdentityStore._assign(res, anon, person)
+            IdentityStore._assign(res, user, person)
             res.identified.add(person)
         elif pu is None:
             if pa_ in res.identified:  # shared device: this user is a different person
                 person = res.new_person()
-                self._assign(res, user, person)
+                IdentityStore._assign(res, user, person)
                 res.identified.add(person)
             else:
-                self._assign(res, user, pa_)
+                IdentityStore._assign(res, user, pa_)
                 res.identified.add(pa_)
         elif pa_ is None:
-            self._assign(res, anon, pu)
+            IdentityStore._assign(res, anon, pu)
         elif pa_ != pu and pa_ not in res.identified:
-            self._merge(res, pa_, pu)
+            IdentityStore._merge(res, pa_, pu)
 
-    def _alias(self, conn: Connection, source_id: int, res: _Resolution, previous: str, target: str) -> None:
+    @staticmethod
+    def _alias(res: _Resolution, previous: str, target: str) -> None:
         prev_key = f"u:{previous}" if f"u:{previous}" in res.mapping else f"a:{previous}"
         pp, pt = res.mapping.get(prev_key), res.mapping.get(target)
         if pp is None and pt is None:
             person = res.new_person()
-            self._assign(res, target, person)
-            self._assign(res, f"u:{previous}", person)
+            IdentityStore._assign(res, target, person)
+            IdentityStore._assign(res, f"u:{previous}", person)
             res.identified.add(person)
         elif pp is None:
-            self._assign(res, f"u:{previous}", pt)
+            IdentityStore._assign(res, f"u:{previous}", pt)
         elif pt is None:
-            self._assign(res, target, pp)
+            IdentityStore._assign(res, target, pp)
             res.identified.add(pp)
         elif pp != pt:
-            self._merge(res, pp, pt)
+            IdentityStore._merge(res, pp, pt)
 
     @staticmethod
     def _assign(res: _Resolution, key: str, person: int) -> None:
