@@ -24,6 +24,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from masar.config import Settings
+from masar.engine import RUNNERS, QueryContext, parse_query
+from masar.engine.frame import EventFrame, build_frame
 from masar.enrich.channels import Attribution, ChannelRules
 from masar.enrich.identity import IdentityStore
 from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, SourceProfile
@@ -31,7 +33,7 @@ from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
 from masar.store.base import ApiKey, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
-from masar.store.metadata import api_keys, create_engine, rejected, sources
+from masar.store.metadata import api_keys, create_engine, identities, person_overrides, rejected, sources
 from masar.store.migrations import migrate
 
 _SOURCE_COLUMNS = (sources.c.id, sources.c.name, sources.c.write_key, sources.c.currency, sources.c.timezone,
@@ -103,6 +105,8 @@ class EmbeddedStore:
         self._duck = duckdb.connect()
         self._duck.execute("SET TimeZone = 'UTC'")
         self._duck_lock = threading.Lock()
+        self._frames: dict[int, EventFrame] = {}
+        self._frames_lock = threading.Lock()
 
     # -- sources and keys ----------------------------------------------------------------------
 
@@ -391,6 +395,74 @@ class EmbeddedStore:
                 attribution=Attribution(source=s_source, medium=s_medium, campaign=s_campaign, channel=channel),
             )
         return state
+
+    # -- analyses ------------------------------------------------------------------------------
+
+    def _overrides_signature(self, source_id: int) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            count, checksum = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(person_overrides.c.old_person_id * 7 + person_overrides.c.new_person_id), 0),
+                ).where(person_overrides.c.source_id == source_id)
+            ).one()
+        return int(count), int(checksum)
+
+    def frame(self, source: Source) -> EventFrame:
+        """The source's warm event frame, rebuilt when its segments or identity merges change."""
+        live = self.segments.live(source.id)
+        signature = (tuple(s.id for s in live), self._overrides_signature(source.id))
+        with self._frames_lock:
+            frame = self._frames.get(source.id)
+            if frame is not None and frame.signature == signature:
+                return frame
+            frame = build_frame(source.id, live, self.identities.overrides(source.id), signature)
+            self._frames[source.id] = frame
+            return frame
+
+    def query_context(self, source: Source) -> QueryContext:
+        frame = self.frame(source)
+        relation = self.events_relation(source, self.segments.live(source.id)) if frame.files else None
+        cursor = self._duck.cursor()
+        return QueryContext(source, frame, cursor, relation, self.identities.overrides(source.id), self)
+
+    def run(self, query: Any) -> Any:
+        """Run a query object (or its JSON as a dict): the one entry of the CLI, the API and Python."""
+        parsed = parse_query(query)
+        source = self.source(parsed.source)
+        return RUNNERS[parsed.kind](self.query_context(source), parsed)
+
+    def funnel(self, **fields: Any) -> Any:
+        """``store.funnel(source="My Store", steps=[...], window="7d")`` → a result with ``to_dict()``."""
+        return self.run({"kind": "funnel", **fields})
+
+    def identities_of(self, source: Source, persons: list[int]) -> dict[int, dict[str, Any]]:
+        """user id and anonymous ids of persons (through merges), for people lists."""
+        if not persons:
+            return {}
+        overrides = self.identities.overrides(source.id)
+        wanted = set(persons)
+        members = {p: p for p in persons}
+        for old, new in overrides.items():
+            if new in wanted:
+                members[old] = new
+        out: dict[int, dict[str, Any]] = {p: {"user_id": None, "anonymous_ids": []} for p in persons}
+        with self.engine.connect() as conn:
+            ids = list(members)
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(identities.c.distinct_id, identities.c.person_id).where(
+                        identities.c.source_id == source.id, identities.c.person_id.in_(ids[start : start + 500])
+                    )
+                )
+                for distinct_id, person in rows:
+                    entry = out[members[int(person)]]
+                    kind, _, value = distinct_id.partition(":")
+                    if kind == "u" and entry["user_id"] is None:
+                        entry["user_id"] = value
+                    elif kind == "a" and len(entry["anonymous_ids"]) < 20:
+                        entry["anonymous_ids"].append(value)
+        return out
 
     # -- maintenance ---------------------------------------------------------------------------
 

@@ -1,0 +1,51 @@
+"""The analytics engine: one runner per query kind, reached the same way from Python, the CLI
+and ``POST /api/v1/query``. Runners get a QueryContext (the source's warm event frame and a
+DuckDB cursor) and return a result with ``to_dict()``; auth, caching of frames and HTTP live
+outside them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from masar.engine.context import QueryContext
+from masar.engine.funnels import run_funnel, run_funnel_people
+from masar.errors import InvalidInput
+from masar.model.queries import FunnelPeopleQuery, FunnelQuery
+
+Query = Annotated[FunnelQuery | FunnelPeopleQuery, Field(discriminator="kind")]
+RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
+    "funnel": run_funnel,
+    "funnel_people": run_funnel_people,
+}
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
+
+__all__ = ["Query", "RUNNERS", "parse_query", "QueryContext"]
+
+
+def parse_query(data: Any) -> Any:
+    """A query object from JSON-like data (or a query object), with one clear error when invalid."""
+    if not isinstance(data, dict):
+        if hasattr(data, "kind"):
+            return data
+        raise InvalidInput("a query is a JSON object with a kind", code="invalid_query")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidInput(_first_error(exc), code="invalid_query", details={"errors": _errors(exc)}) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("funnel", "funnel_people"))
+    message = err.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "").removeprefix("Value error, ")}
+        for e in exc.errors()
+    ]
