@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from masar.errors import MasarError
+from masar.errors import InvalidInput, MasarError
 
 app = typer.Typer(help="Masar: sales-funnel analytics for online stores.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)  # fmt: skip
@@ -22,7 +22,9 @@ keys_app = typer.Typer(help="Secret keys for the query API.", no_args_is_help=Tr
 events_app = typer.Typer(help="Look at stored events.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(keys_app, name="keys")
+templates_app = typer.Typer(help="Funnel templates and their stages.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(templates_app, name="templates")
 
 out = Console()
 err = Console(stderr=True)
@@ -245,6 +247,182 @@ def import_file(
         )
         if report.rejected:
             out.print(f"Rejected rows and reasons: {report.rejects_path}")
+
+
+# -- analyses -----------------------------------------------------------------------------------
+
+
+def _read_query_file(path: Path) -> dict[str, Any]:
+    raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(f"{path} is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} must hold one query object", code="invalid_query")
+    return data
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _steps_table(title: str | None, steps: list[dict[str, Any]]) -> Table:
+    table = Table("step", "count", "from start", "from previous", "drop-off", "median time", title=title)
+    for row in steps:
+        table.add_row(f"{row['step']}. {row['name']}", f"{row['count']:,}", _pct(row["conversion_from_start"]),
+                      _pct(row["conversion_from_previous"]), f"{row['drop_off']:,}",
+                      _duration(row["median_seconds_from_previous"]))  # fmt: skip
+    return table
+
+
+@app.command("funnel")
+@edge
+def funnel(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="An event name; repeat for each step (2 to 30).")] = None,
+    template: Annotated[str | None, typer.Option(help="Start from a template: store, aida, marketing, subscription.")] = None,
+    window: Annotated[str, typer.Option(help="Conversion window from step 1: 7d, 2h, 30m, 3600s.")] = "7d",
+    order: Annotated[str, typer.Option(help="ordered, strict or unordered.")] = "ordered",
+    counting: Annotated[str, typer.Option(help="uniques (people), sessions or totals (attempts).")] = "uniques",
+    breakdown: Annotated[str | None, typer.Option(help="Split by a property (device_type, person.country, ...).")] = None,
+    attribution: Annotated[str, typer.Option(help="Breakdown value from: first_touch, last_touch, all_events, step.")] = "first_touch",
+    attribution_step: Annotated[int | None, typer.Option(help="The step, with --attribution step.")] = None,
+    limit: Annotated[int, typer.Option(help="Breakdown values shown before Other.")] = 10,
+    hold_constant: Annotated[list[str] | None, typer.Option("--hold-constant", help="A property every step must share.")] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD, the store's time zone).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+    trend: Annotated[str | None, typer.Option(help="Conversion by entry day, week or month.")] = None,
+    query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
+    people: Annotated[int | None, typer.Option(help="List the people who reached this step (1-based).")] = None,
+    dropped: Annotated[bool, typer.Option(help="With --people: those who dropped out at that step instead.")] = False,
+    export: Annotated[Path | None, typer.Option(help="With --people: write all of them to this CSV file.")] = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """How many people go through a sequence of steps, and where they drop out."""
+    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {"kind": "funnel"}
+    query["kind"] = "funnel"
+    given = {
+        "source": source, "template": template, "breakdown": None, "date_from": date_from, "date_to": date_to,
+        "trend": trend,
+    }  # fmt: skip
+    if breakdown is not None:
+        given["breakdown"] = {"property": breakdown, "attribution": attribution, "limit": limit,
+                              **({"step": attribution_step} if attribution_step is not None else {})}  # fmt: skip
+    query.update({k: v for k, v in given.items() if v is not None})
+    if step:
+        query["steps"] = step
+    if query_file is None or window != "7d":
+        query["window"] = window
+    if query_file is None or order != "ordered":
+        query["order"] = order
+    if query_file is None or counting != "uniques":
+        query["counting"] = counting
+    if hold_constant:
+        query["hold_constant"] = hold_constant
+    if "source" not in query:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    if "steps" not in query and "template" not in query:
+        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+    store = _open(data_dir)
+    if people is not None:
+        query.update(kind="funnel_people", step=people, status="dropped" if dropped else "reached",
+                     limit=100_000 if export is not None else 100)  # fmt: skip
+        result = store.run(query).to_dict()
+        if export is not None:
+            _write_people_csv(export, result["people"])
+        if json:
+            _print_json(result)
+        else:
+            what = "dropped out at" if dropped else "reached"
+            out.print(f"{result['total']:,} people {what} step {people}.")
+            if export is not None:
+                out.print(f"Wrote {len(result['people']):,} to {export}.")
+            else:
+                table = Table("person", "user id", "deepest step", "last step at")
+                for person in result["people"]:
+                    table.add_row(str(person["person_id"]), person["user_id"] or "", str(person["deepest_step"]),
+                                  person["last_step_at"])  # fmt: skip
+                out.print(table)
+        return
+    result = store.run(query).to_dict()
+    if json:
+        _print_json(result)
+        return
+    out.print(_steps_table(f"{result['source']}: {result['order']} funnel, {result['counting']}", result["steps"]))
+    for row in result["breakdown"]:
+        label = "Other" if row["value"] == "$other" else ("(none)" if row["value"] is None else str(row["value"]))
+        out.print(_steps_table(f"{result['breakdown_property']} = {label}", row["steps"]))
+    for row in result["trend"]:
+        out.print(f"{row['period']}: {row['entered']:,} entered, {row['converted']:,} converted ({_pct(row['conversion'])})")
+
+
+def _write_people_csv(path: Path, people: list[dict[str, Any]]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["person_id", "user_id", "anonymous_ids", "deepest_step", "last_step_at"])
+        for p in people:
+            writer.writerow([p["person_id"], p["user_id"] or "", " ".join(p["anonymous_ids"]), p["deepest_step"],
+                             p["last_step_at"]])  # fmt: skip
+
+
+@templates_app.command("list")
+@edge
+def templates_list(source: SourceName, data_dir: DataDir = None, json: Json = False) -> None:
+    """The funnel templates and their stages, as this source defines them."""
+    from masar.engine.templates import templates
+
+    store = _open(data_dir)
+    found = templates(store, store.source(source))
+    if json:
+        _print_json(found)
+        return
+    for item in found:
+        names = " → ".join(s.get("name") or s.get("event") or "?" for s in item["steps"])
+        mark = " (customized)" if item["customized"] else ""
+        out.print(f"[bold]{item['name']}[/bold]{mark}: {item['title']}\n  {names}", highlight=False)
+
+
+@templates_app.command("set")
+@edge
+def templates_set(
+    name: Annotated[str, typer.Argument(help="The template's name.")],
+    file: Annotated[Path, typer.Argument(help="A JSON file with the list of steps (- for stdin).")],
+    source: SourceName,
+    data_dir: DataDir = None,
+) -> None:
+    """Define a template's stages for a source (its events, filters, groups)."""
+    raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    try:
+        steps = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(f"{file} is not valid JSON", code="invalid_json") from None
+    store = _open(data_dir)
+    store.set_funnel_template(store.source(source), name, steps)
+    out.print(f"Template {name!r} saved for {source!r}.")
+
+
+@templates_app.command("reset")
+@edge
+def templates_reset(
+    name: Annotated[str, typer.Argument(help="The template's name.")], source: SourceName, data_dir: DataDir = None
+) -> None:
+    """Go back to the built-in definition of a template."""
+    store = _open(data_dir)
+    store.set_funnel_template(store.source(source), name, None)
+    out.print(f"Template {name!r} is the built-in one again for {source!r}.")
 
 
 # -- serve and demo -----------------------------------------------------------------------------

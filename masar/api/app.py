@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from masar import __version__
 from masar.api.capture import router as capture_router
+from masar.api.query import router as query_router
 from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_process
 from masar.capture.service import WAL_NAME, CaptureService
 from masar.config import Settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
 
     app = FastAPI(title="Masar", version=__version__, lifespan=lifespan)
     app.include_router(capture_router)
+    app.include_router(query_router)
 
     @app.exception_handler(MasarError)
     async def masar_error(_request: Request, exc: MasarError) -> Response:

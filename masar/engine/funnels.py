@@ -236,6 +236,7 @@ def step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted, rows: np.ndar
             "step": k + 1,
             "name": step.label if q.order != "unordered" else f"Completed {k + 1} of {total_steps} steps",
             "event": step.event if q.order != "unordered" else None,
+            "group": step.group if q.order != "unordered" else None,
             "count": count,
             "conversion_from_start": _ratio(count, first) if k else (1.0 if count else None),
             "conversion_from_previous": _ratio(count, previous) if k else (1.0 if count else None),

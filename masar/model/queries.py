@@ -97,6 +97,7 @@ class FunnelStep(_Model):
     """A step: an event with filters, or a group of alternatives ("any page view from a campaign")."""
 
     name: str | None = Field(default=None, max_length=200)
+    group: str | None = Field(default=None, max_length=100)  # e.g. top, middle, bottom of the funnel
     event: str | None = Field(default=None, min_length=1, max_length=200)
     filters: list[PropertyFilter] = Field(default_factory=list)
     any_of: list[EventMatcher] | None = Field(default=None, min_length=1, max_length=50)

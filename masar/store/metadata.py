@@ -58,6 +58,15 @@ person_overrides = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+funnel_templates = sa.Table(
+    "funnel_templates",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 counters = sa.Table(
     "counters",
     metadata,

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from masar.config import Settings
 from masar.engine import RUNNERS, QueryContext, parse_query
 from masar.engine.frame import EventFrame, build_frame
+from masar.engine.templates import expand_template, validate_steps
 from masar.enrich.channels import Attribution, ChannelRules
 from masar.enrich.identity import IdentityStore
 from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, SourceProfile
@@ -33,7 +34,7 @@ from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
 from masar.store.base import ApiKey, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
-from masar.store.metadata import api_keys, create_engine, identities, person_overrides, rejected, sources
+from masar.store.metadata import api_keys, create_engine, funnel_templates, identities, person_overrides, rejected, sources
 from masar.store.migrations import migrate
 
 _SOURCE_COLUMNS = (sources.c.id, sources.c.name, sources.c.write_key, sources.c.currency, sources.c.timezone,
@@ -428,13 +429,42 @@ class EmbeddedStore:
 
     def run(self, query: Any) -> Any:
         """Run a query object (or its JSON as a dict): the one entry of the CLI, the API and Python."""
-        parsed = parse_query(query)
+        parsed = parse_query(expand_template(self, query) if isinstance(query, dict) else query)
         source = self.source(parsed.source)
         return RUNNERS[parsed.kind](self.query_context(source), parsed)
 
     def funnel(self, **fields: Any) -> Any:
         """``store.funnel(source="My Store", steps=[...], window="7d")`` → a result with ``to_dict()``."""
         return self.run({"kind": "funnel", **fields})
+
+    def funnel_template(self, source: Source, name: str) -> list[dict[str, Any]] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(funnel_templates.c.definition).where(
+                    funnel_templates.c.source_id == source.id, funnel_templates.c.name == name
+                )
+            ).scalar()
+        return found
+
+    def funnel_template_names(self, source: Source) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(funnel_templates.c.name).where(funnel_templates.c.source_id == source.id))
+            return [r[0] for r in rows]
+
+    def set_funnel_template(self, source: Source, name: str, steps: list[dict[str, Any]] | None) -> None:
+        """Store a source's own definition of a template (None: back to the built-in)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                funnel_templates.delete().where(
+                    funnel_templates.c.source_id == source.id, funnel_templates.c.name == name
+                )
+            )
+            if steps is not None:
+                conn.execute(
+                    funnel_templates.insert().values(
+                        source_id=source.id, name=name, definition=validate_steps(steps), updated_at=datetime.now(UTC)
+                    )
+                )
 
     def identities_of(self, source: Source, persons: list[int]) -> dict[int, dict[str, Any]]:
         """user id and anonymous ids of persons (through merges), for people lists."""

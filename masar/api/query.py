@@ -1,0 +1,57 @@
+"""``POST /api/v1/query``: any analysis as its query JSON, authorised by a secret key.
+
+Thin on purpose: authenticate, parse, hand the query to the store's engine, return its
+``to_dict()``. Errors are MasarErrors, shaped by the app's one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from masar.engine import parse_query
+from masar.engine.templates import expand_template
+from masar.errors import Forbidden, InvalidInput, Unauthorized
+from masar.store.base import ApiKey
+
+router = APIRouter(prefix="/api/v1", tags=["query"])
+MAX_QUERY_BYTES = 256 * 1024
+
+
+def secret_key(request: Request) -> ApiKey:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("send a secret key as 'Authorization: Bearer KEY' (`masar keys create` makes one)",
+                           code="missing_api_key")  # fmt: skip
+    key = request.app.state.store.verify_api_key(secret.strip())
+    if key is None:
+        raise Unauthorized("the secret key is not valid or was revoked", code="invalid_api_key")
+    return key
+
+
+SecretKey = Annotated[ApiKey, Depends(secret_key)]
+
+
+@router.post("/query", summary="Run an analysis (funnel, funnel_people, ...) given as its query JSON")
+async def query(request: Request, key: SecretKey) -> Response:
+    body = await request.body()
+    if len(body) > MAX_QUERY_BYTES:
+        raise InvalidInput(f"a query is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    store = request.app.state.store
+    if isinstance(data, dict):
+        data = expand_template(store, data)
+    parsed = parse_query(data)
+    source = store.source(parsed.source)
+    if key.source_id is not None and key.source_id != source.id:
+        raise Forbidden(f"this key is for another source, not {parsed.source!r}", code="wrong_source")
+    result = await run_in_threadpool(store.run, parsed)
+    return Response(orjson.dumps(result.to_dict(), default=str), media_type="application/json")

@@ -1,0 +1,124 @@
+"""POST /api/v1/query on a real ``masar serve``: auth, errors, the same JSON as the CLI, freshness."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.conftest import make_source, masar_cli_json
+
+STEPS = ["Product Viewed", "Product Added", "Order Completed"]
+
+
+def _track(write_key: str, user: str, event: str, at: datetime) -> dict:
+    return {"type": "track", "userId": user, "event": event, "timestamp": at.isoformat(), "writeKey": write_key,
+            "properties": {"device": "mobile" if user.endswith(("1", "3")) else "desktop"}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store_with_key(tmp_path_factory, module_server):
+    """One server and store for the module; tests that add events use their own users."""
+    server = module_server
+    data_dir = tmp_path_factory.mktemp("query-api") / "data"
+    shop = make_source(data_dir, "Shop")
+    make_source(data_dir, "Other")
+    secret = masar_cli_json("keys", "create", "--source", "Shop", "--data-dir", data_dir)["key"]
+    other_secret = masar_cli_json("keys", "create", "--source", "Other", "--data-dir", data_dir)["key"]
+    srv = server(data_dir)
+    start = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    batch = []
+    for i in range(20):
+        user = f"u{i}"
+        batch.append(_track(shop["write_key"], user, "Product Viewed", start + timedelta(minutes=i)))
+        if i % 2 == 0:
+            batch.append(_track(shop["write_key"], user, "Product Added", start + timedelta(minutes=i + 5)))
+        if i % 4 == 0:
+            batch.append(_track(shop["write_key"], user, "Order Completed", start + timedelta(minutes=i + 9)))
+    response = httpx.post(f"{srv.url}/v1/batch", json={"batch": batch, "writeKey": shop["write_key"]})
+    assert response.status_code == 200, response.text
+    srv.wait_ingested()
+    return data_dir, srv, shop, secret, other_secret
+
+
+def _query(srv, secret: str | None, body) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return httpx.post(f"{srv.url}/api/v1/query", json=body, headers=headers, timeout=30)
+
+
+def test_funnel_over_http_equals_the_cli(store_with_key):
+    data_dir, srv, _shop, secret, _ = store_with_key
+    body = {"kind": "funnel", "source": "Shop", "steps": STEPS, "window": "1d", "breakdown": "device"}
+    response = _query(srv, secret, body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [s["count"] for s in result["steps"]] == [20, 10, 5]
+    assert [s["conversion_from_previous"] for s in result["steps"]] == [1.0, 0.5, 0.5]
+    # Breakdown rows add up to the totals.
+    for k in range(3):
+        assert sum(row["steps"][k]["count"] for row in result["breakdown"]) == result["steps"][k]["count"]
+    cli = masar_cli_json("funnel", "--source", "Shop", *[a for s in STEPS for a in ("--step", s)], "--window", "1d",
+                         "--breakdown", "device", "--data-dir", data_dir)  # fmt: skip
+    assert cli == result
+
+
+@pytest.mark.parametrize(
+    ("secret_kind", "status", "code"),
+    [("none", 401, "missing_api_key"), ("wrong", 401, "invalid_api_key"), ("other_source", 403, "wrong_source")],
+)
+def test_query_needs_the_sources_secret_key(store_with_key, secret_kind, status, code):
+    _data_dir, srv, _shop, _secret, other_secret = store_with_key
+    secret = {"none": None, "wrong": "msk_not-a-key", "other_source": other_secret}[secret_kind]
+    response = _query(srv, secret, {"kind": "funnel", "source": "Shop", "steps": STEPS})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"kind": "nope", "source": "Shop", "steps": STEPS}, "kind"),
+        ({"kind": "funnel", "source": "Shop", "steps": ["Only One"]}, "at least 2"),
+        ({"kind": "funnel", "source": "Shop", "steps": STEPS, "window": "soon"}, "duration"),
+        ({"kind": "funnel", "source": "Shop", "steps": STEPS, "surprise": 1}, "surprise"),
+        ({"kind": "funnel", "source": "Shop", "steps": STEPS, "order": "unordered",
+          "exclusions": [{"event": "X", "from_step": 1}]}, "ordered or strict"),  # fmt: skip
+    ],
+)
+def test_invalid_queries_get_a_clear_400(store_with_key, body, fragment):
+    _data_dir, srv, _shop, secret, _ = store_with_key
+    response = _query(srv, secret, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_query"
+    assert fragment in error["message"]
+
+
+def test_not_json_and_unknown_source(store_with_key):
+    _data_dir, srv, _shop, secret, _ = store_with_key
+    response = httpx.post(f"{srv.url}/api/v1/query", content=b"{not json", headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    response = _query(srv, secret, {"kind": "funnel", "source": "Nowhere", "steps": STEPS})
+    assert response.status_code == 404
+    assert "Nowhere" in response.json()["error"]["message"]
+
+
+def test_an_acknowledged_event_shows_in_funnels_within_5_seconds(store_with_key):
+    _data_dir, srv, shop, secret, _ = store_with_key
+    body = {"kind": "funnel", "source": "Shop", "steps": STEPS, "window": "1d"}
+    before = _query(srv, secret, body).json()["steps"][2]["count"]  # warms the frame
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    events = [_track(shop["write_key"], "fresh", name, at + timedelta(seconds=i)) for i, name in enumerate(STEPS)]
+    acked = httpx.post(f"{srv.url}/v1/batch", json={"batch": events, "writeKey": shop["write_key"]})
+    assert acked.status_code == 200
+    t0 = time.monotonic()
+    while True:
+        count = _query(srv, secret, body).json()["steps"][2]["count"]
+        if count == before + 1:
+            break
+        assert time.monotonic() - t0 < 5.0, f"the order was not in the funnel 5 s after it was acknowledged ({count})"
+        time.sleep(0.1)
