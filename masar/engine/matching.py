@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -10,6 +11,15 @@ from masar.engine.properties import condition_sql, resolve
 from masar.model.queries import EventMatcher, PropertyFilter
 
 ANY_EVENT = "*"
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``lut[codes]`` on both cores (the mask of a 10M-event frame is 80 MB)."""
+    out = np.empty(codes.shape[0], dtype=np.uint64)
+    for i in numba.prange(codes.shape[0]):
+        out[i] = lut[codes[i]]
+    return out
 
 
 def filter_true(ctx: QueryContext, flt: PropertyFilter) -> np.ndarray:
@@ -68,7 +78,7 @@ def build_masks(ctx: QueryContext, groups: list[list[EventMatcher]]) -> np.ndarr
                 passed = matcher_true(ctx, matcher)
                 if passed is not None:
                     extra.append((bit, passed))
-    mask = lut[frame.event_codes] if frame.rows else np.zeros(0, dtype=np.uint64)
+    mask = _gather(lut, frame.event_codes)
     for bit, passed in extra:
         mask |= np.where(passed, bit, np.uint64(0))
     return mask
