@@ -160,12 +160,11 @@ class EventFrame:
             return value
 
 
-def build_frame(
-    source_id: int, segments: list[Segment], overrides: dict[int, int], signature: tuple[Any, ...]
-) -> EventFrame:
-    """Read (person_id, ts, event, type) of every live segment and order them by (person, ts)."""
-    files = [str(s.path) for s in segments]
-    persons, times, events = [], [], []
+def _read_actions(files: list[str], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(person_id, ts, event code) of the actions in ``files``, in file order. Event codes index
+    ``names``, which grows with names not seen before."""
+    index = {name: code for code, name in enumerate(names)}
+    persons, times, codes = [], [], []
     for path in files:
         table = pq.read_table(
             path, columns=["person_id", "ts", "event", "type"], read_dictionary=["event", "type"], use_threads=True
@@ -174,23 +173,67 @@ def build_frame(
         table = table.filter(actions)
         persons.append(table.column("person_id").to_numpy())
         times.append(table.column("ts").cast(pa.int64()).to_numpy())
-        events.append(table.column("event").cast(pa.string()))
-    if files:
-        person = np.concatenate(persons).astype(np.int64, copy=False)
-        ts = np.concatenate(times).astype(np.int64, copy=False)
-        encoded = pa.chunked_array(events, type=pa.string()).dictionary_encode().combine_chunks()
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-        names = encoded.dictionary.to_pylist()
-    else:
-        person = np.empty(0, dtype=np.int64)
-        ts = np.empty(0, dtype=np.int64)
-        codes = np.empty(0, dtype=np.int32)
-        names = []
-    person = map_persons(person, overrides)
-    # Stable sort by person merges the per-segment sorted runs; then time order within persons
-    # whose events came from several segments.
+        for chunk in table.column("event").chunks:
+            # Parquet hands the event column dictionary-encoded: remap each chunk's small
+            # dictionary to the frame's codes instead of touching every string.
+            remap = np.array([index.setdefault(name, len(index)) for name in chunk.dictionary.to_pylist()] or [0],
+                             dtype=np.int32)  # fmt: skip
+            indices = chunk.indices.fill_null(0).to_numpy(zero_copy_only=False)
+            codes.append(remap[indices] if len(indices) else np.empty(0, dtype=np.int32))
+    names[:] = list(index)
+    if not files:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+    person = np.concatenate(persons).astype(np.int64, copy=False)
+    ts = np.concatenate(times).astype(np.int64, copy=False)
+    code = np.concatenate(codes).astype(np.int32, copy=False) if codes else np.empty(0, dtype=np.int32)
+    return person, ts, code
+
+
+def _order(person: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Positions in (person, ts) order, stable. Segments are sorted runs: a stable sort of the
+    person column merges them, then persons whose events span segments get their time order."""
     perm = np.argsort(person, kind="stable").astype(np.int64)
     _fix_time_order(person, ts, perm)
+    return perm
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge(p1: np.ndarray, t1: np.ndarray, p2: np.ndarray, t2: np.ndarray) -> np.ndarray:
+    """Positions into concat(run 1, run 2) of both runs merged by (person, ts); run 1 first on ties."""
+    n1 = p1.shape[0]
+    n2 = p2.shape[0]
+    out = np.empty(n1 + n2, dtype=np.int64)
+    i = 0
+    j = 0
+    k = 0
+    while i < n1 and j < n2:
+        if p2[j] < p1[i] or (p2[j] == p1[i] and t2[j] < t1[i]):
+            out[k] = n1 + j
+            j += 1
+        else:
+            out[k] = i
+            i += 1
+        k += 1
+    while i < n1:
+        out[k] = i
+        i += 1
+        k += 1
+    while j < n2:
+        out[k] = n1 + j
+        j += 1
+        k += 1
+    return out
+
+
+def build_frame(
+    source_id: int, segments: list[Segment], overrides: dict[int, int], signature: tuple[Any, ...]
+) -> EventFrame:
+    """Read (person_id, ts, event, type) of every live segment and order them by (person, ts)."""
+    files = [str(s.path) for s in segments]
+    names: list[str] = []
+    person, ts, codes = _read_actions(files, names)
+    person = map_persons(person, overrides)
+    perm = _order(person, ts)
     person = person[perm]
     return EventFrame(
         source_id=source_id,
@@ -202,4 +245,30 @@ def build_frame(
         event_names=names,
         perm=perm,
         person_starts=group_starts(person),
+    )
+
+
+def extend_frame(
+    frame: EventFrame, added: list[Segment], overrides: dict[int, int], signature: tuple[Any, ...]
+) -> EventFrame:
+    """The frame with new segments merged in, in time linear in the frame (no re-sort): what keeps
+    funnels fresh while capture commits a segment every second. Cached expressions are dropped."""
+    files = [str(s.path) for s in added]
+    names = list(frame.event_names)
+    person, ts, codes = _read_actions(files, names)
+    person = map_persons(person, overrides)
+    local = _order(person, ts)
+    take = _merge(frame.person, frame.ts, person[local], ts[local])
+    natural = np.concatenate([frame.perm, frame.rows + local])
+    merged_person = np.concatenate([frame.person, person[local]])[take]
+    return EventFrame(
+        source_id=frame.source_id,
+        signature=signature,
+        files=frame.files + files,
+        person=merged_person,
+        ts=np.concatenate([frame.ts, ts[local]])[take],
+        event_codes=np.concatenate([frame.event_codes, codes[local]])[take],
+        event_names=names,
+        perm=natural[take],
+        person_starts=group_starts(merged_person),
     )

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from masar.config import Settings
 from masar.engine import RUNNERS, QueryContext, parse_query
-from masar.engine.frame import EventFrame, build_frame
+from masar.engine.frame import EventFrame, build_frame, extend_frame
 from masar.engine.templates import expand_template, validate_steps
 from masar.enrich.channels import Attribution, ChannelRules
 from masar.enrich.identity import IdentityStore
@@ -410,14 +410,21 @@ class EmbeddedStore:
         return int(count), int(checksum)
 
     def frame(self, source: Source) -> EventFrame:
-        """The source's warm event frame, rebuilt when its segments or identity merges change."""
+        """The source's warm event frame: new segments are merged in; a compaction or an identity
+        merge rebuilds it."""
         live = self.segments.live(source.id)
-        signature = (tuple(s.id for s in live), self._overrides_signature(source.id))
+        overrides_signature = self._overrides_signature(source.id)
+        signature = (tuple(s.id for s in live), overrides_signature)
         with self._frames_lock:
             frame = self._frames.get(source.id)
             if frame is not None and frame.signature == signature:
                 return frame
-            frame = build_frame(source.id, live, self.identities.overrides(source.id), signature)
+            overrides = self.identities.overrides(source.id)
+            known = set(frame.signature[0]) if frame is not None else set()
+            if frame is not None and frame.signature[1] == overrides_signature and known <= set(signature[0]):
+                frame = extend_frame(frame, [s for s in live if s.id not in known], overrides, signature)
+            else:
+                frame = build_frame(source.id, live, overrides, signature)
             self._frames[source.id] = frame
             return frame
 
