@@ -194,18 +194,42 @@ def _ratio(part: int, whole: int) -> float | None:
 def _seconds(values: np.ndarray) -> dict[str, float | None]:
     if len(values) == 0:
         return {"median": None, "average": None, "p90": None}
-    return {
-        "median": round(float(np.median(values)), 3),
-        "average": round(float(np.mean(values)), 3),
-        "p90": round(float(np.quantile(values, 0.9)), 3),
-    }
+    median, p90 = np.quantile(values, [0.5, 0.9])
+    return {"median": round(float(median), 3), "average": round(float(np.mean(values)), 3), "p90": round(float(p90), 3)}
 
 
-def _previous_present(chains: np.ndarray, k: int) -> np.ndarray:
-    prev = chains[:, 0].copy()
-    for s in range(1, k):
-        prev = np.where(chains[:, s] >= 0, chains[:, s], prev)
-    return prev
+@numba.njit(cache=True, nogil=True)
+def _grouped_step_stats(group, n_groups, levels, chains, ts, optional):
+    """Per group and step: the count of units at the step, and the seconds from the previous step
+    done to this one (flat, ``offsets[g * steps + k]`` onwards) — one pass over the units."""
+    rows, steps = chains.shape
+    counts = np.zeros((n_groups, steps), dtype=np.int64)
+    sizes = np.zeros(n_groups * steps, dtype=np.int64)
+    for r in range(rows):
+        g = group[r]
+        level = levels[r]
+        for k in range(steps):
+            if level >= k and (not optional[k] or chains[r, k] >= 0):
+                counts[g, k] += 1
+                if k > 0 and chains[r, k] >= 0:
+                    sizes[g * steps + k] += 1
+    offsets = np.zeros(n_groups * steps + 1, dtype=np.int64)
+    for i in range(n_groups * steps):
+        offsets[i + 1] = offsets[i] + sizes[i]
+    at = offsets[:-1].copy()
+    values = np.empty(offsets[-1], dtype=np.float64)
+    for r in range(rows):
+        g = group[r]
+        level = levels[r]
+        prev = chains[r, 0]
+        for k in range(1, steps):
+            c = chains[r, k]
+            if c >= 0 and level >= k:
+                values[at[g * steps + k]] = (ts[c] - ts[prev]) / 1e6
+                at[g * steps + k] += 1
+            if c >= 0:
+                prev = c
+    return counts, offsets, values
 
 
 def reached_step(counted: Counted, q: FunnelQuery, k: int) -> np.ndarray:
@@ -218,20 +242,32 @@ def reached_step(counted: Counted, q: FunnelQuery, k: int) -> np.ndarray:
     return reached
 
 
-def step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted, rows: np.ndarray | None = None) -> list[dict]:
-    ts = ctx.frame.ts
-    levels = counted.levels if rows is None else counted.levels[rows]
-    chains = counted.chains if rows is None else counted.chains[rows]
-    sub = Counted(levels, chains, counted.persons if rows is None else counted.persons[rows])
+def _optional(q: FunnelQuery) -> np.ndarray:
+    return np.array([s.optional and q.order != "unordered" for s in q.steps], dtype=np.bool_)
+
+
+def grouped_step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted, group: np.ndarray, n_groups: int) -> list[list[dict]]:
+    """``step_rows`` for each of ``n_groups`` groups of the counted units at once."""
+    counts, offsets, values = _grouped_step_stats(
+        group.astype(np.int64), n_groups, counted.levels, counted.chains, ctx.frame.ts, _optional(q)
+    )
+    steps = len(q.steps)
+    return [
+        _rows(q, counts[g], [values[offsets[g * steps + k] : offsets[g * steps + k + 1]] for k in range(steps)])
+        for g in range(n_groups)
+    ]
+
+
+def step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> list[dict]:
+    return grouped_step_rows(ctx, q, counted, np.zeros(len(counted.levels), dtype=np.int64), 1)[0]
+
+
+def _rows(q: FunnelQuery, counts: np.ndarray, seconds: list[np.ndarray]) -> list[dict]:
     total_steps = len(q.steps)
     out = []
-    first = 0
-    previous = 0
+    first = previous = int(counts[0])
     for k, step in enumerate(q.steps):
-        reached = reached_step(sub, q, k)
-        count = int(reached.sum())
-        if k == 0:
-            first = previous = count
+        count = int(counts[k])
         row: dict[str, Any] = {
             "step": k + 1,
             "name": step.label if q.order != "unordered" else f"Completed {k + 1} of {total_steps} steps",
@@ -243,13 +279,7 @@ def step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted, rows: np.ndar
             "drop_off": previous - count if k else 0,
             "drop_off_rate": (round(1 - count / previous, 6) if previous else None) if k else 0.0,
         }
-        if k:
-            done = reached & (chains[:, k] >= 0)
-            prev = _previous_present(chains[done], k)
-            seconds = (ts[chains[done, k]] - ts[prev]) / 1e6
-            stats = _seconds(seconds)
-        else:
-            stats = {"median": None, "average": None, "p90": None}
+        stats = _seconds(seconds[k]) if k else {"median": None, "average": None, "p90": None}
         row["median_seconds_from_previous"] = stats["median"]
         row["average_seconds_from_previous"] = stats["average"]
         row["p90_seconds_from_previous"] = stats["p90"]
@@ -281,7 +311,10 @@ def trend(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> list[dict[str,
     cursor = ctx.con.cursor()
     cursor.register("entries", table)
     rows = cursor.execute(
-        "SELECT CAST(date_trunc(?, timezone(?, make_timestamp(t))) AS DATE) AS period, count(*) AS entered, "
+        # make_timestamp gives a UTC wall time: mark it UTC first, or timezone() would read it as
+        # the source's wall time and shift it the wrong way.
+        "SELECT CAST(date_trunc(?, timezone(?, timezone('UTC', make_timestamp(t)))) AS DATE) AS period, "
+        "count(*) AS entered, "
         "count(*) FILTER (WHERE converted) AS converted FROM entries GROUP BY period ORDER BY period",
         [q.trend, ctx.tz.key],
     ).fetchall()
@@ -318,14 +351,15 @@ def breakdown_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> list[
     present, sizes = np.unique(row_codes, return_counts=True)
     ranked = sorted(zip(present.tolist(), sizes.tolist(), strict=True), key=lambda cs: (-cs[1], _label(values, cs[0])))
     top = [code for code, _ in ranked[: bd.limit]]
-    rest = [code for code, _ in ranked[bd.limit :]]
-    out = []
-    for code in top:
-        rows = row_codes == code
-        out.append({"value": values[code] if code >= 0 else None, "steps": step_rows(ctx, q, counted, rows)})
+    rest = len(ranked) - len(top)
+    # Group of each unit: its value's rank among the top values, or the "Other" group after them.
+    lookup = np.full(len(values) + 1, len(top), dtype=np.int64)  # index -1 (no value) is the last slot
+    for rank, code in enumerate(top):
+        lookup[code] = rank
+    groups = grouped_step_rows(ctx, q, counted, lookup[row_codes], len(top) + (1 if rest else 0))
+    out = [{"value": values[code] if code >= 0 else None, "steps": groups[rank]} for rank, code in enumerate(top)]
     if rest:
-        rows = np.isin(row_codes, rest)
-        out.append({"value": OTHER, "other_values": len(rest), "steps": step_rows(ctx, q, counted, rows)})
+        out.append({"value": OTHER, "other_values": rest, "steps": groups[len(top)]})
     return out
 
 

@@ -209,7 +209,9 @@ def _ordered_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_fro
                 e = run[r]
                 m = mask[e]
                 deepest = _strict_event(e, t, m, ts, steps, window, gaps, optional, chain, valid)
-                if deepest > best:
+                # Reached at the same instant as the recorded attempt: the later start is reported.
+                later = deepest == best and deepest >= 0 and ts[best_chain[deepest]] == t
+                if deepest > best or (later and ts[chain[deepest, 0]] > ts[best_chain[0]]):
                     best = deepest
                     _record(deepest, chain, best_chain, steps)
                 if _has(m, 0):
@@ -357,14 +359,13 @@ def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from
 @numba.njit(cache=True, nogil=True)
 def _unordered_group(a, b, ts, mask, steps, window, counts, firsts, best_chain):
     """Deepest number of distinct steps (minus one) done within ``window`` after a step event,
-    and in ``best_chain`` the first event of each, in the order they were done."""
+    and in ``best_chain`` the first event of each, in the order they were done, of the window
+    that reached that number first (on a tie, the one that started latest)."""
     for s in range(steps):
         counts[s] = 0
         best_chain[s] = -1
     distinct = 0
     best = -1
-    best_anchor = -1
-    best_end = -1
     r = a
     for i in range(a, b):
         if mask[i] == 0:
@@ -373,26 +374,38 @@ def _unordered_group(a, b, ts, mask, steps, window, counts, firsts, best_chain):
         if r < i:
             r = i
         while r < b and ts[r] - t <= window:
-            m = mask[r]
-            if m != 0:
-                for s in range(steps):
-                    if _has(m, s):
-                        if counts[s] == 0:
-                            distinct += 1
-                        counts[s] += 1
+            distinct += _add(mask[r], counts, steps, 1)
             r += 1
         if distinct - 1 > best:
             best = distinct - 1
-            best_anchor = i
-            best_end = r
-        m = mask[i]
-        for s in range(steps):
-            if _has(m, s):
-                counts[s] -= 1
-                if counts[s] == 0:
-                    distinct -= 1
+        distinct += _add(mask[i], counts, steps, -1)
     if best < 0:
         return best
+    # Second pass: when each window reaches ``best + 1`` distinct steps. The earliest such moment
+    # only moves later as the start does, so one pointer serves every start.
+    for s in range(steps):
+        counts[s] = 0
+    distinct = 0
+    best_anchor = -1
+    best_end = -1
+    best_reach = np.int64(0)
+    r = a
+    for i in range(a, b):
+        if mask[i] == 0:
+            continue
+        t = ts[i]
+        if r < i:
+            r = i
+        while r < b and distinct <= best and ts[r] - t <= window:
+            distinct += _add(mask[r], counts, steps, 1)
+            r += 1
+        if distinct > best:
+            reach = ts[r - 1]
+            if best_anchor < 0 or reach < best_reach or (reach == best_reach and t > ts[best_anchor]):
+                best_anchor = i
+                best_end = r
+                best_reach = reach
+        distinct += _add(mask[i], counts, steps, -1)
     for s in range(steps):
         firsts[s] = -1
     for e in range(best_anchor, best_end):
@@ -409,6 +422,71 @@ def _unordered_group(a, b, ts, mask, steps, window, counts, firsts, best_chain):
     return best
 
 
+@numba.njit(cache=True, nogil=True)
+def _add(m, counts, steps, by):
+    """Count the steps of one event in or out of a window; returns the change in distinct steps."""
+    change = 0
+    for s in range(steps):
+        if _has(m, s):
+            if by > 0 and counts[s] == 0:
+                change += 1
+            counts[s] += by
+            if by < 0 and counts[s] == 0:
+                change -= 1
+    return change
+
+
+@numba.njit(cache=True, nogil=True)
+def _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts, chains, g):
+    """``_ordered_group`` for the common case — no optional steps, no times between steps, no
+    exclusions — written flat: this loop is the funnel's hot path (a few ns per event)."""
+    for s in range(steps):
+        valid[s] = False
+    best = -1
+    i = a
+    while i < b:
+        m = mask[i]
+        if m == 0:
+            i += 1
+            continue
+        t = ts[i]
+        j = i + 1
+        while j < b and ts[j] == t:
+            m |= mask[j]
+            j += 1
+        while m != 0:  # the steps of this instant, in step order
+            k = 0
+            while not (m >> np.uint64(k)) & np.uint64(1):
+                k += 1
+            bit = np.uint64(1) << np.uint64(k)
+            m ^= bit
+            e = i
+            if j - i > 1:
+                for r in range(i, j):
+                    if mask[r] & bit:
+                        e = r
+                        break
+            if k == 0:
+                start_ts[0] = t
+                valid[0] = True
+                chain[0, 0] = e
+                if best < 0:
+                    best = 0
+                    chains[g, 0] = e
+            elif valid[k - 1] and t - start_ts[k - 1] <= window:
+                start_ts[k] = start_ts[k - 1]
+                valid[k] = True
+                for s in range(k):
+                    chain[k, s] = chain[k - 1, s]
+                chain[k, k] = e
+                if k > best:
+                    best = k
+                    for s in range(k + 1):
+                        chains[g, s] = chain[k, s]
+        i = j
+    return best
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, ex_from, ex_to):  # fmt: skip
     """One counted attempt per unit (events ``[starts[g], starts[g+1])``): the deepest step reached
@@ -416,10 +494,15 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
     groups = starts.shape[0] - 1
     levels = np.full(groups, -1, dtype=np.int8)
     chains = np.full((groups, steps), -1, dtype=np.int64)
+    simple = mode == ORDERED and ex_from.shape[0] == 0
+    for s in range(steps):
+        if gaps[s] > 0 or optional[s]:
+            simple = False
     chunks = min(groups, 256)
     for c in numba.prange(chunks):
         chain = np.empty((steps, steps), dtype=np.int64)
         valid = np.zeros(steps, dtype=np.bool_)
+        start_ts = np.zeros(steps, dtype=np.int64)
         best_chain = np.empty(steps, dtype=np.int64)
         counts = np.zeros(steps, dtype=np.int64)
         firsts = np.zeros(steps, dtype=np.int64)
@@ -430,6 +513,9 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
             a = starts[g]
             b = starts[g + 1]
             if a == b:
+                continue
+            if simple:
+                levels[g] = _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts, chains, g)
                 continue
             if mode == UNORDERED:
                 level = _unordered_group(a, b, ts, mask, steps, window, counts, firsts, best_chain)
