@@ -378,6 +378,206 @@ def _write_people_csv(path: Path, people: list[dict[str, Any]]) -> None:
                              p["last_step_at"]])  # fmt: skip
 
 
+@app.command("leaks")
+@edge
+def leaks(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="An event name; repeat for each step (2 to 30).")] = None,
+    template: Annotated[str | None, typer.Option(help="Start from a template: store, aida, marketing, subscription.")] = None,
+    window: Annotated[str, typer.Option(help="Conversion window from step 1: 7d, 2h, 30m, 3600s.")] = "7d",
+    counting: Annotated[str, typer.Option(help="sessions (default), uniques (people) or totals (attempts).")] = "sessions",
+    segment_by: Annotated[list[str] | None, typer.Option("--segment-by", help="Also test this property's values (repeatable).")] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD, the store's time zone).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+    min_sample: Annotated[int | None, typer.Option(help="Fewest units a segment or period needs to be tested (50).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Significance after the correction over all tests (0.05).")] = None,
+    min_effect: Annotated[float | None, typer.Option(help="Smallest relative drop reported: 0.3 = 30% below baseline.")] = None,
+    query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Where, for whom and since when a funnel's conversion fell, and what it cost (docs/leaks.md)."""
+    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
+    query["kind"] = "leaks"
+    given = {
+        "source": source, "template": template, "date_from": date_from, "date_to": date_to, "min_sample": min_sample,
+        "alpha": alpha, "min_effect": min_effect,
+    }  # fmt: skip
+    query.update({k: v for k, v in given.items() if v is not None})
+    if step:
+        query["steps"] = step
+    if segment_by:
+        query["segment_by"] = segment_by
+    if query_file is None or window != "7d":
+        query["window"] = window
+    if query_file is None or counting != "sessions":
+        query["counting"] = counting
+    if "source" not in query:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    if "steps" not in query and "template" not in query:
+        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+    result = _open(data_dir).run(query).to_dict()
+    if json:
+        _print_json(result)
+        return
+    findings = result["findings"]
+    out.print(f"{result['source']}: {len(findings)} leak{'s' if len(findings) != 1 else ''} found "
+              f"({result['tests']:,} tests, {result['counting']})", highlight=False)  # fmt: skip
+    if not findings:
+        return
+    money = result["currency"] or ""
+    table = Table("#", "step", "segment", "period", "conversion", "baseline", "lost", f"lost {money}".strip(), "p")
+    for n, f in enumerate(findings, 1):
+        seg = f["segment"]
+        period = f["period"]
+        table.add_row(
+            str(n), f"{f['step_from']} → {f['step_to']}",
+            "everyone" if seg is None else f"{seg['property']} = {seg['value']}",
+            "whole range" if period is None else f"{period['start']} – {period['end']}",
+            _pct(f["conversion"]), _pct(f["baseline_conversion"]), f"{f['lost_conversions']:,.0f}",
+            "–" if f["lost_revenue"] is None else f"{f['lost_revenue']:,.0f}", f"{f['p_value']:.2g}",
+        )  # fmt: skip
+    out.print(table)
+    for n, f in enumerate(findings, 1):
+        out.print(f"{n}. {f['summary']}", highlight=False)
+
+
+def _cleaning_rule(text: str) -> dict[str, str]:
+    pattern, sep, alias = text.rpartition("=>")
+    if not sep or not pattern or not alias.strip():
+        raise InvalidInput(f"--clean takes REGEX=>ALIAS, not {text!r}", code="invalid_query")
+    return {"pattern": pattern, "alias": alias.strip()}
+
+
+@app.command("paths")
+@edge
+def paths(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    after: Annotated[str | None, typer.Option(help="Paths after this event (the anchor).")] = None,
+    before: Annotated[str | None, typer.Option(help="Paths before this event (the anchor).")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="A funnel step, with --dropped-after (repeat).")] = None,
+    dropped_after: Annotated[int | None, typer.Option(help="Follow who reached this funnel step (1-based) and not the next.")] = None,
+    funnel_window: Annotated[str, typer.Option(help="With --step: the funnel's conversion window.")] = "7d",
+    window: Annotated[str, typer.Option(help="How far from the anchor: 1d, 2h, 30m, or session.")] = "1d",
+    length: Annotated[int, typer.Option(help="Events in a path, the anchor included (2 to 20).")] = 5,
+    every: Annotated[bool, typer.Option(help="A path from every anchor occurrence, not each person's first.")] = False,
+    label: Annotated[str, typer.Option(help="Label events by: event, path or url (page events).")] = "event",
+    clean: Annotated[list[str] | None, typer.Option(help="A cleaning rule REGEX=>ALIAS (repeatable, first match wins).")] = None,
+    collapse: Annotated[bool, typer.Option("--collapse/--no-collapse", help="Merge immediate repeats.")] = True,
+    exclude: Annotated[list[str] | None, typer.Option(help="An event to leave out of paths (repeatable).")] = None,
+    limit: Annotated[int, typer.Option(help="Top paths and loops listed.")] = 20,
+    nodes: Annotated[int, typer.Option(help="Sankey nodes kept; the rest fold into $other.")] = 30,
+    edges: Annotated[int, typer.Option(help="Sankey edges listed.")] = 100,
+    date_from: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD, the store's time zone).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+    query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """What people did after (or before) an event, or after dropping out of a funnel step."""
+    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
+    query["kind"] = "paths"
+    if after is not None and before is not None:
+        raise InvalidInput("give --after or --before, not both", code="invalid_query")
+    if after is not None or before is not None:
+        query.update(step=after or before, direction="after" if after is not None else "before")
+    if step or dropped_after is not None:
+        if not step or dropped_after is None:
+            raise InvalidInput("follow drop-outs with --step (twice or more) and --dropped-after N", code="invalid_query")
+        query["funnel"] = {"steps": step, "dropped_after": dropped_after, "window": funnel_window}
+    given = {"source": source, "date_from": date_from, "date_to": date_to}
+    query.update({k: v for k, v in given.items() if v is not None})
+    defaults = {"window": (window, "1d"), "length": (length, 5), "label": (label, "event"), "limit": (limit, 20),
+                "node_limit": (nodes, 30), "edge_limit": (edges, 100), "collapse_repeats": (collapse, True),
+                "occurrence": ("every" if every else "first", "first")}  # fmt: skip
+    for key, (value, default) in defaults.items():
+        if query_file is None or value != default:
+            query[key] = value
+    if clean:
+        query["cleaning"] = [_cleaning_rule(rule) for rule in clean]
+    if exclude:
+        query["exclude_events"] = exclude
+    if "source" not in query:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    result = _open(data_dir).run(query).to_dict()
+    if json:
+        _print_json(result)
+        return
+    where = f"{result['direction']} {result['anchor']}" if result["anchor"] else "from each person's first event"
+    if result["funnel"]:
+        f = result["funnel"]
+        out.print(f"{f['dropped']:,} of {f['entered']:,} people reached {f['step']} and not the next step.")
+    table = Table("path", "count", "share", title=f"{result['source']}: paths {where} ({result['total']:,} paths)")
+    for row in result["paths"]:
+        table.add_row(" → ".join(row["events"]), f"{row['count']:,}", _pct(row["share"]))
+    if result["other_paths"]["count"]:
+        rest = result["other_paths"]
+        table.add_row(f"({rest['paths']:,} other paths)", f"{rest['count']:,}", _pct(rest["count"] / result["total"]))
+    out.print(table)
+    loops = result["loops"]
+    if loops["paths"]:
+        out.print(f"{loops['paths']:,} paths ({_pct(loops['share'])}) loop back to an earlier event:")
+        for row in loops["top"]:
+            out.print(f"  {' → '.join(row['events'])}: {row['count']:,}", highlight=False)
+
+
+@app.command("correlation")
+@edge
+def correlation(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="An event name; repeat for each step (2 to 30).")] = None,
+    template: Annotated[str | None, typer.Option(help="Start from a template: store, aida, marketing, subscription.")] = None,
+    window: Annotated[str, typer.Option(help="Conversion window from step 1: 7d, 2h, 30m, 3600s.")] = "7d",
+    order: Annotated[str, typer.Option(help="ordered or strict.")] = "ordered",
+    property_: Annotated[list[str] | None, typer.Option("--property", help="Also correlate this property's values (repeatable).")] = None,
+    no_events: Annotated[bool, typer.Option("--no-events", help="Only properties, not event names.")] = False,
+    include_steps: Annotated[bool, typer.Option(help="Keep the funnel's own step events as candidates.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option(help="An event to leave out (repeatable).")] = None,
+    min_people: Annotated[int, typer.Option(help="Least people (converted or not) a candidate needs.")] = 25,
+    limit: Annotated[int, typer.Option(help="Rows in each list.")] = 10,
+    date_from: Annotated[str | None, typer.Option("--from", help="First day of entry (YYYY-MM-DD).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+    query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Which events and properties go with converting through a funnel, and which with dropping out."""
+    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
+    query["kind"] = "correlation"
+    given = {"source": source, "template": template, "date_from": date_from, "date_to": date_to,
+             "properties": property_ or None, "exclude_events": exclude or None}  # fmt: skip
+    query.update({k: v for k, v in given.items() if v is not None})
+    if step:
+        query["steps"] = step
+    defaults = {"window": (window, "7d"), "order": (order, "ordered"), "events": (not no_events, True),
+                "exclude_steps": (not include_steps, True), "min_people": (min_people, 25), "limit": (limit, 10)}  # fmt: skip
+    for key, (value, default) in defaults.items():
+        if query_file is None or value != default:
+            query[key] = value
+    if "source" not in query:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    if "steps" not in query and "template" not in query:
+        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+    result = _open(data_dir).run(query).to_dict()
+    if json:
+        _print_json(result)
+        return
+    out.print(f"{result['source']}: {result['people']:,} people entered, {result['converted']:,} converted, "
+              f"{result['dropped']:,} did not.", highlight=False)  # fmt: skip
+    if result["skewed"]:
+        out.print("[yellow]Converters and the others differ more than 10×: odds ratios are less reliable.[/yellow]")
+    for title, rows in (("Goes with converting", result["success"]), ("Goes with dropping out", result["failure"])):
+        table = Table("event or property", "converted", "dropped", "odds ratio", "95% interval", "p (adjusted)",
+                      title=title)  # fmt: skip
+        for row in rows:
+            name = row["event"] if row["type"] == "event" else f"{row['property']} = {row['value']}"
+            low, high = row["confidence_interval"]
+            mark = "" if row["significant"] else " (n.s.)"
+            table.add_row(name, f"{row['success_count']:,}", f"{row['failure_count']:,}", f"{row['odds_ratio']:.2f}",
+                          f"{low:.2f}–{high:.2f}", f"{row['adjusted_p_value']:.3g}{mark}")  # fmt: skip
+        out.print(table)
+
+
 @templates_app.command("list")
 @edge
 def templates_list(source: SourceName, data_dir: DataDir = None, json: Json = False) -> None:

@@ -11,14 +11,22 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
+from masar.engine.correlation import run_correlation
 from masar.engine.funnels import run_funnel, run_funnel_people
+from masar.engine.leaks import run_leaks
+from masar.engine.paths import run_paths
 from masar.errors import InvalidInput
-from masar.model.queries import FunnelPeopleQuery, FunnelQuery
+from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
 
-Query = Annotated[FunnelQuery | FunnelPeopleQuery, Field(discriminator="kind")]
+Query = Annotated[
+    FunnelQuery | FunnelPeopleQuery | LeaksQuery | PathsQuery | CorrelationQuery, Field(discriminator="kind")
+]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "funnel": run_funnel,
     "funnel_people": run_funnel_people,
+    "leaks": run_leaks,
+    "paths": run_paths,
+    "correlation": run_correlation,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 
@@ -39,7 +47,7 @@ def parse_query(data: Any) -> Any:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("funnel", "funnel_people"))
+    where = ".".join(str(p) for p in err.get("loc", ()) if p not in RUNNERS)
     message = err.get("msg", "invalid value").removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 

@@ -241,3 +241,152 @@ class FunnelPeopleQuery(FunnelQuery):
     breakdown_value: str | None = None
     limit: int = Field(default=100, ge=1, le=100_000)
     offset: int = Field(default=0, ge=0)
+
+
+class PathCleaning(_Model):
+    """A path-cleaning rule: labels matching ``pattern`` (a Python regular expression, searched
+    anywhere in the label; anchor it with ``^``) become ``alias`` ("^/products/" → "Product page")."""
+
+    pattern: str = Field(min_length=1, max_length=500)
+    alias: str = Field(min_length=1, max_length=200)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class PathFunnel(_Model):
+    """The funnel whose drop-outs a paths query follows: people who reached step ``dropped_after``
+    and not the step after it (1-based), from their step event on."""
+
+    steps: list[Step] = Field(min_length=2, max_length=MAX_STEPS)
+    dropped_after: int = Field(ge=1, le=MAX_STEPS - 1)
+    window: Duration = 7 * 86400
+    order: Literal["ordered", "strict"] = "ordered"
+    exclusions: list[Exclusion] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _step_in_funnel(self) -> PathFunnel:
+        if self.dropped_after >= len(self.steps):
+            raise ValueError(f"dropped_after must be a step before the last, 1 to {len(self.steps) - 1}")
+        if self.steps[self.dropped_after - 1].optional or self.steps[self.dropped_after].optional:
+            raise ValueError("dropped_after and the step after it cannot be optional steps")
+        return self
+
+
+class PathsQuery(_Model):
+    """Journeys: the sequences of events people did after (or before) an anchor — a step, a
+    funnel step they dropped out after, or their first event in the range (docs/paths.md)."""
+
+    kind: Literal["paths"] = "paths"
+    source: str = Field(min_length=1)
+    step: Step | None = None  # the anchor; None: each person's first event in the range
+    direction: Literal["after", "before"] = "after"
+    funnel: PathFunnel | None = None
+    window: Literal["session"] | Duration = 86400  # after (before) the anchor, or its session
+    length: int = Field(default=5, ge=2, le=20)  # events in a path, the anchor included
+    occurrence: Literal["first", "every"] = "first"
+    label: Literal["event", "path", "url"] = "event"
+    cleaning: list[PathCleaning] = Field(default_factory=list, max_length=100)
+    collapse_repeats: bool = True
+    exclude_events: list[str] = Field(default_factory=list, max_length=100)
+    limit: int = Field(default=20, ge=1, le=1000)  # top paths and loops listed
+    node_limit: int = Field(default=30, ge=2, le=500)
+    edge_limit: int = Field(default=100, ge=1, le=5000)
+    date_from: DateBound | None = Field(default=None, alias="from")
+    date_to: DateBound | None = Field(default=None, alias="to")
+
+    @model_validator(mode="after")
+    def _one_anchor(self) -> PathsQuery:
+        if self.funnel is not None:
+            if self.step is not None:
+                raise ValueError("give either a step or a funnel to follow drop-outs from, not both")
+            if self.direction != "after":
+                raise ValueError("drop-outs are followed after the step they dropped out after")
+        if self.step is None and self.funnel is None and self.direction == "before":
+            raise ValueError("paths before need a step to end at")
+        _check_range(self.date_from, self.date_to)
+        return self
+
+
+class CorrelationQuery(FunnelQuery):
+    """Which events, event property values and person properties go with converting through a
+    funnel or dropping out of it, by odds ratio (docs/correlation.md). The funnel fields mean what
+    they mean for a funnel."""
+
+    kind: Literal["correlation"] = "correlation"  # type: ignore[assignment]
+    properties: list[str] = Field(default_factory=list, max_length=20)
+    events: bool = True  # event names as candidates
+    exclude_steps: bool = True
+    exclude_events: list[str] = Field(default_factory=list, max_length=100)
+    min_people: int = Field(default=25, ge=1)
+    min_share: float = Field(default=0.02, ge=0, le=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    limit: int = Field(default=10, ge=1, le=500)
+
+    @field_validator("properties")
+    @classmethod
+    def _property_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or len(name) > 200:
+                raise ValueError("properties takes property names")
+        return names
+
+    @model_validator(mode="after")
+    def _correlation_funnel(self) -> CorrelationQuery:
+        if self.breakdown is not None or self.compare is not None or self.trend is not None:
+            raise ValueError("correlation takes no breakdown, compare or trend")
+        if self.order == "unordered":
+            raise ValueError("correlation needs an ordered or strict funnel")
+        if self.counting != "uniques":
+            raise ValueError("correlation counts people: use counting uniques")
+        if not self.events and not self.properties:
+            raise ValueError("nothing to correlate: keep events or name properties")
+        return self
+
+
+# The segments the leak finder always looks at (docs/leaks.md); ``customer`` is new vs returning.
+LEAK_SEGMENTS = ("device_type", "browser", "os", "channel", "session_source", "session_campaign", "country",
+                 "customer")  # fmt: skip
+
+
+class LeaksQuery(FunnelQuery):
+    """The leak finder: for each step of a funnel, the segments and periods whose conversion to
+    the next step fell, with the conversions and revenue lost. The funnel fields mean what they
+    mean for a funnel; the rest are the statistics' parameters (docs/leaks.md)."""
+
+    kind: Literal["leaks"] = "leaks"  # type: ignore[assignment]
+    # Sessions, not people: a person's many visits would each be dated by the one attempt the
+    # funnel reports, which moves non-converters early and converters late (docs/leaks.md).
+    counting: Literal["uniques", "totals", "sessions"] = "sessions"
+    segment_by: list[str] = Field(default_factory=list, max_length=20)  # besides LEAK_SEGMENTS
+    default_segments: bool = True
+    min_sample: int = Field(default=50, ge=5)  # units in a segment/period and in what it is compared with
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # after the correction over all tests run
+    correction: Literal["bh", "holm"] = "bh"
+    min_effect: float = Field(default=0.3, gt=0, lt=1)  # relative drop: 1 − conversion / baseline
+    min_days: int = Field(default=3, ge=1, le=366)  # shortest period reported
+    max_values: int = Field(default=50, ge=1, le=500)  # values of one property tested, most traffic first
+    order_event: str = Field(default="Order Completed", min_length=1, max_length=200)
+    limit: int = Field(default=20, ge=1, le=500)
+
+    @field_validator("segment_by")
+    @classmethod
+    def _segment_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or len(name) > 200:
+                raise ValueError("segment_by takes property names")
+        return names
+
+    @model_validator(mode="after")
+    def _leak_funnel(self) -> LeaksQuery:
+        if self.breakdown is not None or self.compare is not None or self.trend is not None:
+            raise ValueError("the leak finder takes no breakdown, compare or trend: it finds its own segments and periods")
+        if self.order == "unordered":
+            raise ValueError("the leak finder needs an ordered or strict funnel")
+        return self

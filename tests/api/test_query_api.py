@@ -107,6 +107,24 @@ def test_not_json_and_unknown_source(store_with_key):
     assert "Nowhere" in response.json()["error"]["message"]
 
 
+def test_paths_and_correlation_over_http_equal_the_cli(store_with_key):
+    data_dir, srv, _shop, secret, _ = store_with_key
+    paths = _query(srv, secret, {"kind": "paths", "source": "Shop", "step": "Product Viewed", "window": "1d"})
+    assert paths.status_code == 200, paths.text
+    cli = masar_cli_json("paths", "--source", "Shop", "--after", "Product Viewed", "--data-dir", data_dir)
+    assert paths.json() == cli
+    assert paths.json()["paths"][0]["events"][0] == "Product Viewed"
+    body = {"kind": "correlation", "source": "Shop", "steps": ["Product Viewed", "Order Completed"], "window": "1d",
+            "events": False, "properties": ["device"], "min_people": 1}  # fmt: skip
+    correlation = _query(srv, secret, body)
+    assert correlation.status_code == 200, correlation.text
+    assert correlation.json()["kind"] == "correlation" and correlation.json()["people"] >= 20
+    bad = _query(srv, secret, {"kind": "paths", "source": "Shop", "cleaning": [{"pattern": "(", "alias": "x"}]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_query"
+    assert "not a valid regular expression" in bad.json()["error"]["message"]
+
+
 def test_an_acknowledged_event_shows_in_funnels_within_5_seconds(store_with_key):
     _data_dir, srv, shop, secret, _ = store_with_key
     body = {"kind": "funnel", "source": "Shop", "steps": STEPS, "window": "1d"}

@@ -55,8 +55,8 @@ def test_frame_grown_segment_by_segment_equals_one_built_at_once(tmp_path_factor
     # Same rows in (person, time) order; ties may differ in order only among equal (person, ts).
     assert np.array_equal(grown.person, built.person)
     assert np.array_equal(grown.ts, built.ts)
-    key_g = sorted(zip(grown.person.tolist(), grown.ts.tolist(), [grown.event_names[c] for c in grown.event_codes]))
-    key_b = sorted(zip(built.person.tolist(), built.ts.tolist(), [built.event_names[c] for c in built.event_codes]))
+    key_g = sorted(zip(grown.person.tolist(), grown.ts.tolist(), [grown.event_names[c] for c in grown.event_codes], strict=True))
+    key_b = sorted(zip(built.person.tolist(), built.ts.tolist(), [built.event_names[c] for c in built.event_codes], strict=True))
     assert key_g == key_b
     order = np.lexsort((grown.ts, grown.person))
     assert np.array_equal(order, np.arange(grown.rows))  # already sorted

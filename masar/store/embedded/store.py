@@ -34,7 +34,15 @@ from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
 from masar.store.base import ApiKey, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
-from masar.store.metadata import api_keys, create_engine, funnel_templates, identities, person_overrides, rejected, sources
+from masar.store.metadata import (
+    api_keys,
+    create_engine,
+    funnel_templates,
+    identities,
+    person_overrides,
+    rejected,
+    sources,
+)
 from masar.store.migrations import migrate
 
 _SOURCE_COLUMNS = (sources.c.id, sources.c.name, sources.c.write_key, sources.c.currency, sources.c.timezone,
