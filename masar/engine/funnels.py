@@ -14,8 +14,15 @@ import numpy as np
 import pyarrow as pa
 
 from masar.engine.context import QueryContext
-from masar.engine.kernels.funnel import ORDERED, STRICT, UNORDERED, funnel_attempts, funnel_units
-from masar.engine.matching import build_masks
+from masar.engine.kernels.funnel import (
+    ORDERED,
+    STRICT,
+    UNORDERED,
+    funnel_attempts,
+    funnel_units,
+    funnel_units_by_event,
+)
+from masar.engine.matching import build_masks, step_lut
 from masar.engine.properties import resolve
 from masar.errors import InvalidInput
 from masar.model.queries import EventMatcher, Exclusion, FunnelPeopleQuery, FunnelQuery
@@ -85,6 +92,23 @@ def _exclusion_matcher(ex: Exclusion) -> EventMatcher:
     return EventMatcher(event=ex.event, filters=ex.filters)
 
 
+_MIN_US = np.iinfo(np.int64).min
+_MAX_US = np.iinfo(np.int64).max
+
+
+def _by_event_lut(ctx: QueryContext, q: FunnelQuery, held: list[str]) -> np.ndarray | None:
+    """Step bits per event code when the funnel is a plain ordered one over event names (the common
+    case): the kernel then reads event codes, and no mask per event is built."""
+    plain = (
+        q.order == "ordered" and q.counting == "uniques" and not held and not q.exclusions
+        and all(not s.optional and not s.first_time and not s.max_seconds_from_previous for s in q.steps)
+        and all(not m.filters for s in q.steps for m in s.matchers)
+    )  # fmt: skip
+    if not plain:
+        return None
+    return step_lut(ctx.frame, [[m.event for m in s.matchers] for s in q.steps])
+
+
 def _entry_range(ctx: QueryContext, mask: np.ndarray, date_from, date_to) -> np.ndarray:
     """Only step-1 events inside the range start attempts; later steps may run past its end."""
     low = ctx.bound_us(date_from, end=False)
@@ -146,6 +170,18 @@ def evaluate(ctx: QueryContext, q: FunnelQuery, *, date_from=None, date_to=None,
     frame = ctx.frame
     steps = len(q.steps)
     held = list(q.hold_constant) if held is None else held
+    lut = _by_event_lut(ctx, q, held)
+    if lut is not None:
+        low = ctx.bound_us(date_from, end=False)
+        high = ctx.bound_us(date_to, end=True)
+        levels, chains = funnel_units_by_event(
+            frame.person_starts, frame.ts, frame.event_codes, lut,
+            np.int64(_MIN_US if low is None else low), np.int64(_MAX_US if high is None else high),
+            steps, np.int64(q.window) * 1_000_000,
+        )  # fmt: skip
+        entered = levels >= 0
+        persons = frame.person[frame.person_starts[:-1]] if frame.rows else np.empty(0, dtype=np.int64)
+        return Counted(levels[entered].astype(np.int64), chains[entered], persons[entered])
     mask, exmask = masks if masks is not None else _event_masks(ctx, q)
     mask = _entry_range(ctx, mask, date_from, date_to)
     order, starts, unit_person = _units(ctx, q, held)
@@ -388,7 +424,7 @@ def _held_for(q: FunnelQuery) -> list[str]:
 
 def run_funnel(ctx: QueryContext, q: FunnelQuery) -> FunnelResult:
     held = _held_for(q)
-    masks = _event_masks(ctx, q)
+    masks = None if _by_event_lut(ctx, q, held) is not None else _event_masks(ctx, q)
     counted = evaluate(ctx, q, date_from=q.date_from, date_to=q.date_to, held=held, masks=masks)
     data: dict[str, Any] = {
         "kind": "funnel",

@@ -60,6 +60,19 @@ def matcher_true(ctx: QueryContext, matcher: EventMatcher) -> np.ndarray | None:
     return passed
 
 
+def step_lut(frame, groups: list[list[str]]) -> np.ndarray:
+    """uint64 per event code: bit i set when the code's event name is in group i (``*``: every)."""
+    lut = np.zeros(len(frame.event_names) + 1, dtype=np.uint64)
+    for i, names in enumerate(groups):
+        bit = np.uint64(1) << np.uint64(i)
+        for name in names:
+            if name == ANY_EVENT:
+                lut[:] |= bit
+            elif (code := frame.event_code(name)) is not None:
+                lut[code] |= bit
+    return lut
+
+
 def build_masks(ctx: QueryContext, groups: list[list[EventMatcher]]) -> np.ndarray:
     """uint64 per event: bit i set when the event matches any matcher of group i (≤ 64 groups)."""
     frame = ctx.frame

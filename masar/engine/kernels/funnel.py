@@ -26,6 +26,8 @@ STRICT = 1
 UNORDERED = 2
 
 _NO_STEP = 64
+_MIN_TS = np.iinfo(np.int64).min
+_MAX_TS = np.iinfo(np.int64).max
 
 
 @numba.njit(cache=True, nogil=True)
@@ -437,23 +439,28 @@ def _add(m, counts, steps, by):
 
 
 @numba.njit(cache=True, nogil=True)
-def _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts, chains, g):
+def _ordered_simple_group(a, b, ts, lut, codes, use_codes, lo, hi, steps, window, chain, valid, start_ts, chains, g):
     """``_ordered_group`` for the common case — no optional steps, no times between steps, no
-    exclusions — written flat: this loop is the funnel's hot path (a few ns per event)."""
+    exclusions — written flat: this loop is the funnel's hot path (a few ns per event).
+
+    An event's step bits are ``lut[codes[i]]`` (``use_codes``: steps by event name alone, no mask
+    array is built) or ``lut[i]`` (a mask per event). Step 1 counts only in ``[lo, hi)``."""
     for s in range(steps):
         valid[s] = False
     best = -1
     i = a
     while i < b:
-        m = mask[i]
+        m = lut[codes[i]] if use_codes else lut[i]
         if m == 0:
             i += 1
             continue
         t = ts[i]
         j = i + 1
         while j < b and ts[j] == t:
-            m |= mask[j]
+            m |= lut[codes[j]] if use_codes else lut[j]
             j += 1
+        if t < lo or t >= hi:
+            m &= ~np.uint64(1)
         while m != 0:  # the steps of this instant, in step order
             k = 0
             while not (m >> np.uint64(k)) & np.uint64(1):
@@ -463,7 +470,7 @@ def _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts,
             e = i
             if j - i > 1:
                 for r in range(i, j):
-                    if mask[r] & bit:
+                    if (lut[codes[r]] if use_codes else lut[r]) & bit:
                         e = r
                         break
             if k == 0:
@@ -488,6 +495,27 @@ def _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts,
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
+def funnel_units_by_event(starts, ts, codes, lut, lo, hi, steps, window):
+    """``funnel_units`` for plain ordered funnels whose steps are event names: the step bits of an
+    event are ``lut[event code]``, and step 1 counts only in ``[lo, hi)`` (µs)."""
+    groups = starts.shape[0] - 1
+    levels = np.full(groups, -1, dtype=np.int8)
+    chains = np.full((groups, steps), -1, dtype=np.int64)
+    chunks = min(groups, 256)
+    for c in numba.prange(chunks):
+        chain = np.empty((steps, steps), dtype=np.int64)
+        valid = np.zeros(steps, dtype=np.bool_)
+        start_ts = np.zeros(steps, dtype=np.int64)
+        lo_g = groups * c // chunks
+        hi_g = groups * (c + 1) // chunks
+        for g in range(lo_g, hi_g):
+            if starts[g] < starts[g + 1]:
+                levels[g] = _ordered_simple_group(starts[g], starts[g + 1], ts, lut, codes, True, lo, hi, steps,
+                                                  window, chain, valid, start_ts, chains, g)  # fmt: skip
+    return levels, chains
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, ex_from, ex_to):  # fmt: skip
     """One counted attempt per unit (events ``[starts[g], starts[g+1])``): the deepest step reached
     (-1 when the unit never did step 1) and the event index of each of its steps (-1 where none)."""
@@ -495,6 +523,7 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
     levels = np.full(groups, -1, dtype=np.int8)
     chains = np.full((groups, steps), -1, dtype=np.int64)
     simple = mode == ORDERED and ex_from.shape[0] == 0
+    no_codes = np.empty(0, dtype=np.int32)
     for s in range(steps):
         if gaps[s] > 0 or optional[s]:
             simple = False
@@ -515,7 +544,8 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
             if a == b:
                 continue
             if simple:
-                levels[g] = _ordered_simple_group(a, b, ts, mask, steps, window, chain, valid, start_ts, chains, g)
+                levels[g] = _ordered_simple_group(a, b, ts, mask, no_codes, False, _MIN_TS, _MAX_TS, steps, window,
+                                                  chain, valid, start_ts, chains, g)  # fmt: skip
                 continue
             if mode == UNORDERED:
                 level = _unordered_group(a, b, ts, mask, steps, window, counts, firsts, best_chain)
