@@ -213,6 +213,15 @@ def _amount_text(value: int | float | str, currency: str) -> str:
     return str(parse_amount(value, currency))
 
 
+@functools.lru_cache(maxsize=256)
+def _sent_at_us(value: str) -> int:
+    return parse_time_us(value, "sentAt")
+
+
+def _text256(value: object) -> str | None:
+    return _text(value, 256)
+
+
 def _amount(value: object, currency: str) -> str:
     if type(value) in (float, int, str):
         return _amount_text(value, currency)  # type: ignore[arg-type]
@@ -320,7 +329,12 @@ def normalize_values(
         original = get("timestamp")
     sent_raw = get("sentAt", batch_sent_at)
     original_us = parse_time_us(original, "originalTimestamp") if original is not None else None
-    sent_us = parse_time_us(sent_raw, "sentAt") if sent_raw is not None else None
+    if sent_raw is None:
+        sent_us = None
+    elif type(sent_raw) is str:
+        sent_us = _sent_at_us(sent_raw)  # a batch's sentAt, shared by its messages
+    else:
+        sent_us = parse_time_us(sent_raw, "sentAt")
     if ctx.trust_timestamp and get("timestamp") is not None:
         ts = parse_time_us(msg["timestamp"], "timestamp")
         if get("receivedAt") is not None:
@@ -383,7 +397,7 @@ def normalize_values(
 
     if properties:
         pget = properties.get
-        ids = tuple(_text(pget(key), 256) for key in ID_FIELDS)
+        ids = tuple(map(_text256, map(pget, ID_FIELDS)))
         step = pget("step")
         if not (type(step) is int or (isinstance(step, int) and not isinstance(step, bool))) or not 0 <= step < 2**31:
             step = None
@@ -393,14 +407,12 @@ def normalize_values(
         ) < 2**62:
             quantity = None
         currency_raw = pget("currency")
-        money = _NO_MONEY
+        money = tuple(map(pget, MONEY_FIELDS))
         currency = None
-        if currency_raw is not None or any(pget(key) is not None for key in MONEY_FIELDS):
+        if currency_raw is not None or money.count(None) != len(money):
             try:
                 currency = normalize_currency(currency_raw) if currency_raw is not None else ctx.default_currency
-                money = tuple(
-                    _amount(value, currency) if (value := pget(key)) is not None else None for key in MONEY_FIELDS
-                )
+                money = tuple(_amount(value, currency) if value is not None else None for value in money)
             except MoneyError as exc:
                 raise MessageRejected("invalid_amount", f"properties: {exc}") from None
     else:

@@ -164,12 +164,12 @@ class CaptureService:
         """Drop messageIds already stored or already in this group (rows carry the id first)."""
         source_id = batch.source_id
         pending = self._pending.setdefault(source_id, set())
-        seen = self.index.seen
+        known = self.index.seen_many(source_id, [row[0] for row in batch.rows])
         fresh = []
         duplicates = 0
-        for row in batch.rows:
+        for row, seen in zip(batch.rows, known, strict=True):
             message_id = row[0]
-            if message_id in pending or seen(source_id, message_id):
+            if seen or message_id in pending:
                 duplicates += 1
                 continue
             pending.add(message_id)
