@@ -435,6 +435,7 @@ def run(args: argparse.Namespace, log) -> dict:
         while time.time() < start_at:
             time.sleep(0.01)
         cpu_start = _util.tree_cpu_seconds(proc.pid)
+        server_cpu_start = _util.cpu_seconds(proc.pid)
         samples: list[dict] = []
         next_sample = start_at + SAMPLE_EVERY
         last_acked, last_t = 0, start_at
@@ -494,6 +495,11 @@ def run(args: argparse.Namespace, log) -> dict:
                 log(f"  draining: t={drain_samples[-1]['t']:6.1f}s  rss={drain_samples[-1]['rss_mb']:7.1f} MB  "
                     f"stored={stored:,}/{acked:,}")  # fmt: skip
                 next_sample += SAMPLE_EVERY
+        # CPU per event, from the start of the load until everything is stored: the work the server
+        # (HTTP, validation, log) and the ingestor (enrichment, segments) do for each event. Unlike
+        # events/s, this barely moves when other jobs share the machine.
+        work_cpu = _util.tree_cpu_seconds(proc.pid) - cpu_start
+        server_work_cpu = _util.cpu_seconds(proc.pid) - server_cpu_start
         final_health = _get_json(port, "/health")
         after_rss = _util.tree_rss_bytes(proc.pid)
         stored = _stored_count(db, source_id)
@@ -534,6 +540,8 @@ def run(args: argparse.Namespace, log) -> dict:
             "events_per_second_samples": [s["events_per_s"] for s in samples],
             "server_cpu_cores": round(cpu_load / load_seconds, 2),
             "client_cpu_cores": round(sum(o["cpu_seconds"] for o in outcomes) / load_seconds, 2),
+            "server_cpu_us_per_event": round(server_work_cpu / acked * 1e6, 1) if acked else None,
+            "ingestor_cpu_us_per_event": round((work_cpu - server_work_cpu) / acked * 1e6, 1) if acked else None,
             "lag_at_stop": lag,
             "wal_bytes_per_event": wal_bpe,
             "lag_at_stop_events_est": round(lag["lag_bytes"] / wal_bpe) if wal_bpe else None,
@@ -579,6 +587,8 @@ def _summary(f: dict) -> str:
         ("failed requests / statuses", f"{f['failed_requests']} / {f['statuses']}", ""),
         ("request latency p50 / p99 / max", f"{f['latency_p50_ms']} / {f['latency_p99_ms']} / {f['latency_max_ms']} ms", ""),
         ("server CPU / client CPU (cores)", f"{f['server_cpu_cores']} / {f['client_cpu_cores']}", "machine has 2"),
+        ("CPU per event: server / ingestor", f"{f['server_cpu_us_per_event']} / {f['ingestor_cpu_us_per_event']} µs",
+         "until stored"),
         ("server RSS idle / first / last / max", f"{f['rss_idle_mb']} / {f['rss_first_mb']} / {f['rss_last_mb']} / "
          f"{f['rss_max_mb']} MB", "flat over 5 min"),
         ("server RSS after drain", f"{f['rss_after_drain_mb']} MB", ""),

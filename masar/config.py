@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     )
     wal_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     compact_fanout: int = Field(default=8, ge=2, description="Segments of one level merged together.")
+    ingest_memory_mb: int = Field(
+        default=1024,
+        ge=128,
+        description="Memory DuckDB may use in the ingestor process (compaction sorts) before spilling to disk.",
+    )
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from masar import __version__
+from masar.api.capture import capture_asgi
 from masar.api.capture import router as capture_router
 from masar.api.query import router as query_router
 from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_process
@@ -30,7 +31,8 @@ _CORS_HEADERS = [
 
 
 class CaptureCors:
-    """CORS for the capture endpoints only (browsers post events from the store's own domain)."""
+    """CORS for the capture endpoints only (browsers post events from the store's own domain), and
+    the capture POSTs served directly (``capture_asgi``)."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -49,7 +51,8 @@ class CaptureCors:
                 message["headers"] = list(message.get("headers", [])) + _CORS_HEADERS[:1]
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        if not await capture_asgi(scope, receive, send_with_cors):
+            await self.app(scope, receive, send_with_cors)
 
 
 def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAPI:

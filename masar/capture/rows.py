@@ -1,40 +1,45 @@
-"""Normalized row dicts (from capture) → an Arrow table in the normalized schema."""
+"""Normalized rows (from capture) → an Arrow table in the normalized schema."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from masar.store.schema import MONEY, NORMALIZED, TS
+from masar.store.schema import MONEY, NORMALIZED, NORMALIZED_NAMES, TS
 
 _JSON = ("properties", "traits", "context")
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
-    """Transpose rows to columns. Rows from ``normalize_message`` share one key order, so one C-level
-    ``zip`` does it; anything else takes the per-key path."""
-    keys = tuple(rows[0])
-    if all(tuple(row) == keys for row in rows):
-        return dict(zip(keys, zip(*(row.values() for row in rows), strict=True), strict=True))
-    return {name: tuple(row.get(name) for row in rows) for name in NORMALIZED.names}
+def _array(field: pa.Field, values: Sequence[Any]) -> pa.Array:
+    if field.name in _JSON:
+        dumps = orjson.dumps  # bytes: pyarrow takes UTF-8 bytes for a string column as they are
+        return pa.array([dumps(v) if v else b"{}" for v in values], pa.string())
+    if field.type == TS:
+        return pa.array(values, pa.int64()).cast(TS)
+    if field.type == MONEY:
+        return pa.array(values, pa.string()).cast(MONEY)
+    return pa.array(values, field.type)
+
+
+def values_to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
+    """Rows of values in ``NORMALIZED`` column order (``normalize_values``) → a table: one C-level
+    transpose, then one array per column."""
+    if not rows:
+        return NORMALIZED.empty_table()
+    columns = zip(*rows, strict=True)
+    return pa.Table.from_arrays([_array(f, c) for f, c in zip(NORMALIZED, columns, strict=True)], schema=NORMALIZED)
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Row dicts (``normalize_message``) → a table; keys missing from a row are null."""
     if not rows:
         return NORMALIZED.empty_table()
-    columns = _columns(rows)
-    arrays = []
-    for field in NORMALIZED:
-        values = columns.get(field.name) or (None,) * len(rows)
-        if field.name in _JSON:
-            dumps = orjson.dumps
-            arrays.append(pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string()))
-        elif field.type == TS:
-            arrays.append(pa.array(values, pa.int64()).cast(TS))
-        elif field.type == MONEY:
-            arrays.append(pa.array(values, pa.string()).cast(MONEY))
-        else:
-            arrays.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(arrays, schema=NORMALIZED)
+    if all(len(row) == len(NORMALIZED_NAMES) for row in rows):
+        try:
+            return values_to_table([tuple(row[name] for name in NORMALIZED_NAMES) for row in rows])
+        except KeyError:
+            pass
+    return values_to_table([tuple(row.get(name) for name in NORMALIZED_NAMES) for row in rows])

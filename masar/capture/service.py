@@ -14,15 +14,11 @@ from typing import Any
 
 import orjson
 
+from masar.capture import records
 from masar.capture.dedup import MessageIndex
-from masar.capture.normalize import (
-    CaptureContext,
-    MessageRejected,
-    merge_batch_defaults,
-    normalize_message,
-    now_us,
-)
-from masar.capture.wal import WalPosition, WriteAheadLog, read_records
+from masar.capture.normalize import CaptureContext, MessageRejected, normalize_values, now_us
+from masar.capture.records import CaptureBatch
+from masar.capture.wal import WalPosition, WriteAheadLog
 from masar.config import Settings
 from masar.errors import TooManyRequests, Unauthorized
 from masar.store.base import Source
@@ -67,11 +63,11 @@ class CaptureService:
         self.settings = settings
         self.index = MessageIndex(settings.dedup_days)
         self._pending: dict[int, set[str]] = {}
-        self._pending_day: dict[int, int] = {}
         self.wal = WriteAheadLog(
             store.root / "wal",
             max_file_bytes=settings.wal_segment_bytes,
             prepare=self._prepare,
+            encode=records.encode,
             after_group=self._after_group,
         )
         self._sources: dict[str, Source] = {}
@@ -87,8 +83,8 @@ class CaptureService:
             if ids:
                 self.index.add(source.id, ids, now_us())
         checkpoint = WalPosition(*self.store.segments.checkpoint(WAL_NAME))
-        for _position, record in read_records(self.wal.directory, checkpoint):
-            self.index.add(record["s"], [row["message_id"] for row in record["rows"]], record["r"])
+        for _position, record in records.read_records(self.wal.directory, checkpoint):
+            self.index.add(record.source_id, record.message_ids(), record.received_us)
 
     def close(self) -> None:
         self.wal.close()
@@ -120,7 +116,7 @@ class CaptureService:
         request_ip: str | None,
         body_bytes: int,
         forced_type: str | None = None,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[CaptureBatch, list[dict[str, Any]]]:
         received = now_us()
         ctx = CaptureContext(
             received_at_us=received,
@@ -128,22 +124,22 @@ class CaptureService:
             max_future_us=self.settings.max_future_seconds * 1_000_000,
             request_ip=request_ip,
         )
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         rejected: list[dict[str, Any]] = []
         sent_at = defaults.get("sentAt")
         check_sizes = body_bytes > MAX_MESSAGE_BYTES
+        dumps = orjson.dumps
         for index, raw in enumerate(messages):
             try:
-                if check_sizes and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
+                if check_sizes and len(dumps(raw)) > MAX_MESSAGE_BYTES:
                     raise MessageRejected("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
-                message = merge_batch_defaults(raw, defaults)
+                message = raw
                 if forced_type is not None and isinstance(message, dict):
                     message = {**message, "type": forced_type}
-                rows.append(normalize_message(message, ctx, batch_sent_at=sent_at))
+                rows.append(normalize_values(message, ctx, batch_sent_at=sent_at, defaults=defaults))
             except MessageRejected as exc:
                 rejected.append({"index": index, "code": exc.code, "message": exc.message, "payload": raw})
-        record = {"s": source.id, "r": received, "rows": rows, "rej": rejected}
-        return record, rejected
+        return CaptureBatch(source.id, received, rows, rejected), rejected
 
     def check_rate(self, source: Source, count: int) -> None:
         if self._rate_limit <= 0:
@@ -154,8 +150,8 @@ class CaptureService:
         if not allowed:
             raise TooManyRequests(f"more than {self._rate_limit:g} events per second for this source; retry later")
 
-    async def capture(self, record: dict[str, Any], rejected: list[dict[str, Any]]) -> CaptureResult:
-        accepted, duplicates = await self.wal.append(record)
+    async def capture(self, batch: CaptureBatch, rejected: list[dict[str, Any]]) -> CaptureResult:
+        accepted, duplicates = await self.wal.append(batch)
         return CaptureResult(
             accepted=accepted,
             duplicates=duplicates,
@@ -164,26 +160,30 @@ class CaptureService:
 
     # -- in the log's writer thread ------------------------------------------------------------
 
-    def _prepare(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
-        source_id = record["s"]
+    def _prepare(self, batch: CaptureBatch) -> tuple[CaptureBatch | None, Any]:
+        """Drop messageIds already stored or already in this group (rows carry the id first)."""
+        source_id = batch.source_id
         pending = self._pending.setdefault(source_id, set())
+        known = self.index.seen_many(source_id, [row[0] for row in batch.rows])
         fresh = []
         duplicates = 0
-        for row in record["rows"]:
-            message_id = row["message_id"]
-            if message_id in pending or self.index.seen(source_id, message_id):
+        for row, seen in zip(batch.rows, known, strict=True):
+            message_id = row[0]
+            if seen or message_id in pending:
                 duplicates += 1
                 continue
             pending.add(message_id)
             fresh.append(row)
-        self._pending_day[source_id] = record["r"]
-        if not fresh and not record["rej"]:
+        if not fresh and not batch.rejected:
             return None, (0, duplicates)
-        return {**record, "rows": fresh}, (len(fresh), duplicates)
+        if duplicates:
+            batch = CaptureBatch(source_id, batch.received_us, fresh, batch.rejected)
+        return batch, (len(fresh), duplicates)
 
-    def _after_group(self, ok: bool) -> None:
-        if ok:
-            for source_id, ids in self._pending.items():
-                if ids:
-                    self.index.add(source_id, ids, self._pending_day[source_id])
+    def _after_group(self, written: list[CaptureBatch]) -> None:
+        """Remember the ids that reached the disk; an id whose write failed stays unknown, so the
+        client's retry is not taken for a duplicate."""
+        for batch in written:
+            if batch.rows:
+                self.index.add(batch.source_id, [row[0] for row in batch.rows], batch.received_us)
         self._pending = {}

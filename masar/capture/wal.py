@@ -1,6 +1,7 @@
 """The write-ahead log: captured events are durable here before the client hears 2xx.
 
-Records are appended to numbered files as ``length (u32) | crc32 (u32) | payload``. One writer
+Records are appended to numbered files as ``length (u32) | crc32 (u32) | payload``; what a payload
+holds is the caller's business (capture's is in ``records.py``). One writer
 thread takes every request waiting at that moment, appends them, fsyncs once and then wakes them
 all (group commit): durability costs one fsync per group, not per request.
 
@@ -68,10 +69,10 @@ def _scan(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
             yield offset, payload
 
 
-def read_records(
+def read_payloads(
     directory: Path, since: WalPosition, upto: WalPosition | None = None
-) -> Iterator[tuple[WalPosition, Any]]:
-    """Every whole record after ``since`` (and not past ``upto``), decoded, with the position after it."""
+) -> Iterator[tuple[WalPosition, bytes]]:
+    """Every whole record after ``since`` (and not past ``upto``), with the position after it."""
     for seq, path in wal_files(directory):
         if seq < since.file_seq or (upto is not None and seq > upto.file_seq):
             continue
@@ -80,7 +81,7 @@ def read_records(
             position = WalPosition(seq, offset)
             if upto is not None and position > upto:
                 return
-            yield position, orjson.loads(payload)
+            yield position, payload
 
 
 DURABLE_FILE = "DURABLE"
@@ -107,9 +108,13 @@ def remove_consumed(directory: Path, upto: WalPosition) -> int:
     return removed
 
 
+def _json_records(records: list[Any]) -> list[bytes]:
+    return [orjson.dumps(record, default=str) for record in records]
+
+
 @dataclass
 class _Pending:
-    record: dict[str, Any]
+    record: Any
     done: Callable[[Any], None]
     result: Any = None
     error: BaseException | None = None
@@ -124,9 +129,11 @@ class WriteAheadLog:
     # Called in the writer thread with each record before it is written; returns the record to
     # write (or None to write nothing) and the result handed back to the caller. Capture uses it
     # to drop duplicate messageIds atomically with the append.
-    prepare: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, Any]] | None = None
-    # Called in the writer thread after each group with whether it reached the disk.
-    after_group: Callable[[bool], None] | None = None
+    prepare: Callable[[Any], tuple[Any | None, Any]] | None = None
+    # Turns a group's prepared records into payloads (any number: capture writes one per source).
+    encode: Callable[[list[Any]], list[bytes]] = _json_records
+    # Called in the writer thread after each group with the records that reached the disk.
+    after_group: Callable[[list[Any]], None] | None = None
     _queue: list[_Pending] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _thread: threading.Thread | None = None
@@ -179,14 +186,14 @@ class WriteAheadLog:
         finally:
             os.close(fd)
 
-    def submit(self, record: dict[str, Any], done: Callable[[Any], None]) -> None:
+    def submit(self, record: Any, done: Callable[[Any], None]) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("write-ahead log is closed")
             self._queue.append(_Pending(record, done))
             self._cond.notify()
 
-    async def append(self, record: dict[str, Any]) -> Any:
+    async def append(self, record: Any) -> Any:
         """Append and wait until the record is on disk; returns what ``prepare`` said."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -214,30 +221,47 @@ class WriteAheadLog:
                     return
                 group, self._queue = self._queue, []
             try:
-                self._write_group(group)
-                ok = True
+                written = self._write_group(group)
             except BaseException as exc:  # the disk failed: nobody in this group is acknowledged
-                ok = False
+                written = []
                 for pending in group:
                     pending.error = exc
             if self.after_group is not None:
-                self.after_group(ok)
+                self.after_group(written)
             for pending in group:
                 pending.done(pending)
 
-    def _write_group(self, group: list[_Pending]) -> None:
-        chunks = []
+    def _write_group(self, group: list[_Pending]) -> list[Any]:
+        """Append the group and fdatasync once; returns the records written."""
+        prepared: list[tuple[_Pending, Any]] = []
         for pending in group:
             record = pending.record
             if self.prepare is not None:
                 record, pending.result = self.prepare(record)
-            if record is None:
-                continue
-            payload = orjson.dumps(record, default=str)
+            if record is not None:
+                prepared.append((pending, record))
+        if not prepared:
+            return []
+        written = [record for _pending, record in prepared]
+        try:
+            payloads = self.encode(written)
+        except Exception:
+            # One record that cannot be encoded must not fail the others in its group: encode
+            # each alone and fail only the ones that fail.
+            payloads, written = [], []
+            for pending, record in prepared:
+                try:
+                    payloads.extend(self.encode([record]))
+                except Exception as exc:
+                    pending.error = exc
+                else:
+                    written.append(record)
+        chunks = []
+        for payload in payloads:
             chunks.append(HEADER.pack(len(payload), zlib.crc32(payload)))
             chunks.append(payload)
         if not chunks:
-            return
+            return []
         data = b"".join(chunks)
         if self._size and self._size + len(data) > self.max_file_bytes:
             self._rotate()
@@ -247,6 +271,7 @@ class WriteAheadLog:
         self._size += len(data)
         self.position = WalPosition(self._seq, self._size)
         self._publish()
+        return written
 
     def _publish(self) -> None:
         # Not fsynced on purpose: it only bounds how far the ingestor reads; after a crash the

@@ -1,0 +1,60 @@
+"""The message index (recent sets + frozen fingerprint blocks) against a plain dict of sets."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masar.capture.dedup import DAY_US, MessageIndex
+
+ids = st.text(alphabet="abcdef0123", min_size=1, max_size=4)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 2), st.lists(ids, max_size=6), st.integers(0, 12)),
+        st.tuples(st.just("seen"), st.integers(1, 2), st.lists(ids, max_size=6), st.integers(0, 12)),
+    ),
+    max_size=60,
+)
+
+
+class ReferenceIndex:
+    """The plain version: every id in a set per source and day; days leave the window whole."""
+
+    def __init__(self, days: int):
+        self.days = days
+        self.sets: dict[int, dict[int, set[str]]] = {}
+
+    def add(self, source: int, message_ids: list[str], received_us: int) -> None:
+        day = received_us // DAY_US
+        by_day = self.sets.setdefault(source, {})
+        by_day.setdefault(day, set()).update(message_ids)
+        for old in [d for d in by_day if d < day - self.days]:
+            del by_day[old]
+
+    def seen_many(self, source: int, message_ids: list[str]) -> list[bool]:
+        by_day = self.sets.get(source, {})
+        return [any(m in s for s in by_day.values()) for m in message_ids]
+
+
+@settings(max_examples=400, deadline=None)
+@given(operations, st.integers(1, 5))
+def test_index_agrees_with_a_plain_dict_of_sets(ops, freeze_at):
+    index, reference = MessageIndex(days=3, freeze_at=freeze_at), ReferenceIndex(days=3)
+    for kind, source, message_ids, day in ops:
+        if kind == "add":
+            index.add(source, message_ids, day * DAY_US + 5)
+            reference.add(source, message_ids, day * DAY_US + 5)
+        else:
+            assert index.seen_many(source, message_ids) == reference.seen_many(source, message_ids)
+            assert [index.seen(source, m) for m in message_ids] == reference.seen_many(source, message_ids)
+
+
+def test_large_day_is_frozen_into_few_compact_blocks():
+    index = MessageIndex(days=7, freeze_at=1000)
+    for start in range(0, 50_000, 500):
+        index.add(1, [f"id-{i}" for i in range(start, start + 500)], 10 * DAY_US)
+    day = index._sets[1][10]
+    assert index.size() == 50_000 and len(day.recent) < 1000 and len(day.blocks) <= 8
+    probe = [f"id-{i}" for i in range(0, 60_000, 7)]
+    assert index.seen_many(1, probe) == [int(p[3:]) < 50_000 for p in probe]
+    assert index.seen_many(2, probe[:3]) == [False] * 3
