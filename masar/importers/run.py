@@ -271,13 +271,13 @@ def _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, t
     Segment files are written and committed by two threads (Parquet writing releases the
     interpreter lock) while this one enriches the next chunk.
     """
+    if stored:
+        _stage_stored_ids(con, stored, derive_ids)
     names = ", ".join(f"s.{ident(f)}" for f in staged)
     batches = con.sql(
         f"SELECT {names}, m.p AS _person FROM staged s JOIN persons_map m ON m.k = {_person_key(staged)} "
         "WHERE s._error IS NULL ORDER BY _person, s.ts"
     ).to_arrow_reader(CHUNK_ROWS)
-    if stored:
-        _stage_stored_ids(con.cursor(), stored)
     received_at = pa.scalar(datetime.now(UTC), NORMALIZED.field("received_at").type)
     state = SessionState()
     done = report.rejected
@@ -358,13 +358,26 @@ def _normalized(table: pa.Table, received_at: pa.Scalar) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=NORMALIZED)
 
 
-def _stage_stored_ids(cursor: duckdb.DuckDBPyConnection, stored: list[Segment]) -> None:
+def _stage_stored_ids(con: duckdb.DuckDBPyConnection, stored: list[Segment], derive_ids: bool) -> None:
     """The message ids already stored, in a table of the import's in-memory database (seen by every
-    cursor, unlike a temporary table) that the chunks are checked against."""
-    cursor.execute(
-        f"CREATE TABLE stored_ids AS SELECT message_id FROM read_parquet({sql_list([s.path for s in stored])})"
-    )
-    cursor.close()
+    cursor, unlike a temporary table) that the chunks are checked against.
+
+    A content-derived id includes the event time, so only stored rows within the file's time range
+    can share one; ids from the file or from order numbers can match a row at any time.
+    """
+    where = ""
+    if derive_ids:
+        [(low, high)] = con.execute(
+            "SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM staged WHERE _error IS NULL"
+        ).fetchall()
+        if low is None:
+            stored = []
+        else:
+            stored = [s for s in stored if s.max_ts is None or s.min_ts is None or (s.max_ts >= low and s.min_ts <= high)]
+            where = f" WHERE epoch_us(ts) BETWEEN {int(low)} AND {int(high)}"
+    paths = sql_list([s.path for s in stored]) if stored else None
+    source = f"(SELECT message_id FROM read_parquet({paths}){where})" if paths else "(SELECT NULL::VARCHAR AS message_id WHERE false)"
+    con.execute(f"CREATE TABLE stored_ids AS SELECT message_id FROM {source}")
 
 
 def _stored(con: duckdb.DuckDBPyConnection, message_ids: pa.ChunkedArray) -> pa.Array:
