@@ -189,6 +189,11 @@ def _import_table(store, source, path, file_format, preset, mapping, report, rej
             parts = _orders_parts(columns, mapping, source.currency)
         staged = [f for f in NORMALIZED_NAMES if any(f in part.plan.fields for part in parts)]
         derive_ids = "message_id" not in staged
+        if file_format == "parquet" and _row_groups(con, path) < _threads(con):
+            # DuckDB reads one Parquet row group per thread: copy a file of one row group as it is
+            # (cheap), so that normalizing it (the costly part) runs on every core.
+            con.execute(f"CREATE TEMP TABLE file_rows AS SELECT * FROM {reader}")
+            reader = "file_rows"
         try:
             con.execute(f"CREATE TEMP TABLE staged AS {_stage_sql(reader, parts, staged)}")
         except duckdb.Error as exc:
@@ -206,6 +211,18 @@ def _import_table(store, source, path, file_format, preset, mapping, report, rej
             _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, task, started)
     finally:
         con.close()
+
+
+def _row_groups(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    [(groups,)] = con.execute(
+        "SELECT count(DISTINCT row_group_id) FROM parquet_metadata(?)", [str(path)]
+    ).fetchall()
+    return int(groups)
+
+
+def _threads(con: duckdb.DuckDBPyConnection) -> int:
+    [(threads,)] = con.execute("SELECT current_setting('threads')").fetchall()
+    return int(threads)
 
 
 def _value(field: str, staged: list[str]) -> str:
