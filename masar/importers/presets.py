@@ -47,13 +47,21 @@ class Plan:
 
     ``fields`` holds the normalized fields the file provides; the importer fills in the rest
     (``type`` is always ``track``, ``original_timestamp`` the event time, the others NULL or
-    empty JSON). ``error`` says why a row is refused (NULL when it is good); ``raw`` is the
-    file's row as JSON, for the rejects file.
+    empty JSON). ``error`` says why a row is refused (NULL when it is good), over the file's
+    columns and the fields computed already (as ``STAGED_PREFIX + field``), so no expression runs
+    twice; ``raw`` is the file's row as JSON, for the rejects file.
     """
 
     fields: dict[str, str]
     error: str
     raw: str
+
+
+STAGED_PREFIX = "masar:"
+
+
+def _is_number(type_name: str) -> bool:
+    return any(t in type_name.upper() for t in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC"))
 
 
 def absent(field: str) -> str:
@@ -169,27 +177,32 @@ def build_plan(
         properties = "json_object(" + ", ".join(f"{literal(c)}, {_json_value(c, columns[c])}" for c in props) + ")"
         fields["properties"] = f"CAST({properties} AS VARCHAR)"
 
-    def value(field: str) -> str:
-        return fields.get(field) or absent(field)
+    def ref(field: str) -> str:
+        return ident(STAGED_PREFIX + field) if field in fields else absent(field)
 
     checks = [
         "CASE WHEN _ts IS NULL THEN 'timestamp: not a valid time' END",
         "CASE WHEN _ts > now() + INTERVAL 1 DAY THEN 'timestamp: more than a day in the future' END",
-        f"CASE WHEN ({value('user_id')}) IS NULL AND ({value('anonymous_id')}) IS NULL "
+        f"CASE WHEN {ref('user_id')} IS NULL AND {ref('anonymous_id')} IS NULL "
         "THEN 'user: the row has no user_id or anonymous_id' END",
-        f"CASE WHEN ({value('event')}) IS NULL THEN 'event: empty' END",
+        f"CASE WHEN {ref('event')} IS NULL THEN 'event: empty' END",
         "CASE WHEN NOT regexp_full_match(_currency, '[A-Z]{3}') THEN 'currency: not a three-letter code' END",
     ]
     if "message_id" in fields:
-        checks.insert(4, f"CASE WHEN ({fields['message_id']}) IS NULL THEN 'message_id: empty' END")
+        checks.insert(4, f"CASE WHEN {ref('message_id')} IS NULL THEN 'message_id: empty' END")
     for field in MONEY_FIELDS:
         c = col(field)
-        if c:
-            checks.append(
-                f"CASE WHEN {c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> '' AND "
-                f"TRY_CAST(trim(replace(CAST({c} AS VARCHAR), ',', '')) AS DECIMAL(18, 3)) IS NULL "
-                f"THEN '{field}: not an amount' END"
-            )
+        if not c:
+            continue
+        given = f"{c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> ''"
+        if _is_number(columns[mapping[field]]):
+            given = f"{c} IS NOT NULL"
+        # The amount is NULL exactly when a given value does not parse, unless an override made it.
+        unparsed = (
+            f"{ref(field)} IS NULL" if fields.get(field) == money_expr(c, units) else
+            f"TRY_CAST(trim(replace(CAST({c} AS VARCHAR), ',', '')) AS DECIMAL(18, 3)) IS NULL"
+        )  # fmt: skip
+        checks.append(f"CASE WHEN {given} AND {unparsed} THEN '{field}: not an amount' END")
     error = "NULLIF(concat_ws('; ', " + ", ".join(checks) + "), '')"
     raw = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
     return Plan(fields=fields, error=error, raw=f"CAST({raw} AS VARCHAR)")

@@ -27,6 +27,7 @@ from masar.importers.ids import message_ids
 from masar.importers.presets import (
     EVENTS_PRESET,
     OPTIONAL_EVENT_FIELDS,
+    STAGED_PREFIX,
     Plan,
     absent,
     build_plan,
@@ -235,15 +236,20 @@ def _person_key(staged: list[str]) -> str:
 
 def _stage_sql(reader: str, parts: list[_Part], staged: list[str]) -> str:
     """Every file row normalized: the staged fields, why it is refused (``_error``) and the file's
-    row for the rejects file (``_raw``, refused rows only)."""
+    row for the rejects file (``_raw``, refused rows only).
+
+    Each level computes its expressions once and the next refers to them by name: fields (named
+    with ``STAGED_PREFIX``, beside the file's own columns), then the error, then the raw row.
+    """
     selects = []
     for part in parts:
-        values = ", ".join(f"{part.plan.fields.get(f) or absent(f)} AS {ident(f)}" for f in staged)
+        fields = ", ".join(f"{part.plan.fields.get(f) or absent(f)} AS {ident(STAGED_PREFIX + f)}" for f in staged)
+        named = ", ".join(f"{ident(STAGED_PREFIX + f)} AS {ident(f)}" for f in staged)
         where = f" WHERE {part.where}" if part.where else ""
         selects.append(
-            f"SELECT {values}, {part.plan.error} AS _error, "
-            f"CASE WHEN ({part.plan.error}) IS NOT NULL THEN {part.plan.raw} END AS _raw "
-            f"FROM (SELECT *, {part.helpers} FROM src){where}"
+            f"SELECT {named}, _error, CASE WHEN _error IS NOT NULL THEN {part.plan.raw} END AS _raw FROM ("
+            f"SELECT *, {part.plan.error} AS _error FROM ("
+            f"SELECT *, {fields} FROM (SELECT *, {part.helpers} FROM src){where}))"
         )
     return f"WITH src AS (SELECT * FROM {reader}) {' UNION ALL '.join(selects)}"
 
@@ -362,6 +368,7 @@ def _normalized(table: pa.Table, received_at: pa.Scalar) -> pa.Table:
     n = table.num_rows
     constants = {"type": pa.scalar("track"), "received_at": received_at, "properties": pa.scalar("{}"),
                  "traits": pa.scalar("{}"), "context": pa.scalar("{}")}  # fmt: skip
+    nulls: dict[pa.DataType, pa.Array] = {}  # one all-null array per type, shared by the columns
     columns = []
     for field in NORMALIZED:
         if field.name in table.column_names:
@@ -371,7 +378,9 @@ def _normalized(table: pa.Table, received_at: pa.Scalar) -> pa.Table:
         elif field.name in constants:
             columns.append(pa.repeat(constants[field.name], n).cast(field.type))
         else:
-            columns.append(pa.nulls(n, field.type))
+            if field.type not in nulls:
+                nulls[field.type] = pa.nulls(n, field.type)
+            columns.append(nulls[field.type])
     return pa.Table.from_arrays(columns, schema=NORMALIZED)
 
 
