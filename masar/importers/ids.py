@@ -84,23 +84,6 @@ def _absorb_strings(a, b, position, offsets, data, valid):
         b[i] = hb
 
 
-@numba.njit(cache=True, nogil=True)
-def _absorb_words(a, b, position, words, valid):
-    """Each valid row absorbs its header (byte length: 8 per word) and then its words."""
-    per_row = words.shape[1]
-    header = (np.uint64(position) << np.uint64(32)) | np.uint64(8 * per_row)
-    for i in range(a.shape[0]):
-        if not valid[i]:
-            continue
-        ha = _absorb(a[i], header, K_A)
-        hb = _absorb(b[i], header, K_B)
-        for w in range(per_row):
-            ha = _absorb(ha, words[i, w], K_A)
-            hb = _absorb(hb, words[i, w], K_B)
-        a[i] = ha
-        b[i] = hb
-
-
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _PREFIX = np.frombuffer(b"import:", dtype=np.uint8)
 
@@ -159,12 +142,15 @@ def content_hashes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
             offsets = np.frombuffer(buffers[1], dtype=np.int32)[column.offset : column.offset + n + 1]
             data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
             _absorb_strings(a, b, position, offsets, data, valid)
-        elif pa.types.is_decimal(field.type):
-            raw = np.frombuffer(column.buffers()[1], dtype=np.uint64).reshape(-1, 2)
-            _absorb_words(a, b, position, np.ascontiguousarray(raw[column.offset : column.offset + n]), valid)
-        else:  # timestamps and integers
-            values = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).view(np.uint64)
-            _absorb_words(a, b, position, values.reshape(-1, 1), valid)
+        else:  # fixed-width values go through the same kernel, as byte strings of their width
+            if pa.types.is_decimal(field.type):
+                width = 16
+                values = np.frombuffer(column.buffers()[1], dtype=np.uint8)[16 * column.offset : 16 * (column.offset + n)]
+            else:  # timestamps and integers
+                width = 8
+                values = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).view(np.uint8)
+            offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+            _absorb_strings(a, b, position, offsets, np.ascontiguousarray(values), valid)
     return a, b
 
 
