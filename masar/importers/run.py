@@ -195,16 +195,17 @@ def _import_table(store, source, path, file_format, preset, mapping, report, rej
             # (cheap), so that normalizing it (the costly part) runs on every core.
             con.execute(f"CREATE TEMP TABLE file_rows AS SELECT * FROM {reader}")
             reader = "file_rows"
-        try:
-            con.execute(f"CREATE TEMP TABLE staged AS {_stage_sql(reader, parts, staged)}")
-        except duckdb.Error as exc:
-            raise InvalidInput(f"could not import {path.name}: {str(exc).splitlines()[0]}") from None
         stored = store.segments.live(source.id)
         with _progress(show, None) as bar:
+            task = bar.add_task("import", total=None, rate=0.0)  # the bar runs while the file is read
+            started = time.perf_counter()
+            try:
+                con.execute(f"CREATE TEMP TABLE staged AS {_stage_sql(reader, parts, staged)}")
+            except duckdb.Error as exc:
+                raise InvalidInput(f"could not import {path.name}: {str(exc).splitlines()[0]}") from None
             [(total, rejected)] = con.execute("SELECT count(*), count(_error) FROM staged").fetchall()
             report.rows, report.rejected = int(total), int(rejected)
-            task = bar.add_task("import", total=report.rows, rate=0.0)
-            started = time.perf_counter()
+            bar.update(task, total=report.rows)
             if rejected:
                 _write_rejects(con, rejects_path)
             bar.update(task, completed=report.rejected)
