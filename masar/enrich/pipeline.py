@@ -18,7 +18,7 @@ from masar.enrich.channels import Attribution, ChannelRules, Touch, referrer_dom
 from masar.enrich.identity import IdentityStore
 from masar.enrich.sessions import NO_CAMPAIGN, session_ids, sessionize_kernel
 from masar.enrich.useragent import parse_user_agent
-from masar.store.schema import ENRICHED, EVENTS, TS
+from masar.store.schema import ENRICHED, EVENTS, NORMALIZED, TS
 
 # Touch fields joined into one key per session, so rules run once per distinct touch.
 _TOUCH_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "click_id")
@@ -71,9 +71,12 @@ def map_distinct(values: pa.Array, fn: Callable[[Any], Sequence[Any]], types: Se
     return columns
 
 
-def _campaign_keys(table: pa.Table) -> pa.Array:
+def _campaign_keys(table: pa.Table) -> pa.Array | None:
+    """One key per row naming its campaign (UTM fields and click id), or None when no row has one."""
     parts = [table.column(name) for name in ("utm_source", "utm_medium", "utm_campaign", "utm_content",
                                               "utm_term", "click_id")]  # fmt: skip
+    if all(part.null_count == len(part) for part in parts):
+        return None
     any_set = pc.is_valid(parts[0])
     for part in parts[1:]:
         any_set = pc.or_(any_set, pc.is_valid(part))
@@ -103,8 +106,6 @@ class Enricher:
         if table.num_rows == 0:
             return EVENTS.empty_table()
         table = table.sort_by([("ts", "ascending")]).combine_chunks()
-        n = table.num_rows
-
         persons = self.identities.resolve(
             source.id,
             table.column("anonymous_id").combine_chunks(),
@@ -112,75 +113,83 @@ class Enricher:
             table.column("previous_id").combine_chunks(),
             table.column("type").combine_chunks(),
         )
+        ts = table.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+        order = np.lexsort((ts, persons))
+        table = table.take(pa.array(order))
+        return self.enrich_sorted(source, table, persons[order], state, load_state)
 
-        # Sessions, per person, in (person, ts) order.
-        unique_persons, inverse = np.unique(persons, return_inverse=True)
-        key_names: list[int] = unique_persons.tolist()
-        key_codes = inverse.astype(np.int64)
+    def enrich_sorted(
+        self,
+        source: SourceProfile,
+        table: pa.Table,
+        persons: np.ndarray,
+        state: SessionState,
+        load_state: Callable[[np.ndarray], SessionState] | None = None,
+        *,
+        carry: str = "all",
+    ) -> pa.Table:
+        """Rows already sorted by (person, ts), with their persons → event rows in the same order.
+
+        ``carry="last"`` keeps only the last person's session in ``state``: for a caller that
+        hands over all of a person's rows in order (an import sorted by person), no other
+        person's session is ever needed again.
+        """
+        n = table.num_rows
+        if n == 0:
+            return EVENTS.empty_table()
+        table = table.combine_chunks()
+        persons = np.ascontiguousarray(persons, dtype=np.int64)
+        ts = table.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        new_person = np.ones(n, dtype=np.bool_)
+        new_person[1:] = persons[1:] != persons[:-1]
+        unique_persons = persons[new_person]
+        keys = np.cumsum(new_person) - 1
         if load_state is not None:
-            missing = np.array([p for p in key_names if p not in state.sessions], dtype=np.int64)
+            missing = unique_persons[~_in_state(unique_persons, state)]
             if len(missing):
                 state.sessions.update(load_state(missing).sessions)
-        ts = table.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
 
+        # Campaign codes: carried campaigns first, then the batch's own (none when it has no UTM data).
         campaign_keys = _campaign_keys(table)
-        campaign_names: dict[str, int] = {}
-        for carried_key in key_names:
-            carried = state.sessions.get(carried_key)
-            if carried is not None and carried.campaign is not None:
-                campaign_names.setdefault(carried.campaign, len(campaign_names))
-        for name in pc.unique(campaign_keys.drop_null()).to_pylist():
-            campaign_names.setdefault(name, len(campaign_names))
-        campaign_codes = np.full(n, NO_CAMPAIGN, dtype=np.int64)
-        if campaign_names:
-            found = pc.index_in(campaign_keys, value_set=pa.array(list(campaign_names), pa.string()))
-            campaign_codes = found.fill_null(NO_CAMPAIGN).to_numpy(zero_copy_only=False).astype(np.int64)
-
-        k = len(key_names)
+        k = len(unique_persons)
         has_state = np.zeros(k, dtype=np.bool_)
         state_start = np.zeros(k, dtype=np.int64)
         state_last = np.zeros(k, dtype=np.int64)
         state_campaign = np.full(k, NO_CAMPAIGN, dtype=np.int64)
-        for code, name in enumerate(key_names):
-            carried = state.sessions.get(name)
-            if carried is not None:
-                has_state[code] = True
-                state_start[code] = carried.start
-                state_last[code] = carried.last
-                if carried.campaign is not None:
-                    state_campaign[code] = campaign_names[carried.campaign]
+        campaign_names: dict[str, int] = {}
+        for code, carried in _carried(unique_persons, state):
+            has_state[code] = True
+            state_start[code] = carried.start
+            state_last[code] = carried.last
+            if carried.campaign is not None:
+                state_campaign[code] = campaign_names.setdefault(carried.campaign, len(campaign_names))
+        campaign_codes = np.full(n, NO_CAMPAIGN, dtype=np.int64)
+        if campaign_keys is not None:
+            for name in pc.unique(campaign_keys.drop_null()).to_pylist():
+                campaign_names.setdefault(name, len(campaign_names))
+            found = pc.index_in(campaign_keys, value_set=pa.array(list(campaign_names), pa.string()))
+            campaign_codes = found.fill_null(NO_CAMPAIGN).to_numpy(zero_copy_only=False).astype(np.int64)
 
-        order = np.lexsort((ts, key_codes))
-        s_keys, s_ts = key_codes[order], ts[order]
         starts, from_state = sessionize_kernel(
-            s_keys, s_ts, campaign_codes[order], has_state, state_start, state_last, state_campaign, self.gap_us
+            keys, ts, campaign_codes, has_state, state_start, state_last, state_campaign, self.gap_us
         )
 
         # One attribution per session, from its first row (or carried from earlier data).
-        first = np.ones(n, dtype=np.bool_)
-        if n > 1:
-            first[1:] = (s_keys[1:] != s_keys[:-1]) | (starts[1:] != starts[:-1]) | (from_state[1:] != from_state[:-1])
+        first = new_person.copy()
+        first[1:] |= (starts[1:] != starts[:-1]) | (from_state[1:] != from_state[:-1])
         session_index = np.cumsum(first) - 1
-        first_rows = pa.array(order[first])
-        first_persons = unique_persons[s_keys[first]]
-        first_state = from_state[first]
+        first_rows = np.flatnonzero(first)
+        first_persons = persons[first_rows]
+        first_state = from_state[first_rows]
         referrer_domains = map_distinct(table.column("referrer"), lambda r: (referrer_domain(r),), [pa.string()])[0]
-        touch_parts = [table.column(name).take(first_rows) for name in _TOUCH_COLUMNS] + [referrer_domains.take(first_rows)]
-        touch_keys = pc.binary_join_element_wise(*touch_parts, _SEP, null_handling="replace", null_replacement=_NULL)
-
-        def attribute(key: str) -> tuple[str, str, str | None, str]:
-            parts = [None if part == _NULL else part for part in key.split(_SEP)]
-            touch = Touch(parts[0], parts[1], parts[2], parts[3], parts[4])
-            found = source.rules.attribute(touch, source.own_domains)
-            return found.channel, found.source, found.medium, found.campaign
-
-        per_session = map_distinct(touch_keys, attribute, [pa.string()] * 4)
-        ids = session_ids(source.id, first_persons, starts[first])
+        per_session = self._attribute(source, table, referrer_domains, first_rows)
+        ids = session_ids(source.id, first_persons, starts[first_rows])
         carried_sessions = np.flatnonzero(first_state)
         if len(carried_sessions):
             carried = [state.sessions[int(first_persons[j])] for j in carried_sessions]
             ids[carried_sessions] = [c.session_id for c in carried]
-            mask = pa.array(first_state)
+            mask = np.zeros(len(first_rows), dtype=np.bool_)
+            mask[carried_sessions] = True
             replacements = (
                 [c.attribution.channel for c in carried],
                 [c.attribution.source for c in carried],
@@ -188,55 +197,45 @@ class Enricher:
                 [c.attribution.campaign for c in carried],
             )
             per_session = [
-                pc.replace_with_mask(column, mask, pa.array(values, pa.string()))
+                pc.replace_with_mask(column, pa.array(mask), pa.array(values, pa.string()))
                 for column, values in zip(per_session, replacements, strict=True)
             ]
-        channel_s, source_s, medium_s, campaign_s = per_session
 
-        # Carry each person's latest session forward.
-        last_rows = np.flatnonzero(np.append(s_keys[:-1] != s_keys[1:], True))
+        # Carry each person's latest session forward (or only the last person's, see above).
+        last_rows = np.flatnonzero(np.append(persons[:-1] != persons[1:], True))
+        if carry == "last":
+            last_rows = last_rows[-1:]
         last_sessions = session_index[last_rows]
-        first_campaign_codes = campaign_codes[order[first]]
         campaign_list = list(campaign_names)
         columns = [c.take(pa.array(last_sessions)).to_pylist() for c in per_session]
-        for i, row in enumerate(last_rows):
+        for i, row in enumerate(last_rows.tolist()):
             sess = int(last_sessions[i])
-            person = int(unique_persons[s_keys[row]])
+            person = int(persons[row])
             if first_state[sess]:
                 carried_campaign = state.sessions[person].campaign
             else:
-                code = int(first_campaign_codes[sess])
+                code = int(campaign_codes[first_rows[sess]])
                 carried_campaign = campaign_list[code] if code != NO_CAMPAIGN else None
             state.carry(
                 person,
                 CarriedSession(
                     session_id=int(ids[sess]),
                     start=int(starts[row]),
-                    last=int(s_ts[row]),
+                    last=int(ts[row]),
                     campaign=carried_campaign,
                     attribution=Attribution(columns[1][i], columns[2][i], columns[3][i], columns[0][i]),
                 ),
             )
 
-        # Spread per-session values back to rows (in original row order).
-        row_session = np.empty(n, dtype=np.int64)
-        row_session[order] = session_index
-        row_start = np.empty(n, dtype=np.int64)
-        row_start[order] = starts
-        take = pa.array(row_session)
-        session_id_col = pa.array(ids, pa.int64()).take(take)
-        channel = channel_s.take(take)
-        s_source = source_s.take(take)
-        s_medium = medium_s.take(take)
-        s_campaign = campaign_s.take(take)
-
+        take = pa.array(session_index)
+        channel, s_source, s_medium, s_campaign = (column.take(take) for column in per_session)
         device_type, browser, os_name = map_distinct(
             table.column("user_agent"), parse_user_agent, [pa.string(), pa.string(), pa.string()]
         )
         enriched = {
             "person_id": pa.array(persons, pa.int64()),
-            "session_id": session_id_col,
-            "session_start": pa.array(row_start, pa.int64()).cast(TS),
+            "session_id": pa.array(ids[session_index], pa.int64()),
+            "session_start": pa.array(starts, pa.int64()).cast(TS),
             "channel": channel,
             "session_source": s_source,
             "session_medium": s_medium,
@@ -246,6 +245,55 @@ class Enricher:
             "browser": browser,
             "os": os_name,
         }
-        columns = [table.column(name) for name in table.schema.names] + [enriched[f.name] for f in ENRICHED]
-        out = pa.Table.from_arrays(columns, schema=EVENTS)
-        return out.sort_by([("person_id", "ascending"), ("ts", "ascending")])
+        columns = [table.column(name) for name in NORMALIZED.names] + [enriched[f.name] for f in ENRICHED]
+        return pa.Table.from_arrays(columns, schema=EVENTS)
+
+    @staticmethod
+    def _attribute(source: SourceProfile, table: pa.Table, referrer_domains: pa.Array, first_rows: np.ndarray) -> list[pa.Array]:
+        """(channel, source, medium, campaign) of each session, from its first row's touch.
+
+        The rules run once per distinct touch; a batch without any touch data (many imports) has
+        one: direct.
+        """
+        touch_columns = [table.column(name) for name in _TOUCH_COLUMNS] + [referrer_domains]
+        if all(column.null_count == len(column) for column in touch_columns):
+            found = source.rules.attribute(Touch(None, None, None, None, None), source.own_domains)
+            return [
+                pa.repeat(pa.scalar(value, pa.string()), len(first_rows))
+                for value in (found.channel, found.source, found.medium, found.campaign)
+            ]
+        take = pa.array(first_rows)
+        touch_parts = [column.take(take) for column in touch_columns]
+        touch_keys = pc.binary_join_element_wise(*touch_parts, _SEP, null_handling="replace", null_replacement=_NULL)
+
+        def attribute(key: str) -> tuple[str, str, str | None, str]:
+            parts = [None if part == _NULL else part for part in key.split(_SEP)]
+            touch = Touch(parts[0], parts[1], parts[2], parts[3], parts[4])
+            found = source.rules.attribute(touch, source.own_domains)
+            return found.channel, found.source, found.medium, found.campaign
+
+        return map_distinct(touch_keys, attribute, [pa.string()] * 4)
+
+
+def _in_state(persons: np.ndarray, state: SessionState) -> np.ndarray:
+    """Which of ``persons`` have a carried session."""
+    if not state.sessions:
+        return np.zeros(len(persons), dtype=np.bool_)
+    if len(state.sessions) < len(persons):
+        known = np.fromiter(state.sessions, dtype=np.int64, count=len(state.sessions))
+        return np.isin(persons, known)
+    return np.fromiter((int(p) in state.sessions for p in persons), dtype=np.bool_, count=len(persons))
+
+
+def _carried(persons: np.ndarray, state: SessionState) -> list[tuple[int, CarriedSession]]:
+    """(position in ``persons``, carried session) for every person with one; walks the smaller side."""
+    if not state.sessions:
+        return []
+    if len(state.sessions) < len(persons):
+        known = np.fromiter(state.sessions, dtype=np.int64, count=len(state.sessions))
+        positions = np.searchsorted(persons, known)  # persons are sorted and distinct
+        inside = positions < len(persons)
+        hit = np.zeros(len(known), dtype=np.bool_)
+        hit[inside] = persons[positions[inside]] == known[inside]
+        return [(int(positions[i]), state.sessions[int(known[i])]) for i in np.flatnonzero(hit)]
+    return [(code, state.sessions[p]) for code, p in enumerate(persons.tolist()) if p in state.sessions]

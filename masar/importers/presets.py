@@ -42,10 +42,37 @@ def parse_mapping(text: str | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Plan:
-    """The SELECT list producing normalized columns plus ``_error`` (why a row is refused, or NULL)."""
+    """How one file row becomes one event row, as DuckDB SQL over the file's columns (plus the
+    helper columns ``_ts`` and ``_currency``).
 
-    select: str
-    order_by: str = "ts"
+    ``fields`` holds the normalized fields the file provides; the importer fills in the rest
+    (``type`` is always ``track``, ``original_timestamp`` the event time, the others NULL or
+    empty JSON). ``error`` says why a row is refused (NULL when it is good), over the file's
+    columns and the fields computed already (as ``STAGED_PREFIX + field``), so no expression runs
+    twice; ``raw`` is the file's row as JSON, for the rejects file.
+    """
+
+    fields: dict[str, str]
+    error: str
+    raw: str
+
+
+STAGED_PREFIX = "masar:"
+
+
+def _is_number(type_name: str) -> bool:
+    return any(t in type_name.upper() for t in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC"))
+
+
+def absent(field: str) -> str:
+    """SQL for a field the file does not provide: NULL of the field's type."""
+    return f"CAST(NULL AS {_SQL_TYPES[str(NORMALIZED.field(field).type)]})"
+
+
+_IMPORTER_FILLS = ("message_id", "type", "original_timestamp", "sent_at", "received_at", "properties", "traits",
+                   "context")  # fmt: skip
+_SQL_TYPES = {"string": "VARCHAR", "timestamp[us, tz=UTC]": "TIMESTAMPTZ", "decimal128(18, 3)": "DECIMAL(18, 3)",
+              "int64": "BIGINT", "int32": "INTEGER"}  # fmt: skip
 
 
 def _time_expr(column: str, numeric: bool) -> str:
@@ -92,10 +119,13 @@ def build_plan(
     *,
     default_currency: str,
     event_constant: str | None = None,
-    message_id_prefix: str | None = None,
     overrides: dict[str, str] | None = None,
 ) -> Plan:
-    """SQL for one event per input row. ``columns`` maps the file's column names to DuckDB types."""
+    """SQL for one event per input row. ``columns`` maps the file's column names to DuckDB types.
+
+    Without a ``message_id`` column (or override) the plan leaves the id out: the importer derives
+    it from the row's content (see ``content_hash``).
+    """
     for field, column in mapping.items():
         if column not in columns:
             raise InvalidInput(f"the file has no column {column!r} (for {field}); it has {', '.join(columns)}")
@@ -115,77 +145,67 @@ def build_plan(
         return ident(column) if column else None
 
     def text(field: str, limit: int = 2048) -> str:
-        c = col(field)
-        return f"NULLIF(left(trim(CAST({c} AS VARCHAR)), {limit}), '')" if c else "CAST(NULL AS VARCHAR)"
+        return f"NULLIF(left(trim(CAST({col(field)} AS VARCHAR)), {limit}), '')"
 
     currency = f"upper(trim(CAST({col('currency')} AS VARCHAR)))" if col("currency") else "NULL"
     units = minor_units_expr("_currency")
-    event_expr = literal(event_constant) if event_constant else text("event", 200)
 
-    content = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
-    if "message_id" in mapping:
-        message_id = text("message_id", 100)
-    else:
-        prefix = literal(message_id_prefix or "import:")
-        # Deterministic ids make re-imports add nothing; the occurrence number keeps identical rows apart.
-        message_id = (
-            f"{prefix} || md5({content}) || ':' || "
-            f"row_number() OVER (PARTITION BY md5({content}) ORDER BY _row)"
-        )
-
-    properties = (
-        "json_object(" + ", ".join(f"{literal(c)}, {_json_value(c, columns[c])}" for c in props) + ")"
-        if props
-        else "CAST('{}' AS JSON)"
-    )
-    select: dict[str, str] = {
-        "message_id": message_id,
-        "type": "'track'",
-        "event": event_expr,
+    fields: dict[str, str] = {
+        "event": literal(event_constant) if event_constant else text("event", 200),
         "ts": "_ts",
-        "original_timestamp": "_ts",
-        "sent_at": "CAST(NULL AS TIMESTAMPTZ)",
-        "received_at": "now()",
     }
+    if "message_id" in mapping:
+        fields["message_id"] = text("message_id", 100)
     for field in NORMALIZED.names:
-        if field in select or field in ("properties", "traits", "context"):
+        if field in fields or field in _IMPORTER_FILLS:
             continue
-        if field in MONEY_FIELDS:
-            select[field] = money_expr(col(field), units) if col(field) else "CAST(NULL AS DECIMAL(18, 3))"
-        elif field == "currency":
+        if field == "currency":
             has_money = " OR ".join(f"{col(f)} IS NOT NULL" for f in MONEY_FIELDS if col(f)) or "false"
-            select[field] = f"CASE WHEN {has_money} OR {currency} IS NOT NULL THEN _currency END"
-        elif field in ("quantity",):
-            select[field] = f"TRY_CAST({col(field)} AS BIGINT)" if col(field) else "CAST(NULL AS BIGINT)"
+            fields[field] = f"CASE WHEN {has_money} OR {currency} IS NOT NULL THEN _currency END"
+        elif not col(field):
+            continue
+        elif field in MONEY_FIELDS:
+            fields[field] = money_expr(col(field), units)
+        elif field == "quantity":
+            fields[field] = f"TRY_CAST({col(field)} AS BIGINT)"
         elif field == "step":
-            select[field] = f"TRY_CAST({col(field)} AS INTEGER)" if col(field) else "CAST(NULL AS INTEGER)"
+            fields[field] = f"TRY_CAST({col(field)} AS INTEGER)"
         else:
-            select[field] = text(field)
-    select.update(overrides)
-    select["properties"] = f"CAST({properties} AS VARCHAR)"
-    select["traits"] = "'{}'"
-    select["context"] = "'{}'"
+            fields[field] = text(field)
+    fields.update(overrides)
+    if props:
+        properties = "json_object(" + ", ".join(f"{literal(c)}, {_json_value(c, columns[c])}" for c in props) + ")"
+        fields["properties"] = f"CAST({properties} AS VARCHAR)"
+
+    def ref(field: str) -> str:
+        return ident(STAGED_PREFIX + field) if field in fields else absent(field)
 
     checks = [
         "CASE WHEN _ts IS NULL THEN 'timestamp: not a valid time' END",
         "CASE WHEN _ts > now() + INTERVAL 1 DAY THEN 'timestamp: more than a day in the future' END",
-        f"CASE WHEN ({select['user_id']}) IS NULL AND ({select['anonymous_id']}) IS NULL "
+        f"CASE WHEN {ref('user_id')} IS NULL AND {ref('anonymous_id')} IS NULL "
         "THEN 'user: the row has no user_id or anonymous_id' END",
-        f"CASE WHEN ({select['event']}) IS NULL THEN 'event: empty' END",
-        f"CASE WHEN ({select['message_id']}) IS NULL THEN 'message_id: empty' END",
+        f"CASE WHEN {ref('event')} IS NULL THEN 'event: empty' END",
         "CASE WHEN NOT regexp_full_match(_currency, '[A-Z]{3}') THEN 'currency: not a three-letter code' END",
     ]
+    if "message_id" in fields:
+        checks.insert(4, f"CASE WHEN {ref('message_id')} IS NULL THEN 'message_id: empty' END")
     for field in MONEY_FIELDS:
         c = col(field)
-        if c:
-            checks.append(
-                f"CASE WHEN {c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> '' AND "
-                f"TRY_CAST(trim(replace(CAST({c} AS VARCHAR), ',', '')) AS DECIMAL(18, 3)) IS NULL "
-                f"THEN '{field}: not an amount' END"
-            )
+        if not c:
+            continue
+        given = f"{c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> ''"
+        if _is_number(columns[mapping[field]]):
+            given = f"{c} IS NOT NULL"
+        # The amount is NULL exactly when a given value does not parse, unless an override made it.
+        unparsed = (
+            f"{ref(field)} IS NULL" if fields.get(field) == money_expr(c, units) else
+            f"TRY_CAST(trim(replace(CAST({c} AS VARCHAR), ',', '')) AS DECIMAL(18, 3)) IS NULL"
+        )  # fmt: skip
+        checks.append(f"CASE WHEN {given} AND {unparsed} THEN '{field}: not an amount' END")
     error = "NULLIF(concat_ws('; ', " + ", ".join(checks) + "), '')"
-    body = ",\n  ".join(f"{expr} AS {ident(name)}" for name, expr in select.items())
-    return Plan(select=f"{body},\n  {error} AS _error,\n  {content} AS _raw")
+    raw = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
+    return Plan(fields=fields, error=error, raw=f"CAST({raw} AS VARCHAR)")
 
 
 def ts_and_currency_columns(columns: dict[str, str], mapping: dict[str, str], default_currency: str) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,11 +20,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from masar.capture.normalize import CaptureContext, MessageRejected, normalize_message, now_us
 from masar.capture.rows import rows_to_table
+from masar.enrich.identity import Operation
 from masar.enrich.pipeline import SessionState
 from masar.errors import InvalidInput
+from masar.importers.ids import message_ids
 from masar.importers.presets import (
     EVENTS_PRESET,
     OPTIONAL_EVENT_FIELDS,
+    STAGED_PREFIX,
+    Plan,
+    absent,
     build_plan,
     ident,
     literal,
@@ -29,10 +38,12 @@ from masar.importers.presets import (
     parse_mapping,
     ts_and_currency_columns,
 )
+from masar.store.embedded.segments import Segment
 from masar.store.embedded.store import sql_list
 from masar.store.schema import NORMALIZED, NORMALIZED_NAMES
 
-CHUNK_ROWS = 1_000_000
+CHUNK_ROWS = 250_000  # rows per segment: small enough that enriching one overlaps writing another
+_WRITERS = 2
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
 
@@ -67,7 +78,16 @@ def _reader(path: Path, file_format: str) -> str:
     raise InvalidInput(f"unknown format {file_format!r}; use csv, jsonl or parquet")
 
 
-def _orders_plans(columns: dict[str, str], mapping: dict[str, str], currency: str) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class _Part:
+    """One SELECT of the import: a plan, the helper columns it needs, and which file rows it takes."""
+
+    plan: Plan
+    helpers: str
+    where: str | None = None
+
+
+def _orders_parts(columns: dict[str, str], mapping: dict[str, str], currency: str) -> list[_Part]:
     """Order exports → Order Completed for every order, plus Order Refunded / Order Cancelled rows."""
     for required in ("order_id", "created_at", "total"):
         if required not in columns and required not in mapping.values():
@@ -85,7 +105,7 @@ def _orders_plans(columns: dict[str, str], mapping: dict[str, str], currency: st
     # Segment's revenue excludes tax and shipping: the subtotal, else the total without them.
     derived = " - ".join([money["total"]] + [f"coalesce({money[f]}, 0)" for f in ("tax", "shipping") if f in money])
     revenue_src = f"coalesce({money['subtotal']}, {derived})" if "subtotal" in money else derived
-    plans = []
+    parts = []
     status = f"lower(trim(CAST({ident('status')} AS VARCHAR)))" if "status" in columns else "NULL"
     variants = [("Order Completed", "completed", None, {})]
     if "status" in columns:
@@ -103,9 +123,8 @@ def _orders_plans(columns: dict[str, str], mapping: dict[str, str], currency: st
         if event == "Order Completed":
             overrides["revenue"] = money_expr(revenue_src, minor_units_expr("_currency"))
         plan = build_plan(columns, mm, default_currency=currency, event_constant=event, overrides=overrides)
-        helpers = ts_and_currency_columns(columns, mm, currency)
-        plans.append((f"SELECT {plan.select} FROM (SELECT *, {helpers} FROM src)" + (f" WHERE {where}" if where else ""), event))
-    return plans
+        parts.append(_Part(plan, ts_and_currency_columns(columns, mm, currency), where))
+    return parts
 
 
 def import_path(
@@ -149,69 +168,256 @@ def _progress(enabled: bool, total: int | None) -> Progress:
 
 
 def _import_table(store, source, path, file_format, preset, mapping, report, rejects_path, show) -> None:
+    """Read, normalize and stage the whole file in DuckDB; resolve its identities in one step; then
+    store it sorted by (person, ts), in chunks that each hold whole runs of persons."""
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    reader = _reader(path, file_format)
     try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
-    except duckdb.Error as exc:
-        raise InvalidInput(f"could not read {path.name} as {file_format}: {str(exc).splitlines()[0]}") from None
-    columns = {row[0]: row[1] for row in described}
-    if preset == "events":
-        m = {f: c for f, c in EVENTS_PRESET.items() if c in columns}
-        m.update({f: f for f in OPTIONAL_EVENT_FIELDS if f in columns})
-        m.update(mapping)
-        plan = build_plan(columns, m, default_currency=source.currency)
-        selects = [f"SELECT {plan.select} FROM (SELECT *, {ts_and_currency_columns(columns, m, source.currency)} FROM src)"]
-    else:
-        selects = [sql for sql, _event in _orders_plans(columns, mapping, source.currency)]
-    live = store.segments.live(source.id)
-    existing = (
-        f"SELECT message_id FROM read_parquet({sql_list([s.path for s in live])})" if live else
-        "SELECT CAST(NULL AS VARCHAR) AS message_id WHERE false"
-    )  # fmt: skip
-    names = ", ".join(ident(n) for n in NORMALIZED_NAMES)
-    sql = f"""
-        WITH src AS (SELECT *, row_number() OVER () AS _row FROM {reader}),
-             rows AS ({" UNION ALL ".join(selects)}),
-             existing AS ({existing})
-        SELECT {names}, _error, _raw, (message_id IN (SELECT message_id FROM existing)) AS _exists
-        FROM rows ORDER BY ts NULLS LAST
-    """
-    try:
-        batches = con.sql(sql).to_arrow_reader(CHUNK_ROWS)
-    except duckdb.Error as exc:
-        raise InvalidInput(f"could not import {path.name}: {str(exc).splitlines()[0]}") from None
-    state = SessionState()
-    rejects_writer = None
-    started = time.perf_counter()
-    with _progress(show, None) as bar:
-        task = bar.add_task("import", total=None, rate=0.0)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")
+        reader = _reader(path, file_format)
         try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        except duckdb.Error as exc:
+            raise InvalidInput(f"could not read {path.name} as {file_format}: {str(exc).splitlines()[0]}") from None
+        columns = {row[0]: row[1] for row in described}
+        if preset == "events":
+            m = {f: c for f, c in EVENTS_PRESET.items() if c in columns}
+            m.update({f: f for f in OPTIONAL_EVENT_FIELDS if f in columns})
+            m.update(mapping)
+            parts = [_Part(build_plan(columns, m, default_currency=source.currency),
+                           ts_and_currency_columns(columns, m, source.currency))]  # fmt: skip
+        else:
+            parts = _orders_parts(columns, mapping, source.currency)
+        staged = [f for f in NORMALIZED_NAMES if any(f in part.plan.fields for part in parts)]
+        derive_ids = "message_id" not in staged
+        if file_format == "parquet" and _row_groups(con, path) < _threads(con):
+            # DuckDB reads one Parquet row group per thread: copy a file of one row group as it is
+            # (cheap), so that normalizing it (the costly part) runs on every core.
+            con.execute(f"CREATE TEMP TABLE file_rows AS SELECT * FROM {reader}")
+            reader = "file_rows"
+        stored = store.segments.live(source.id)
+        with _progress(show, None) as bar:
+            task = bar.add_task("import", total=None, rate=0.0)  # the bar runs while the file is read
+            started = time.perf_counter()
+            try:
+                con.execute(f"CREATE TEMP TABLE staged AS {_stage_sql(reader, parts, staged)}")
+            except duckdb.Error as exc:
+                raise InvalidInput(f"could not import {path.name}: {str(exc).splitlines()[0]}") from None
+            [(total, rejected)] = con.execute("SELECT count(*), count(_error) FROM staged").fetchall()
+            report.rows, report.rejected = int(total), int(rejected)
+            bar.update(task, total=report.rows)
+            if rejected:
+                _write_rejects(con, rejects_path)
+            bar.update(task, completed=report.rejected)
+            con.register("persons_map", _resolve_persons(store, source, con, staged))
+            _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, task, started)
+    finally:
+        con.close()
+
+
+def _row_groups(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    [(groups,)] = con.execute(
+        "SELECT count(DISTINCT row_group_id) FROM parquet_metadata(?)", [str(path)]
+    ).fetchall()
+    return int(groups)
+
+
+def _threads(con: duckdb.DuckDBPyConnection) -> int:
+    [(threads,)] = con.execute("SELECT current_setting('threads')").fetchall()
+    return int(threads)
+
+
+def _value(field: str, staged: list[str]) -> str:
+    return ident(field) if field in staged else absent(field)
+
+
+def _person_key(staged: list[str]) -> str:
+    return f"coalesce('u:' || {_value('user_id', staged)}, 'a:' || {_value('anonymous_id', staged)})"
+
+
+def _stage_sql(reader: str, parts: list[_Part], staged: list[str]) -> str:
+    """Every file row normalized: the staged fields, why it is refused (``_error``) and the file's
+    row for the rejects file (``_raw``, refused rows only).
+
+    Each level computes its expressions once and the next refers to them by name: fields (named
+    with ``STAGED_PREFIX``, beside the file's own columns), then the error, then the raw row.
+    """
+    selects = []
+    for part in parts:
+        fields = ", ".join(f"{part.plan.fields.get(f) or absent(f)} AS {ident(STAGED_PREFIX + f)}" for f in staged)
+        named = ", ".join(f"{ident(STAGED_PREFIX + f)} AS {ident(f)}" for f in staged)
+        where = f" WHERE {part.where}" if part.where else ""
+        selects.append(
+            f"SELECT {named}, _error, CASE WHEN _error IS NOT NULL THEN {part.plan.raw} END AS _raw FROM ("
+            f"SELECT *, {part.plan.error} AS _error FROM ("
+            f"SELECT *, {fields} FROM (SELECT *, {part.helpers} FROM src){where}))"
+        )
+    return f"WITH src AS (SELECT * FROM {reader}) {' UNION ALL '.join(selects)}"
+
+
+def _write_rejects(con: duckdb.DuckDBPyConnection, rejects_path: Path) -> None:
+    batches = con.sql("SELECT _raw AS row, _error AS reason FROM staged WHERE _error IS NOT NULL").to_arrow_reader()
+    writer = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pacsv.CSVWriter(str(rejects_path), batch.schema)
+            writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _resolve_persons(store, source, con: duckdb.DuckDBPyConnection, staged: list[str]) -> pa.Table:
+    """The person of every distinct id of the good rows, as a table (k, p) to join on.
+
+    All links of the file apply first, in event-time order (each distinct link once, at its first
+    time): the whole file is one batch of docs/identity.md's rule 5.
+    """
+    key = _person_key(staged)
+    row_keys = con.sql(f"SELECT DISTINCT {key} AS k FROM staged WHERE _error IS NULL").to_arrow_table()
+    ops: list[Operation] = []
+    if "user_id" in staged and "anonymous_id" in staged:
+        links = con.execute(
+            "SELECT 'a:' || anonymous_id AS a, 'u:' || user_id AS u, min(ts) AS first FROM staged "
+            "WHERE _error IS NULL AND user_id IS NOT NULL AND anonymous_id IS NOT NULL "
+            "GROUP BY ALL ORDER BY first, a, u"
+        ).fetchall()
+        ops = [Operation("link", a, u) for a, u, _first in links]
+    keys, persons = store.identities.resolve_keys(source.id, row_keys.column("k").combine_chunks(), ops)
+    return pa.table({"k": keys, "p": pa.array(persons, pa.int64())})
+
+
+def _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, task, started) -> None:
+    """The good rows sorted by (person, ts), enriched and written in chunks of whole persons; rows
+    already stored (same message id in a segment that existed before) are skipped.
+
+    Segment files are written and committed by two threads (Parquet writing releases the
+    interpreter lock) while this one enriches the next chunk.
+    """
+    if stored:
+        _stage_stored_ids(con, stored, derive_ids)
+    names = ", ".join(f"s.{ident(f)}" for f in staged)
+    batches = con.sql(
+        f"SELECT {names}, m.p AS _person FROM staged s JOIN persons_map m ON m.k = {_person_key(staged)} "
+        "WHERE s._error IS NULL ORDER BY _person, s.ts"
+    ).to_arrow_reader(CHUNK_ROWS)
+    received_at = pa.scalar(datetime.now(UTC), NORMALIZED.field("received_at").type)
+    state = SessionState()
+    done = report.rejected
+    writing: collections.deque[concurrent.futures.Future] = collections.deque()
+
+    def write(events: pa.Table) -> int:
+        store.commit([store.prepare_events(source, events, origin="import")])
+        return events.num_rows
+
+    def finish_one() -> None:
+        report.imported += writing.popleft().result()
+
+    def flush(table: pa.Table) -> None:
+        nonlocal done
+        done += table.num_rows
+        persons = table.column("_person").to_numpy()
+        table = _normalized(table, received_at)
+        if derive_ids:
+            ts = table.column("ts").cast(pa.int64()).to_numpy()
+            group_starts = np.ones(len(ts), dtype=np.bool_)
+            group_starts[1:] = (persons[1:] != persons[:-1]) | (ts[1:] != ts[:-1])
+            table = table.set_column(0, "message_id", message_ids(table, group_starts))
+        if stored:
+            exists = _stored(con, table.column("message_id"))
+            report.skipped_existing += pc.sum(exists).as_py() or 0
+            keep = pc.invert(exists)
+            table = table.filter(keep)
+            persons = persons[keep.to_numpy(zero_copy_only=False)]
+        if table.num_rows:
+            events = store.enrich_sorted(source, table, persons, state=state, stored=stored)
+            while len(writing) >= _WRITERS:
+                finish_one()
+            writing.append(pool.submit(write, events))
+        elapsed = time.perf_counter() - started
+        bar.update(task, completed=done, rate=done / elapsed if elapsed else 0.0)
+
+    # Chunks end at a change of person, so every person (and every set of identical rows) is in
+    # one chunk: the last person of a full chunk waits for the next one.
+    with concurrent.futures.ThreadPoolExecutor(_WRITERS, thread_name_prefix="masar-import") as pool:
+        try:
+            pending: list[pa.RecordBatch] = []
+            pending_rows = 0
             for batch in batches:
-                table = pa.Table.from_batches([batch])
-                report.rows += table.num_rows
-                bad_mask = pc.is_valid(table.column("_error"))
-                bad = table.filter(bad_mask)
-                good = table.filter(pc.invert(bad_mask))
-                if bad.num_rows:
-                    report.rejected += bad.num_rows
-                    out = pa.table({"row": bad.column("_raw"), "reason": bad.column("_error")})
-                    if rejects_writer is None:
-                        rejects_writer = pacsv.CSVWriter(str(rejects_path), out.schema)
-                    rejects_writer.write_table(out)
-                exists = good.column("_exists").fill_null(False)
-                report.skipped_existing += pc.sum(exists).as_py() or 0
-                fresh = good.filter(pc.invert(exists)).select(list(NORMALIZED_NAMES)).cast(NORMALIZED)
-                if fresh.num_rows:
-                    store.commit([store.prepare_segment(source, fresh, origin="import", state=state, load=True)])
-                    report.imported += fresh.num_rows
-                elapsed = time.perf_counter() - started
-                bar.update(task, completed=report.rows, rate=report.rows / elapsed if elapsed else 0.0)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                if pending_rows < CHUNK_ROWS:
+                    continue
+                table = pa.Table.from_batches(pending).combine_chunks()
+                persons = table.column("_person").to_numpy()
+                cut = int(np.searchsorted(persons, persons[-1]))
+                if cut == 0:
+                    continue  # one person so far: keep collecting
+                flush(table.slice(0, cut))
+                pending = table.slice(cut).to_batches()
+                pending_rows = table.num_rows - cut
+            if pending_rows:
+                flush(pa.Table.from_batches(pending).combine_chunks())
         finally:
-            if rejects_writer is not None:
-                rejects_writer.close()
-    con.close()
+            while writing:
+                finish_one()
+
+
+def _normalized(table: pa.Table, received_at: pa.Scalar) -> pa.Table:
+    """The staged columns completed to the normalized schema (fields the file lacks are constants)."""
+    n = table.num_rows
+    constants = {"type": pa.scalar("track"), "received_at": received_at, "properties": pa.scalar("{}"),
+                 "traits": pa.scalar("{}"), "context": pa.scalar("{}")}  # fmt: skip
+    nulls: dict[pa.DataType, pa.Array] = {}  # one all-null array per type, shared by the columns
+    columns = []
+    for field in NORMALIZED:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        elif field.name == "original_timestamp":
+            columns.append(table.column("ts").cast(field.type))
+        elif field.name in constants:
+            columns.append(pa.repeat(constants[field.name], n).cast(field.type))
+        else:
+            if field.type not in nulls:
+                nulls[field.type] = pa.nulls(n, field.type)
+            columns.append(nulls[field.type])
+    return pa.Table.from_arrays(columns, schema=NORMALIZED)
+
+
+def _stage_stored_ids(con: duckdb.DuckDBPyConnection, stored: list[Segment], derive_ids: bool) -> None:
+    """The message ids already stored, in a table of the import's in-memory database (seen by every
+    cursor, unlike a temporary table) that the chunks are checked against.
+
+    A content-derived id includes the event time, so only stored rows within the file's time range
+    can share one; ids from the file or from order numbers can match a row at any time.
+    """
+    where = ""
+    if derive_ids:
+        [(low, high)] = con.execute(
+            "SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM staged WHERE _error IS NULL"
+        ).fetchall()
+        if low is None:
+            stored = []
+        else:
+            stored = [s for s in stored if s.max_ts is None or s.min_ts is None or (s.max_ts >= low and s.min_ts <= high)]
+            where = f" WHERE epoch_us(ts) BETWEEN {int(low)} AND {int(high)}"
+    paths = sql_list([s.path for s in stored]) if stored else None
+    source = f"(SELECT message_id FROM read_parquet({paths}){where})" if paths else "(SELECT NULL::VARCHAR AS message_id WHERE false)"
+    con.execute(f"CREATE TABLE stored_ids AS SELECT message_id FROM {source}")
+
+
+def _stored(con: duckdb.DuckDBPyConnection, message_ids: pa.ChunkedArray) -> pa.Array:
+    """Which of ``message_ids`` are already stored: a boolean mask."""
+    cursor = con.cursor()  # the sorted rows are still being read on ``con``
+    try:
+        cursor.register("chunk_ids", pa.table({"message_id": message_ids}))
+        found = cursor.sql(
+            "SELECT message_id FROM chunk_ids WHERE message_id IN (SELECT message_id FROM stored_ids)"
+        ).to_arrow_table()
+    finally:
+        cursor.close()
+    return pc.is_in(message_ids, value_set=found.column("message_id").combine_chunks()).combine_chunks()
 
 
 def _import_segment(store, source, path, report, rejects_path, show) -> None:

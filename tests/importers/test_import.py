@@ -176,3 +176,77 @@ def test_unreadable_and_unknown(store, tmp_path):
     write_csv(path, [{"user": "x"}])
     with pytest.raises(InvalidInput, match="timestamp"):
         import_path(store, source, path)
+
+
+def _history(n_users=30, n_events=400, seed=3):
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_events):
+        user = f"u{rng.randrange(n_users)}"
+        minute = rng.randrange(0, 600)
+        rows.append({"user_id": user, "event": rng.choice(["Product Viewed", "Product Added", "Order Completed"]),
+                     "timestamp": f"2026-03-01T{minute // 60:02d}:{minute % 60:02d}:00Z",
+                     "price": str(rng.choice([5, 10, 99.5])), "product_id": f"p{i % 7}"})  # fmt: skip
+    rows += rows[:25]  # identical rows: each a second event
+    return rows
+
+
+def _stored_rows(store, source):
+    return sorted(
+        store.query(
+            f"SELECT message_id, person_id, session_id, epoch_us(session_start), user_id, epoch_us(ts) "
+            f"FROM {store.events_relation(source)}"
+        ).fetchall()
+    )
+
+
+def test_small_chunks_store_the_same_events(tmp_path, monkeypatch):
+    """Chunk boundaries (whole persons, written by two threads) change nothing that is stored."""
+    from masar.importers import run
+
+    path = tmp_path / "history.csv"
+    write_csv(path, _history())
+    results = []
+    for chunk in (1_000_000, 7):
+        monkeypatch.setattr(run, "CHUNK_ROWS", chunk)
+        s = masar.open(tmp_path / f"data-{chunk}")
+        try:
+            source = s.create_source("Shop")
+            report = import_path(s, source, path, preset="events")
+            assert (report.imported, report.rejected) == (425, 0)
+            results.append(_stored_rows(s, source))
+            if chunk == 7:
+                assert len(s.segments.live(source.id)) > 10
+                for segment in s.segments.live(source.id):  # each segment sorted by (person, ts)
+                    keys = s.query(f"SELECT person_id, ts FROM read_parquet('{segment.path}')").fetchall()
+                    assert keys == sorted(keys)
+        finally:
+            s.close()
+    assert results[0] == results[1]
+    ids = [row[0] for row in results[0]]
+    assert len(set(ids)) == len(ids) == 425
+
+
+def test_overlapping_import_adds_only_new_rows_and_continues_sessions(tmp_path, monkeypatch):
+    from masar.importers import run
+
+    monkeypatch.setattr(run, "CHUNK_ROWS", 50)
+    rows = _history()[:400]  # no identical rows: their occurrence numbers count per file
+    first, second, whole = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "all.csv"
+    write_csv(first, rows[:250])
+    write_csv(second, rows[150:])
+    write_csv(whole, rows)
+    s = masar.open(tmp_path / "data")
+    try:
+        source = s.create_source("Shop")
+        assert import_path(s, source, first).imported == 250
+        again = import_path(s, source, second)
+        assert (again.imported, again.skipped_existing) == (150, 100)
+        assert import_path(s, source, whole).imported == 0
+        assert s.count_events(source) == 400
+        persons = dict(s.query(f"SELECT DISTINCT user_id, person_id FROM {s.events_relation(source)}").fetchall())
+        assert len(set(persons.values())) == len(persons)
+    finally:
+        s.close()

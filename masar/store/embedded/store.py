@@ -242,6 +242,26 @@ class EmbeddedStore:
         if state is None:
             state = SessionState()
         events = self.enricher.enrich(self.profile(source), normalized, state, loader)
+        return self.prepare_events(source, events, origin=origin)
+
+    def enrich_sorted(
+        self,
+        source: Source,
+        normalized: pa.Table,
+        persons: np.ndarray,
+        *,
+        state: SessionState,
+        stored: list[Segment],
+    ) -> pa.Table:
+        """Event rows for rows already resolved to ``persons`` and sorted by (person, ts), handed
+        over person by person (an import sorted as a whole): sessions continue from ``state`` and
+        from the last sessions in ``stored`` (the segments that existed before), and only the last
+        person's session needs carrying to the next call."""
+        loader = functools.partial(self.session_state_for, source, segments=stored) if stored else None
+        return self.enricher.enrich_sorted(self.profile(source), normalized, persons, state, loader, carry="last")
+
+    def prepare_events(self, source: Source, events: pa.Table, *, origin: str) -> PreparedSegment:
+        """Write enriched events (sorted by person and time) as a segment file, not yet visible."""
         segment_id, path = self.segments.write_file(
             source.id, events, level=level_for_rows(events.num_rows, self.settings.compact_fanout)
         )
@@ -360,11 +380,18 @@ class EmbeddedStore:
         return [row[0] for row in rows]
 
     def session_state_for(
-        self, source: Source, persons: np.ndarray | None = None, *, since_us: int | None = None
+        self,
+        source: Source,
+        persons: np.ndarray | None = None,
+        *,
+        since_us: int | None = None,
+        segments: list[Segment] | None = None,
     ) -> SessionState:
-        """Each person's last stored session: for ``persons``, or for everyone active since ``since_us``."""
+        """Each person's last stored session: for ``persons``, or for everyone active since ``since_us``
+        (in ``segments``, else in all live segments)."""
         state = SessionState()
-        segments = self.segments.live(source.id, ts_from=since_us)
+        if segments is None:
+            segments = self.segments.live(source.id, ts_from=since_us)
         relation = self.events_relation(source, segments)
         if relation is None:
             return state
