@@ -57,6 +57,28 @@ def _keep_first(starts: np.ndarray, mask: np.ndarray, bit: np.uint64) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
+def _entered(levels, chains, person, starts):
+    """The units that did step 1 (level ≥ 0): their levels, chains and persons, in one pass."""
+    n = 0
+    for g in range(levels.shape[0]):
+        if levels[g] >= 0:
+            n += 1
+    steps = chains.shape[1]
+    out_levels = np.empty(n, dtype=np.int64)
+    out_chains = np.empty((n, steps), dtype=chains.dtype)
+    out_persons = np.empty(n, dtype=np.int64)
+    k = 0
+    for g in range(levels.shape[0]):
+        if levels[g] >= 0:
+            out_levels[k] = levels[g]
+            for s in range(steps):
+                out_chains[k, s] = chains[g, s]
+            out_persons[k] = person[starts[g]]
+            k += 1
+    return out_levels, out_chains, out_persons
+
+
+@numba.njit(cache=True, nogil=True)
 def _best_per_person(persons: np.ndarray, levels: np.ndarray, reach: np.ndarray) -> np.ndarray:
     """Index of each person's best unit (rows grouped by person): deepest, then reached first."""
     n = persons.shape[0]
@@ -179,9 +201,7 @@ def evaluate(ctx: QueryContext, q: FunnelQuery, *, date_from=None, date_to=None,
             np.int64(_MIN_US if low is None else low), np.int64(_MAX_US if high is None else high),
             steps, np.int64(q.window) * 1_000_000,
         )  # fmt: skip
-        entered = levels >= 0
-        persons = frame.person[frame.person_starts[:-1]] if frame.rows else np.empty(0, dtype=np.int64)
-        return Counted(levels[entered].astype(np.int64), chains[entered], persons[entered])
+        return Counted(*_entered(levels, chains, frame.person, frame.person_starts))
     mask, exmask = masks if masks is not None else _event_masks(ctx, q)
     mask = _entry_range(ctx, mask, date_from, date_to)
     order, starts, unit_person = _units(ctx, q, held)
