@@ -182,14 +182,16 @@ def main() -> None:
         sbd, _ = best_time(lambda: masar_counts(FIVE, breakdown={"property": "country", "limit": 50}), args.repeat)
         print(f"  breakdown by 50 values vs none: {sbd * 1000:.1f} ms = {sbd / masar_s:.2f}x (bar ≤ 2)")
 
-        # Linear growth: the same funnel on a store of half the events (half the people).
-        half_store, half_source = masar_store(generate(events // 2, seed=8), workdir / "masar-half")
-        half_s, _ = best_time(
-            lambda: half_store.funnel(source=half_source.name, steps=FIVE, window=WINDOW).to_dict(), args.repeat
-        )
-        print(f"  scale: {events // 2:,} events {half_s * 1000:.1f} ms, {events:,} events {masar_s * 1000:.1f} ms "
-              f"= {masar_s / half_s:.2f}x for 2x the events (linear: 2.0)")  # fmt: skip
-        half_store.close()
+        # Linear growth: the same funnel on a store of half the events (half the people); at 100M
+        # the half store would not fit beside the full one and ClickHouse's copy.
+        if not args.big:
+            half_store, half_source = masar_store(generate(events // 2, seed=8), workdir / "masar-half")
+            half_s, _ = best_time(
+                lambda: half_store.funnel(source=half_source.name, steps=FIVE, window=WINDOW).to_dict(), args.repeat
+            )
+            print(f"  scale: {events // 2:,} events {half_s * 1000:.1f} ms, {events:,} events "
+                  f"{masar_s * 1000:.1f} ms = {masar_s / half_s:.2f}x for 2x the events (linear: 2.0)")  # fmt: skip
+            half_store.close()
 
         ratio_ok = masar_s / ch_s <= 0.5
         if not equal:
