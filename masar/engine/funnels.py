@@ -56,25 +56,34 @@ def _keep_first(starts: np.ndarray, mask: np.ndarray, bit: np.uint64) -> None:
                 seen = True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _entered(levels, chains, person, starts):
-    """The units that did step 1 (level ≥ 0): their levels, chains and persons, in one pass."""
-    n = 0
-    for g in range(levels.shape[0]):
-        if levels[g] >= 0:
-            n += 1
+    """The units that did step 1 (level ≥ 0): their levels, chains and persons, in chunks over the
+    cores (count, then each chunk copies into its own range)."""
+    groups = levels.shape[0]
+    chunks = _STAT_CHUNKS
+    found = np.zeros(chunks + 1, dtype=np.int64)
+    for c in numba.prange(chunks):
+        n = 0
+        for g in range(groups * c // chunks, groups * (c + 1) // chunks):
+            if levels[g] >= 0:
+                n += 1
+        found[c + 1] = n
+    for c in range(chunks):
+        found[c + 1] += found[c]
     steps = chains.shape[1]
-    out_levels = np.empty(n, dtype=np.int64)
-    out_chains = np.empty((n, steps), dtype=chains.dtype)
-    out_persons = np.empty(n, dtype=np.int64)
-    k = 0
-    for g in range(levels.shape[0]):
-        if levels[g] >= 0:
-            out_levels[k] = levels[g]
-            for s in range(steps):
-                out_chains[k, s] = chains[g, s]
-            out_persons[k] = person[starts[g]]
-            k += 1
+    out_levels = np.empty(found[chunks], dtype=np.int64)
+    out_chains = np.empty((found[chunks], steps), dtype=chains.dtype)
+    out_persons = np.empty(found[chunks], dtype=np.int64)
+    for c in numba.prange(chunks):
+        k = found[c]
+        for g in range(groups * c // chunks, groups * (c + 1) // chunks):
+            if levels[g] >= 0:
+                out_levels[k] = levels[g]
+                for s in range(steps):
+                    out_chains[k, s] = chains[g, s]
+                out_persons[k] = person[starts[g]]
+                k += 1
     return out_levels, out_chains, out_persons
 
 
@@ -254,37 +263,53 @@ def _seconds(values: np.ndarray) -> dict[str, float | None]:
     return {"median": round(float(median), 3), "average": round(float(np.mean(values)), 3), "p90": round(float(p90), 3)}
 
 
-@numba.njit(cache=True, nogil=True)
+_STAT_CHUNKS = 16
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _grouped_step_stats(group, n_groups, levels, chains, ts, optional):
     """Per group and step: the count of units at the step, and the seconds from the previous step
-    done to this one (flat, ``offsets[g * steps + k]`` onwards) — one pass over the units."""
+    done to this one (flat, ``offsets[g * steps + k]`` onwards) — two passes over the units, each
+    split in chunks over the cores (every chunk writes its own part of each slot)."""
     rows, steps = chains.shape
+    slots = n_groups * steps
+    chunks = _STAT_CHUNKS
+    counts_by = np.zeros((chunks, n_groups, steps), dtype=np.int64)
+    sizes_by = np.zeros((chunks, slots), dtype=np.int64)
+    for c in numba.prange(chunks):
+        for r in range(rows * c // chunks, rows * (c + 1) // chunks):
+            g = group[r]
+            level = levels[r]
+            for k in range(steps):
+                if level >= k and (not optional[k] or chains[r, k] >= 0):
+                    counts_by[c, g, k] += 1
+                    if k > 0 and chains[r, k] >= 0:
+                        sizes_by[c, g * steps + k] += 1
     counts = np.zeros((n_groups, steps), dtype=np.int64)
-    sizes = np.zeros(n_groups * steps, dtype=np.int64)
-    for r in range(rows):
-        g = group[r]
-        level = levels[r]
-        for k in range(steps):
-            if level >= k and (not optional[k] or chains[r, k] >= 0):
-                counts[g, k] += 1
-                if k > 0 and chains[r, k] >= 0:
-                    sizes[g * steps + k] += 1
-    offsets = np.zeros(n_groups * steps + 1, dtype=np.int64)
-    for i in range(n_groups * steps):
-        offsets[i + 1] = offsets[i] + sizes[i]
-    at = offsets[:-1].copy()
-    values = np.empty(offsets[-1], dtype=np.float64)
-    for r in range(rows):
-        g = group[r]
-        level = levels[r]
-        prev = chains[r, 0]
-        for k in range(1, steps):
-            c = chains[r, k]
-            if c >= 0 and level >= k:
-                values[at[g * steps + k]] = (ts[c] - ts[prev]) / 1e6
-                at[g * steps + k] += 1
-            if c >= 0:
-                prev = c
+    for c in range(chunks):
+        counts += counts_by[c]
+    offsets = np.zeros(slots + 1, dtype=np.int64)
+    at_by = np.zeros((chunks, slots), dtype=np.int64)
+    for i in range(slots):
+        at = offsets[i]
+        for c in range(chunks):
+            at_by[c, i] = at
+            at += sizes_by[c, i]
+        offsets[i + 1] = at
+    values = np.empty(offsets[slots], dtype=np.float64)
+    for c in numba.prange(chunks):
+        at = at_by[c]
+        for r in range(rows * c // chunks, rows * (c + 1) // chunks):
+            g = group[r]
+            level = levels[r]
+            prev = chains[r, 0]
+            for k in range(1, steps):
+                e = chains[r, k]
+                if e >= 0 and level >= k:
+                    values[at[g * steps + k]] = (ts[e] - ts[prev]) / 1e6
+                    at[g * steps + k] += 1
+                if e >= 0:
+                    prev = e
     return counts, offsets, values
 
 

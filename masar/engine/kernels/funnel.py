@@ -498,47 +498,58 @@ def _ordered_simple_group(a, b, ts, lut, codes, use_codes, lo, hi, steps, window
 
 @numba.njit(cache=True, nogil=True)
 def _by_event_group(a, b, ts, codes, lut, single, lo, hi, steps, window, chain, valid, start_ts, chains, g):
-    """``_ordered_simple_group`` over event codes, with a shortcut for the usual event: one step,
-    alone at its instant (``single[code]`` is that step, -1 when the code has several)."""
+    """``_ordered_simple_group`` over event codes, with a shortcut for an event alone at its instant
+    (``single[code]`` is its one step, -1 when the code stands for several)."""
     for s in range(steps):
         valid[s] = False
     best = -1
     i = a
     while i < b:
         c = codes[i]
-        k = single[c]
-        if k < 0 or (i + 1 < b and ts[i + 1] == ts[i]):
-            if lut[c] == 0:
-                i += 1
-                continue
-            # Several steps at this instant (or one event of several steps): the general loop.
+        m = lut[c]
+        if m == 0:
+            i += 1
+            continue
+        if i + 1 < b and ts[i + 1] == ts[i]:
+            # Several events at this instant: the general loop takes them in step order.
             j = i + 1
             while j < b and ts[j] == ts[i]:
                 j += 1
-            level = _ordered_simple_group(i, j, ts, lut, codes, True, lo, hi, steps, window, chain, valid,
-                                          start_ts, chains, g, best, False)  # fmt: skip
-            best = level
+            best = _ordered_simple_group(i, j, ts, lut, codes, True, lo, hi, steps, window, chain, valid,
+                                         start_ts, chains, g, best, False)  # fmt: skip
             i = j
             continue
         t = ts[i]
-        if k == 0:
-            if lo <= t < hi:
-                start_ts[0] = t
-                valid[0] = True
-                chain[0, 0] = i
-                if best < 0:
-                    best = 0
-                    chains[g, 0] = i
-        elif valid[k - 1] and t - start_ts[k - 1] <= window:
-            start_ts[k] = start_ts[k - 1]
-            valid[k] = True
-            for s in range(k):
-                chain[k, s] = chain[k - 1, s]
-            chain[k, k] = i
-            if k > best:
-                best = k
-                for s in range(k + 1):
-                    chains[g, s] = chain[k, s]
+        k = single[c]
+        while True:  # the event's steps in step order (usually just one)
+            if k < 0:
+                if m == 0:
+                    break
+                k = 0
+                while not (m >> np.uint64(k)) & np.uint64(1):
+                    k += 1
+                m ^= np.uint64(1) << np.uint64(k)
+            else:
+                m = np.uint64(0)
+            if k == 0:
+                if lo <= t < hi:
+                    start_ts[0] = t
+                    valid[0] = True
+                    chain[0, 0] = i
+                    if best < 0:
+                        best = 0
+                        chains[g, 0] = i
+            elif valid[k - 1] and t - start_ts[k - 1] <= window:
+                start_ts[k] = start_ts[k - 1]
+                valid[k] = True
+                for s in range(k):
+                    chain[k, s] = chain[k - 1, s]
+                chain[k, k] = i
+                if k > best:
+                    best = k
+                    for s in range(k + 1):
+                        chains[g, s] = chain[k, s]
+            k = -1
         i += 1
     return best
 
