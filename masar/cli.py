@@ -263,6 +263,27 @@ def _read_query_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _build_query(kind: str, query_file: Path | None, given: dict[str, Any],
+                 defaults: dict[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A query from an optional JSON file and the command's options. ``given`` options (None or
+    empty when not given) override the file; ``defaults`` options ``{field: (value, default)}``
+    override it only when changed from their default, and fill a query without a file."""
+    query = _read_query_file(query_file) if query_file is not None else {}
+    query["kind"] = kind
+    query.update({k: v for k, v in given.items() if v is not None and v != []})
+    for key, (value, default) in (defaults or {}).items():
+        if query_file is None or value != default:
+            query[key] = value
+    if "source" not in query:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    return query
+
+
+def _require_steps(query: dict[str, Any]) -> None:
+    if "steps" not in query and "template" not in query:
+        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
@@ -310,30 +331,15 @@ def funnel(
     json: Json = False,
 ) -> None:
     """How many people go through a sequence of steps, and where they drop out."""
-    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {"kind": "funnel"}
-    query["kind"] = "funnel"
-    given = {
-        "source": source, "template": template, "breakdown": None, "date_from": date_from, "date_to": date_to,
-        "trend": trend,
-    }  # fmt: skip
+    by = None
     if breakdown is not None:
-        given["breakdown"] = {"property": breakdown, "attribution": attribution, "limit": limit,
-                              **({"step": attribution_step} if attribution_step is not None else {})}  # fmt: skip
-    query.update({k: v for k, v in given.items() if v is not None})
-    if step:
-        query["steps"] = step
-    if query_file is None or window != "7d":
-        query["window"] = window
-    if query_file is None or order != "ordered":
-        query["order"] = order
-    if query_file is None or counting != "uniques":
-        query["counting"] = counting
-    if hold_constant:
-        query["hold_constant"] = hold_constant
-    if "source" not in query:
-        raise InvalidInput("name the source with --source", code="invalid_query")
-    if "steps" not in query and "template" not in query:
-        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+        by = {"property": breakdown, "attribution": attribution, "limit": limit,
+              **({"step": attribution_step} if attribution_step is not None else {})}  # fmt: skip
+    given = {"source": source, "template": template, "breakdown": by, "date_from": date_from, "date_to": date_to,
+             "trend": trend, "steps": step, "hold_constant": hold_constant}  # fmt: skip
+    defaults = {"window": (window, "7d"), "order": (order, "ordered"), "counting": (counting, "uniques")}
+    query = _build_query("funnel", query_file, given, defaults)
+    _require_steps(query)
     store = _open(data_dir)
     if people is not None:
         query.update(kind="funnel_people", step=people, status="dropped" if dropped else "reached",
@@ -397,25 +403,11 @@ def leaks(
     json: Json = False,
 ) -> None:
     """Where, for whom and since when a funnel's conversion fell, and what it cost (docs/leaks.md)."""
-    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
-    query["kind"] = "leaks"
-    given = {
-        "source": source, "template": template, "date_from": date_from, "date_to": date_to, "min_sample": min_sample,
-        "alpha": alpha, "min_effect": min_effect,
-    }  # fmt: skip
-    query.update({k: v for k, v in given.items() if v is not None})
-    if step:
-        query["steps"] = step
-    if segment_by:
-        query["segment_by"] = segment_by
-    if query_file is None or window != "7d":
-        query["window"] = window
-    if query_file is None or counting != "sessions":
-        query["counting"] = counting
-    if "source" not in query:
-        raise InvalidInput("name the source with --source", code="invalid_query")
-    if "steps" not in query and "template" not in query:
-        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+    given = {"source": source, "template": template, "date_from": date_from, "date_to": date_to,
+             "min_sample": min_sample, "alpha": alpha, "min_effect": min_effect, "steps": step,
+             "segment_by": segment_by}  # fmt: skip
+    query = _build_query("leaks", query_file, given, {"window": (window, "7d"), "counting": (counting, "sessions")})
+    _require_steps(query)
     result = _open(data_dir).run(query).to_dict()
     if json:
         _print_json(result)
@@ -475,30 +467,21 @@ def paths(
     json: Json = False,
 ) -> None:
     """What people did after (or before) an event, or after dropping out of a funnel step."""
-    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
-    query["kind"] = "paths"
     if after is not None and before is not None:
         raise InvalidInput("give --after or --before, not both", code="invalid_query")
+    anchor: dict[str, Any] = {}
     if after is not None or before is not None:
-        query.update(step=after or before, direction="after" if after is not None else "before")
+        anchor = {"step": after or before, "direction": "after" if after is not None else "before"}
     if step or dropped_after is not None:
         if not step or dropped_after is None:
             raise InvalidInput("follow drop-outs with --step (twice or more) and --dropped-after N", code="invalid_query")
-        query["funnel"] = {"steps": step, "dropped_after": dropped_after, "window": funnel_window}
-    given = {"source": source, "date_from": date_from, "date_to": date_to}
-    query.update({k: v for k, v in given.items() if v is not None})
+        anchor["funnel"] = {"steps": step, "dropped_after": dropped_after, "window": funnel_window}
+    given = {"source": source, "date_from": date_from, "date_to": date_to, **anchor,
+             "cleaning": [_cleaning_rule(rule) for rule in clean or []], "exclude_events": exclude}  # fmt: skip
     defaults = {"window": (window, "1d"), "length": (length, 5), "label": (label, "event"), "limit": (limit, 20),
                 "node_limit": (nodes, 30), "edge_limit": (edges, 100), "collapse_repeats": (collapse, True),
                 "occurrence": ("every" if every else "first", "first")}  # fmt: skip
-    for key, (value, default) in defaults.items():
-        if query_file is None or value != default:
-            query[key] = value
-    if clean:
-        query["cleaning"] = [_cleaning_rule(rule) for rule in clean]
-    if exclude:
-        query["exclude_events"] = exclude
-    if "source" not in query:
-        raise InvalidInput("name the source with --source", code="invalid_query")
+    query = _build_query("paths", query_file, given, defaults)
     result = _open(data_dir).run(query).to_dict()
     if json:
         _print_json(result)
@@ -542,22 +525,12 @@ def correlation(
     json: Json = False,
 ) -> None:
     """Which events and properties go with converting through a funnel, and which with dropping out."""
-    query: dict[str, Any] = _read_query_file(query_file) if query_file is not None else {}
-    query["kind"] = "correlation"
     given = {"source": source, "template": template, "date_from": date_from, "date_to": date_to,
-             "properties": property_ or None, "exclude_events": exclude or None}  # fmt: skip
-    query.update({k: v for k, v in given.items() if v is not None})
-    if step:
-        query["steps"] = step
+             "properties": property_, "exclude_events": exclude, "steps": step}  # fmt: skip
     defaults = {"window": (window, "7d"), "order": (order, "ordered"), "events": (not no_events, True),
                 "exclude_steps": (not include_steps, True), "min_people": (min_people, 25), "limit": (limit, 10)}  # fmt: skip
-    for key, (value, default) in defaults.items():
-        if query_file is None or value != default:
-            query[key] = value
-    if "source" not in query:
-        raise InvalidInput("name the source with --source", code="invalid_query")
-    if "steps" not in query and "template" not in query:
-        raise InvalidInput("give the steps (--step EVENT, at least twice) or --template", code="invalid_query")
+    query = _build_query("correlation", query_file, given, defaults)
+    _require_steps(query)
     result = _open(data_dir).run(query).to_dict()
     if json:
         _print_json(result)
