@@ -46,12 +46,16 @@ async def query(request: Request, key: SecretKey) -> Response:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
-    store = request.app.state.store
-    if isinstance(data, dict):
-        data = expand_template(store, data)
-    parsed = parse_query(data)
-    source = store.source(parsed.source)
-    if key.source_id is not None and key.source_id != source.id:
-        raise Forbidden(f"this key is for another source, not {parsed.source!r}", code="wrong_source")
-    result = await run_in_threadpool(store.run, parsed)
+    result = await run_in_threadpool(_run, request.app.state.store, key, data)
     return Response(orjson.dumps(result.to_dict(), default=str), media_type="application/json")
+
+
+def _run(store, key: ApiKey, data):
+    """Authorise the key for the query's source before anything of that source is read."""
+    name = data.get("source") if isinstance(data, dict) else None
+    if isinstance(name, str) and key.source_id is not None and store.source(name).id != key.source_id:
+        raise Forbidden(f"this key is for another source, not {name!r}", code="wrong_source")
+    parsed = parse_query(expand_template(store, data) if isinstance(data, dict) else data)
+    if key.source_id is not None and store.source(parsed.source).id != key.source_id:
+        raise Forbidden(f"this key is for another source, not {parsed.source!r}", code="wrong_source")
+    return store.run(parsed)
