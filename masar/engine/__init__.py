@@ -13,13 +13,16 @@ from pydantic import Field, TypeAdapter, ValidationError
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
 from masar.engine.funnels import run_funnel, run_funnel_people
+from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
 from masar.engine.paths import run_paths
 from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
+from masar.model.sales_queries import MetricsQuery
 
 Query = Annotated[
-    FunnelQuery | FunnelPeopleQuery | LeaksQuery | PathsQuery | CorrelationQuery, Field(discriminator="kind")
+    FunnelQuery | FunnelPeopleQuery | LeaksQuery | PathsQuery | CorrelationQuery | MetricsQuery,
+    Field(discriminator="kind")
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "funnel": run_funnel,
@@ -27,6 +30,7 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "leaks": run_leaks,
     "paths": run_paths,
     "correlation": run_correlation,
+    "metrics": run_metrics,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

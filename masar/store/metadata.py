@@ -67,6 +67,47 @@ funnel_templates = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+exchange_rates = sa.Table(
+    "exchange_rates",
+    metadata,
+    # One unit of ``base`` is worth ``rate`` units of ``quote`` on ``day`` (exact decimal text).
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("base", sa.String(3), primary_key=True),
+    sa.Column("quote", sa.String(3), primary_key=True),
+    sa.Column("rate", sa.String(40), nullable=False),
+)
+
+ad_spend = sa.Table(
+    "ad_spend",
+    metadata,
+    # One row per day, channel and campaign; importing a row again replaces it (idempotent).
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("channel", sa.String(200), primary_key=True),
+    sa.Column("campaign", sa.String(300), primary_key=True),
+    sa.Column("spend", sa.String(40), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+)
+
+sales_targets = sa.Table(
+    "sales_targets",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),  # YYYY-MM
+    sa.Column("revenue", sa.String(40), nullable=True),
+    sa.Column("orders", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audiences = sa.Table(
+    "audiences",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 counters = sa.Table(
     "counters",
     metadata,

@@ -14,6 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 
 from masar.config import Settings
 from masar.engine import RUNNERS, QueryContext, parse_query
+from masar.engine.facts import Rate
 from masar.engine.frame import EventFrame, build_frame, extend_frame
 from masar.engine.templates import expand_template, validate_steps
 from masar.enrich.channels import Attribution, ChannelRules
@@ -35,12 +37,15 @@ from masar.model.money import MoneyError, normalize_currency
 from masar.store.base import ApiKey, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
 from masar.store.metadata import (
+    ad_spend,
     api_keys,
     create_engine,
+    exchange_rates,
     funnel_templates,
     identities,
     person_overrides,
     rejected,
+    sales_targets,
     sources,
 )
 from masar.store.migrations import migrate
@@ -507,6 +512,76 @@ class EmbeddedStore:
                         source_id=source.id, name=name, definition=validate_steps(steps), updated_at=datetime.now(UTC)
                     )
                 )
+
+    # -- sales settings: exchange rates, ad spend, targets ----------------------------------------
+
+    def exchange_rates(self) -> list[Rate]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(exchange_rates).order_by(exchange_rates.c.day))
+            return [Rate(r.day, r.base, r.quote, Decimal(r.rate)) for r in rows]
+
+    def set_exchange_rates(self, rates: list[Rate]) -> int:
+        """Insert or replace rates (one per day and currency pair)."""
+        with self.engine.begin() as conn:
+            for r in rates:
+                conn.execute(
+                    exchange_rates.delete().where(
+                        exchange_rates.c.day == r.day, exchange_rates.c.base == r.base, exchange_rates.c.quote == r.quote
+                    )
+                )
+            if rates:
+                conn.execute(
+                    exchange_rates.insert(),
+                    [{"day": r.day, "base": r.base, "quote": r.quote, "rate": str(r.rate)} for r in rates],
+                )
+        return len(rates)
+
+    def ad_spend(self, source: Source) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ad_spend).where(ad_spend.c.source_id == source.id).order_by(ad_spend.c.day)
+            )
+            return [
+                {"day": r.day, "channel": r.channel, "campaign": r.campaign, "spend": r.spend, "currency": r.currency}
+                for r in rows
+            ]
+
+    def set_ad_spend(self, source: Source, rows: list[dict[str, Any]]) -> int:
+        """Insert or replace spend rows (one per day, channel and campaign): importing again adds nothing."""
+        with self.engine.begin() as conn:
+            for r in rows:
+                conn.execute(
+                    ad_spend.delete().where(
+                        ad_spend.c.source_id == source.id, ad_spend.c.day == r["day"],
+                        ad_spend.c.channel == r["channel"], ad_spend.c.campaign == r["campaign"],
+                    )
+                )  # fmt: skip
+            if rows:
+                conn.execute(ad_spend.insert(), [{"source_id": source.id, **r, "spend": str(r["spend"])} for r in rows])
+        return len(rows)
+
+    def targets(self, source: Source) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sales_targets).where(sales_targets.c.source_id == source.id).order_by(sales_targets.c.month)
+            )
+            return [
+                {"month": r.month, "revenue": Decimal(r.revenue) if r.revenue is not None else None, "orders": r.orders}
+                for r in rows
+            ]
+
+    def set_target(self, source: Source, month: str, *, revenue: Decimal | None, orders: int | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sales_targets.delete().where(sales_targets.c.source_id == source.id, sales_targets.c.month == month)
+            )
+            if revenue is not None or orders is not None:
+                conn.execute(
+                    sales_targets.insert().values(
+                        source_id=source.id, month=month, revenue=str(revenue) if revenue is not None else None,
+                        orders=orders, updated_at=datetime.now(UTC),
+                    )
+                )  # fmt: skip
 
     def identities_of(self, source: Source, persons: list[int]) -> dict[int, dict[str, Any]]:
         """user id and anonymous ids of persons (through merges), for people lists."""

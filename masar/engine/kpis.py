@@ -1,0 +1,201 @@
+"""The metrics runner: KPIs for a range, by period, against the previous period, by dimension."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from masar.engine.context import QueryContext
+from masar.engine.facts import Facts, build_facts
+from masar.engine.metrics import (
+    HEADLINE,
+    METRICS,
+    OTHER,
+    MetricsEngine,
+    MetricsResult,
+    Window,
+    bucket_sql,
+    buckets,
+    default_churn_days,
+    dimension_sql,
+)
+from masar.engine.properties import person_values, resolve
+from masar.errors import InvalidInput
+from masar.model.sales_queries import MetricsQuery
+
+_PERSON_LEVEL = {"first_channel", "first_campaign"}
+
+
+def sales_facts(ctx: QueryContext) -> Facts:
+    """The source's facts, built once per version of its events, rates and spend, and
+    registered (with the ``events`` view) on the context's cursor."""
+    rates = ctx.store.exchange_rates()
+    spend = ctx.store.ad_spend(ctx.source)
+    key = ("sales_facts", hash(tuple((r.day, r.base, r.quote, r.rate) for r in rates)),
+           hash(tuple(tuple(sorted(r.items())) for r in spend)))  # fmt: skip
+    facts = ctx.frame.cached(key)
+    if facts is None:
+        facts = ctx.frame.remember(key, build_facts(ctx, rates, spend))
+    else:
+        from masar.engine.facts import register_events
+
+        register_events(ctx)
+    facts.register(ctx.con)
+    return facts
+
+
+def data_window(
+    con: duckdb.DuckDBPyConnection, start: date | None, end: date | None, days: int = 30
+) -> Window:
+    """The asked range; open ends close on the data: the last day with a visit or an order, and
+    ``days`` days before it."""
+    if end is None:
+        row = con.execute(
+            "SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))"
+        ).fetchone()
+        end = row[0] if row and row[0] is not None else date.today()
+        if start is not None and end < start:
+            end = start
+    if start is None:
+        start = end - timedelta(days=days - 1)
+    return Window(start, end)
+
+
+def run_metrics(ctx: QueryContext, query: MetricsQuery) -> MetricsResult:
+    facts = sales_facts(ctx)
+    con = ctx.con
+    names = list(query.metrics or HEADLINE)
+    metrics = [METRICS[n] for n in names]
+    window = data_window(con, query.date_from, query.date_to)
+    churn_days = query.churn_days or default_churn_days(con)
+    engine = MetricsEngine(con, currency=facts.currency, tz=ctx.tz.key, churn_days=churn_days)
+    families = {f for m in metrics for f in m.needs}
+
+    current = engine.components(families, window, None).get(None, {})
+    previous_window = window.before() if query.compare else None
+    previous = engine.components(families, previous_window, None).get(None, {}) if previous_window else {}
+
+    headline = []
+    for m in metrics:
+        value = m.formula(current)
+        before = m.formula(previous) if previous_window else None
+        if m.name == "sales_growth_rate":
+            value, before = _growth(value, before), None
+        headline.append(
+            {
+                "name": m.name,
+                "label": m.label,
+                "unit": m.unit,
+                "value": engine.shown(m, value),
+                "previous": engine.shown(m, before),
+                "change": _change(value, before),
+            }
+        )
+
+    series = _series(engine, metrics, families, window, query.granularity) if query.granularity else []
+    breakdown: list[dict[str, Any]] = []
+    if query.breakdown:
+        breakdown = _breakdown(ctx, engine, metrics, families, window, query.breakdown, query.breakdown_limit)
+    return MetricsResult(
+        currency=facts.currency,
+        window=window,
+        previous=previous_window,
+        granularity=query.granularity,
+        metrics=headline,
+        series=series,
+        breakdown=breakdown,
+        breakdown_property=query.breakdown,
+        churn_days=churn_days,
+        unconverted=facts.unconverted,
+    )
+
+
+def _change(value: Any, before: Any) -> float | None:
+    if value is None or before is None:
+        return None
+    try:
+        if float(before) == 0:
+            return None
+        return round((float(value) - float(before)) / abs(float(before)), 6)
+    except (TypeError, ValueError):
+        return None
+
+
+def _growth(value: Any, before: Any) -> float | None:
+    return _change(value, before)
+
+
+def _series(
+    engine: MetricsEngine, metrics: list, families: set[str], window: Window, granularity: str
+) -> list[dict]:
+    starts = buckets(window, granularity)
+    by_bucket = engine.components(families - {"churn"}, window, (bucket_sql(granularity), []))
+    rows = []
+    previous_net: Any = None
+    for i, start in enumerate(starts):
+        c = dict(by_bucket.get(start, {}))
+        if "churn" in families:
+            end = starts[i + 1] - timedelta(days=1) if i + 1 < len(starts) else window.end
+            piece = Window(max(start, window.start), min(end, window.end))
+            c.update(engine.components({"churn"}, piece, None).get(None, {}))
+        values = {}
+        for m in metrics:
+            v = m.formula(c)
+            if m.name == "sales_growth_rate":
+                v, previous_net = _growth(v, previous_net), v
+            values[m.name] = engine.shown(m, v)
+        rows.append({"period": start.isoformat(), "values": values})
+    return rows
+
+
+def _breakdown(ctx: QueryContext, engine: MetricsEngine, metrics: list, families: set[str], window: Window,
+               prop: str, limit: int) -> list[dict]:  # fmt: skip
+    column = dimension_sql(prop)
+    if prop.startswith("person."):
+        persons, values = person_values(ctx.con, ctx.relation, resolve(prop), ctx.overrides)
+        ctx.con.register("_trait", pa.table({"person": persons, "value": values}))
+    person_level = prop.startswith("person.") or column in _PERSON_LEVEL
+    plain = families if person_level else families - {"churn"}
+    # Churn belongs to customers, so it breaks down only by a person's own attributes.
+    raw = engine.components(plain, window, (column, []))
+    lead = metrics[0]
+    ranked = sorted(raw, key=lambda k: (_sort_value(lead.formula(raw[k])), str(k)), reverse=True)
+    top = [k for k in ranked if k is not None][:limit]
+    rest = [k for k in raw if k not in top]
+    if rest:
+        marks = ", ".join("?" for _ in top) or "NULL"
+        grouped = (
+            f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} IN ({marks}) THEN CAST({column} AS VARCHAR) "
+            f"ELSE '{OTHER}' END",
+            list(top),
+        )
+        rows = engine.components(plain, window, grouped)
+        keys = [*top, OTHER] + ([None] if None in raw else [])
+        lookup = {k: rows.get(None if k is None else str(k), {}) for k in keys}
+    else:
+        keys = top + ([None] if None in raw else [])
+        lookup = {k: raw.get(k, {}) for k in keys}
+    out = []
+    for k in keys:
+        c = lookup[k]
+        out.append(
+            {
+                "value": k,
+                "values": {m.name: engine.shown(m, m.formula(c)) if ("churn" not in m.needs or person_level) else None
+                           for m in metrics if m.name != "sales_growth_rate"},
+            }
+        )  # fmt: skip
+    return out
+
+
+def _sort_value(value: Any) -> float:
+    try:
+        return float(value) if value is not None else float("-inf")
+    except (TypeError, ValueError):
+        return float("-inf")
+
+
+__all__ = ["run_metrics", "sales_facts", "data_window", "InvalidInput"]

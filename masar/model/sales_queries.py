@@ -1,0 +1,53 @@
+"""Typed query objects of the sales analyses (KPIs, customers, lifetime value, forecasts).
+
+Same conventions as ``masar.model.queries``: a ``kind`` literal, ``extra="forbid"``, snake_case,
+``from``/``to`` as local dates of the store (inclusive), defaults here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from masar.model.queries import _Model
+
+Granularity = Literal["day", "week", "month"]
+
+
+class _Ranged(_Model):
+    source: str
+    date_from: date | None = Field(default=None, alias="from")
+    date_to: date | None = Field(default=None, alias="to")
+
+    @model_validator(mode="after")
+    def _range(self) -> _Ranged:
+        if self.date_from is not None and self.date_to is not None and self.date_from > self.date_to:
+            raise ValueError("from must not be after to")
+        return self
+
+
+class MetricsQuery(_Ranged):
+    """Sales KPIs for a range (default: the 30 days ending on the data's last day)."""
+
+    kind: Literal["metrics"] = "metrics"
+    metrics: list[str] | None = None  # None: the headline set
+    granularity: Granularity | None = "day"
+    compare: bool = True  # against the previous period of the same length
+    breakdown: str | None = None
+    breakdown_limit: int = Field(default=10, ge=1, le=100)
+    churn_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        from masar.engine.metrics import METRICS
+
+        if value is not None:
+            if not value:
+                raise ValueError("name at least one metric")
+            unknown = [m for m in value if m not in METRICS]
+            if unknown:
+                raise ValueError(f"unknown metric {unknown[0]!r}: known are {', '.join(sorted(METRICS))}")
+        return value
