@@ -652,3 +652,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+# Sales commands register themselves on the same app.
+import masar.cli_sales  # noqa: E402, F401

@@ -215,6 +215,9 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
             FROM events
             WHERE session_id IS NOT NULL AND type IN ('track', 'page', 'screen')
             GROUP BY session_id
+            -- A visit shows a page or a screen or comes from a browser or an app: sessions of
+            -- server-side events alone (an email delivered, a refund) are nobody's visit.
+            HAVING count(*) FILTER (WHERE type IN ('page', 'screen') OR device_type IS NOT NULL) > 0
         ),
         placed AS (
             SELECT session_id, count(*) AS orders FROM orders WHERE NOT cancelled GROUP BY session_id

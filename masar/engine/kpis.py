@@ -164,7 +164,7 @@ def _breakdown(ctx: QueryContext, engine: MetricsEngine, metrics: list, families
     lead = metrics[0]
     ranked = sorted(raw, key=lambda k: (_sort_value(lead.formula(raw[k])), str(k)), reverse=True)
     top = [k for k in ranked if k is not None][:limit]
-    rest = [k for k in raw if k not in top]
+    rest = [k for k in raw if k is not None and k not in top]
     if rest:
         marks = ", ".join("?" for _ in top) or "NULL"
         grouped = (

@@ -1,0 +1,229 @@
+"""Sales commands of the CLI: KPIs, exchange rates, ad spend, targets, customers, lifetime value.
+
+Registered on the same Typer app as ``masar.cli`` (which imports this module at its end); the
+same thin layer: build a query, run it through the store, print JSON or a table.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from masar.cli import DataDir, Json, SourceName, _build_query, _open, _pct, _print_json, app, edge, out
+from masar.errors import InvalidInput
+
+rates_app = typer.Typer(help="Exchange rates into each store's reporting currency.", no_args_is_help=True)
+spend_app = typer.Typer(help="Ad spend per day, channel and campaign.", no_args_is_help=True)
+targets_app = typer.Typer(help="Monthly sales targets and their pace.", no_args_is_help=True)
+app.add_typer(rates_app, name="rates")
+app.add_typer(spend_app, name="spend")
+app.add_typer(targets_app, name="targets")
+
+Export = Annotated[
+    Path | None, typer.Option("--export", help="Also write the table to FILE.csv or FILE.xlsx.")
+]
+QueryFile = Annotated[
+    Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")
+]
+DateFrom = Annotated[
+    str | None, typer.Option("--from", help="First day (YYYY-MM-DD, the store's time zone).")
+]
+DateTo = Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")]
+
+
+def _run(data_dir: Path | None, query: dict[str, Any], export: Path | None = None) -> dict[str, Any]:
+    store = _open(data_dir)
+    try:
+        result = store.run(query)
+        if export is not None:
+            from masar.exports import write_table
+
+            write_table(result.table(), export)
+        return result.to_dict()
+    finally:
+        store.close()
+
+
+def _report_errors(errors: list[str], what: str) -> None:
+    if errors:
+        from masar.cli import err
+
+        err.print(f"{len(errors)} {what} rejected:", highlight=False)
+        for line in errors[:20]:
+            err.print(f"  {line}", highlight=False)
+        if len(errors) > 20:
+            err.print(f"  … and {len(errors) - 20} more", highlight=False)
+
+
+@app.command("metrics")
+@edge
+def metrics(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="A metric name (repeatable; default: the headline set)."),
+    ] = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    granularity: Annotated[str, typer.Option(help="day, week, month or none.")] = "day",
+    breakdown: Annotated[
+        str | None,
+        typer.Option(help="channel, campaign, device, country, customer_type, first_channel, person.TRAIT."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Breakdown values shown before Other.")] = 10,
+    no_compare: Annotated[bool, typer.Option("--no-compare", help="Skip the previous period.")] = False,
+    churn_days: Annotated[
+        int | None, typer.Option(help="Days without an order after which a customer counts as churned.")
+    ] = None,
+    query_file: QueryFile = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Sales KPIs for a date range, with the previous period, by period and by dimension."""
+    query = _build_query(
+        "metrics",
+        query_file,
+        {"source": source, "metrics": metric, "from": date_from, "to": date_to, "breakdown": breakdown,
+         "churn_days": churn_days},
+        {"granularity": (None if granularity == "none" else granularity, "day"), "breakdown_limit": (limit, 10),
+         "compare": (not no_compare, True)},
+    )  # fmt: skip
+    result = _run(data_dir, query, export)
+    if json:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['range']['from']} – {result['range']['to']} ({result['currency']})")
+    for column in ("Metric", "Value", "Previous", "Change"):
+        table.add_column(column, justify="left" if column == "Metric" else "right")
+    for m in result["metrics"]:
+        table.add_row(m["label"], _show(m, m["value"]), _show(m, m["previous"]), _pct(m["change"]))
+    out.print(table)
+    if result["breakdown"]:
+        names = [m["name"] for m in result["metrics"] if m["name"] != "sales_growth_rate"]
+        by = Table(title=f"by {result['breakdown_property']}")
+        by.add_column(result["breakdown_property"])
+        for name in names:
+            by.add_column(name, justify="right")
+        units = {m["name"]: m for m in result["metrics"]}
+        for row in result["breakdown"]:
+            label = (
+                "Other"
+                if row["value"] == "$other"
+                else str(row["value"] if row["value"] is not None else "(not set)")
+            )
+            by.add_row(label, *[_show(units[n], row["values"].get(n)) for n in names])
+        out.print(by)
+    for item in result["unconverted"]:
+        out.print(f"[yellow]{item['orders']} orders in {item['currency']} have no exchange rate: "
+                  f"their value is left out (masar rates import).[/yellow]")  # fmt: skip
+
+
+def _show(metric: dict[str, Any], value: Any) -> str:
+    if value is None:
+        return "–"
+    if metric["unit"] == "rate":
+        return _pct(value)
+    if metric["unit"] == "money":
+        return f"{Decimal(value):,}"
+    if metric["unit"] == "days":
+        return f"{value:.1f} d"
+    if metric["unit"] == "ratio":
+        return f"{value:.2f}×"
+    return f"{value:,}"
+
+
+@rates_app.command("import")
+@edge
+def rates_import(
+    file: Annotated[Path, typer.Argument(help="CSV with date,base,quote,rate (1 base = rate quote).")],
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Load exchange rates; a rate for the same day and pair replaces the old one."""
+    from masar.importers.sales import read_rates
+
+    parsed = read_rates(file)
+    store = _open(data_dir)
+    try:
+        written = store.set_exchange_rates(parsed.rows)
+    finally:
+        store.close()
+    if json:
+        _print_json({"rates": written, "rejected": len(parsed.errors), "errors": parsed.errors})
+        return
+    out.print(f"Loaded {written:,} exchange rates.")
+    _report_errors(parsed.errors, "rows")
+
+
+@spend_app.command("import")
+@edge
+def spend_import(
+    file: Annotated[Path, typer.Argument(help="CSV with date,channel,campaign,spend[,currency].")],
+    source: SourceName,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Load ad spend; importing the same rows again replaces them (adds nothing)."""
+    from masar.importers.sales import read_spend
+
+    store = _open(data_dir)
+    try:
+        found = store.source(source)
+        parsed = read_spend(file, found.currency)
+        written = store.set_ad_spend(found, parsed.rows)
+    finally:
+        store.close()
+    if json:
+        _print_json({"rows": written, "rejected": len(parsed.errors), "errors": parsed.errors})
+        return
+    out.print(f"Loaded {written:,} spend rows for {source!r}.")
+    _report_errors(parsed.errors, "rows")
+
+
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+@targets_app.command("set")
+@edge
+def targets_set(
+    source: SourceName,
+    month: Annotated[str, typer.Option(help="The month, YYYY-MM.")],
+    revenue: Annotated[str | None, typer.Option(help="Net revenue target, in the store's currency.")] = None,
+    orders: Annotated[int | None, typer.Option(help="Orders target.")] = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Set (or with neither --revenue nor --orders, clear) a month's targets."""
+    if not _MONTH.match(month):
+        raise InvalidInput(f"--month {month!r} is not a month: use YYYY-MM")
+    amount = None
+    if revenue is not None:
+        try:
+            amount = Decimal(revenue.replace(",", ""))
+        except InvalidOperation:
+            raise InvalidInput(f"--revenue {revenue!r} is not a number") from None
+        if not amount.is_finite() or amount < 0:
+            raise InvalidInput("--revenue must be a positive number")
+    if orders is not None and orders < 0:
+        raise InvalidInput("--orders must not be negative")
+    store = _open(data_dir)
+    try:
+        store.set_target(store.source(source), month, revenue=amount, orders=orders)
+    finally:
+        store.close()
+    if json:
+        _print_json(
+            {"month": month, "revenue": str(amount) if amount is not None else None, "orders": orders}
+        )
+    else:
+        out.print(
+            f"Target for {month} set."
+            if amount is not None or orders is not None
+            else f"Target for {month} cleared."
+        )
