@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from masar.enrich.pipeline import SessionState
 from masar.errors import NotFound
 
 DEMO_SOURCE = "Masar Demo Store"
+DEMO_RATES = {"AED": "1.021103", "KWD": "12.195122", "JOD": "5.289140", "USD": "3.750000"}
 CHUNK = 100_000
 
 
@@ -21,6 +23,7 @@ def load_demo(store: Any, *, seed: int = 7, visitors: int = 50_000, days: int = 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from masar.demo.generator import DemoConfig, build_demo
+    from masar.importers.sales import read_rates, read_spend
 
     try:
         source = store.source(DEMO_SOURCE)
@@ -60,6 +63,19 @@ def load_demo(store: Any, *, seed: int = 7, visitors: int = 50_000, days: int = 
         writer = csv.DictWriter(handle, fieldnames=["date", "channel", "campaign", "spend", "currency"])
         writer.writeheader()
         writer.writerows(demo.spend)
+    # Rates into SAR (the demo's reporting currency) from the pegs to the US dollar; the Egyptian
+    # pound floats, so it drifts a little week by week. Loaded through the same importers as a
+    # store's own files.
+    first_day = date.fromisoformat(min(str(row["date"]) for row in demo.spend)) if demo.spend else date.today()
+    with (demo_dir / "rates.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["date", "base", "quote", "rate"])
+        for base, rate in DEMO_RATES.items():
+            writer.writerow([first_day, base, "SAR", rate])
+        for week in range(0, days + 7, 7):
+            writer.writerow([first_day + timedelta(days=week), "EGP", "SAR", f"{0.0775 - week * 0.00001:.6f}"])
+    store.set_exchange_rates(read_rates(demo_dir / "rates.csv").rows)
+    store.set_ad_spend(source, read_spend(demo_dir / "spend.csv", source.currency).rows)
     (demo_dir / "planted.json").write_bytes(orjson.dumps(demo.planted, option=orjson.OPT_INDENT_2, default=str))
     return {
         "skipped": False,
