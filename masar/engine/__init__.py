@@ -16,13 +16,22 @@ from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
 from masar.engine.paths import run_paths
+from masar.engine.reports import run_acquisition, run_email, run_products
 from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
-from masar.model.sales_queries import MetricsQuery
+from masar.model.sales_queries import AcquisitionQuery, EmailQuery, MetricsQuery, ProductsQuery
 
 Query = Annotated[
-    FunnelQuery | FunnelPeopleQuery | LeaksQuery | PathsQuery | CorrelationQuery | MetricsQuery,
-    Field(discriminator="kind")
+    FunnelQuery
+    | FunnelPeopleQuery
+    | LeaksQuery
+    | PathsQuery
+    | CorrelationQuery
+    | MetricsQuery
+    | ProductsQuery
+    | EmailQuery
+    | AcquisitionQuery,
+    Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "funnel": run_funnel,
@@ -31,6 +40,9 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "paths": run_paths,
     "correlation": run_correlation,
     "metrics": run_metrics,
+    "products": run_products,
+    "email": run_email,
+    "acquisition": run_acquisition,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 
@@ -46,7 +58,9 @@ def parse_query(data: Any) -> Any:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise InvalidInput(_first_error(exc), code="invalid_query", details={"errors": _errors(exc)}) from None
+        raise InvalidInput(
+            _first_error(exc), code="invalid_query", details={"errors": _errors(exc)}
+        ) from None
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -57,11 +57,13 @@ class Facts:
     sessions: pa.Table
     people: pa.Table
     spend: pa.Table
+    rates: pa.Table
     unconverted: list[dict[str, Any]] = field(default_factory=list)
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         for name in ("orders", "refunds", "sessions", "people", "spend"):
             con.register(name, getattr(self, name))
+        con.register("_rates", self.rates)
 
 
 def sql_text(value: str) -> str:
@@ -112,7 +114,8 @@ def _convert(con: duckdb.DuckDBPyConnection, table: str, currency: str, amounts:
 def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str, Any]]) -> Facts:
     con = ctx.con
     currency = ctx.source.currency
-    con.register("_rates", rates_to(currency, rates))
+    rates_table = rates_to(currency, rates)
+    con.register("_rates", rates_table)
     register_events(ctx)
     orders_raw = f"""
         SELECT event, coalesce(order_id, message_id) AS order_key, person, ts, day, session_id, currency,
@@ -300,6 +303,7 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         sessions=sessions,
         people=people,
         spend=spend,
+        rates=rates_table,
         unconverted=[{"currency": c, "orders": int(n)} for c, n in unconverted],
     )
 

@@ -51,3 +51,24 @@ class MetricsQuery(_Ranged):
             if unknown:
                 raise ValueError(f"unknown metric {unknown[0]!r}: known are {', '.join(sorted(METRICS))}")
         return value
+
+
+class ProductsQuery(_Ranged):
+    """Revenue by product or category, with view → purchase rates."""
+
+    kind: Literal["products"] = "products"
+    by: Literal["product", "category"] = "product"
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class EmailQuery(_Ranged):
+    """Email campaign performance; orders count within ``attribution_days`` after a click."""
+
+    kind: Literal["email"] = "email"
+    attribution_days: int = Field(default=5, ge=1, le=90)
+
+
+class AcquisitionQuery(_Ranged):
+    """Spend, CAC, cost per lead, ROAS and LTV:CAC per channel and campaign."""
+
+    kind: Literal["acquisition"] = "acquisition"
