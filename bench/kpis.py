@@ -245,7 +245,7 @@ def main() -> None:
         print(f"  check: orders {values['orders']} vs pandas {cur['orders']}; net revenue {values['net_revenue']} vs "
               f"{cur['net_revenue']:.2f}; visitors {values['visitors']} vs {cur['visitors']}; new customers "
               f"{values['new_customers']} vs {cur['new_customers']}")  # fmt: skip
-        del df
+        df = None  # free the DataFrame before the next benchmarks
         gc.collect()
         for extra in EXTRAS:
             extra(store, data, args)
