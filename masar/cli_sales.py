@@ -227,3 +227,87 @@ def targets_set(
             if amount is not None or orders is not None
             else f"Target for {month} cleared."
         )
+
+
+def _print_or_json(
+    result: dict[str, Any], json: bool, title: str, columns: list[str], rows: list[dict[str, Any]]
+) -> None:
+    if json:
+        _print_json(result)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["–" if row.get(c) is None else str(row.get(c)) for c in columns])
+    out.print(table)
+
+
+@app.command("cohorts")
+@edge
+def cohorts(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    by: Annotated[str, typer.Option(help="first_order, first_visit or signup.")] = "first_order",
+    period: Annotated[str, typer.Option(help="week or month.")] = "month",
+    measure: Annotated[str, typer.Option(help="purchasing, active or revenue.")] = "purchasing",
+    mode: Annotated[str, typer.Option(help="first_time or recurring.")] = "first_time",
+    periods: Annotated[int, typer.Option(help="How many periods.")] = 12,
+    channel: Annotated[str | None, typer.Option(help="Only people whose first channel is this.")] = None,
+    query_file: QueryFile = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Retention (or cumulative revenue) by cohort."""
+    query = _build_query(
+        "cohorts", query_file, {"source": source, "channel": channel},
+        {"by": (by, "first_order"), "period": (period, "month"), "measure": (measure, "purchasing"),
+         "mode": (mode, "first_time"), "periods": (periods, 12)},
+    )  # fmt: skip
+    result = _run(data_dir, query, export)
+    rows = [{"cohort": r["cohort"], "size": r["size"],
+             **{str(i): (None if v is None else (f"{v:.1%}" if measure != "revenue" else f"{v:,.2f}"))
+                for i, v in enumerate(r["values"])}} for r in result["rows"]]  # fmt: skip
+    width = max((len(r["values"]) for r in result["rows"]), default=0)
+    _print_or_json(
+        result, json, f"cohorts by {by}, {measure}", ["cohort", "size", *map(str, range(width))], rows
+    )
+
+
+@app.command("rfm")
+@edge
+def rfm(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    segment: Annotated[
+        str | None, typer.Option(help="List the customers of this segment (Champions, At Risk, ...).")
+    ] = None,
+    customers: Annotated[
+        bool, typer.Option("--customers", help="List customers instead of segment sizes.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Customers listed.")] = 50,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="The day to score as of (default: the data's last day).")
+    ] = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """RFM segments: sizes and revenue shares, or the customers of a segment (exportable)."""
+    listing = customers or segment is not None
+    query: dict[str, Any] = {"kind": "rfm_customers" if listing else "rfm", "source": source, "as_of": as_of}
+    if source is None:
+        raise InvalidInput("name the source with --source", code="invalid_query")
+    if listing:
+        query.update({"segment": segment, "limit": None if export else limit})
+    result = _run(data_dir, query, export)
+    if listing:
+        columns = ["user_id", "email", "recency_days", "frequency", "monetary", "r", "f", "m", "segment"]
+        _print_or_json(result, json, f"{segment or 'all customers'} ({result['total']:,})", columns,
+                       result["customers"][:limit])  # fmt: skip
+    else:
+        rows = [
+            {**s, "share": f"{s['share']:.1%}", "revenue_share": f"{s['revenue_share']:.1%}"}
+            for s in result["segments"]
+        ]
+        _print_or_json(result, json, f"RFM as of {result['as_of']} ({result['customers']:,} customers)",
+                       ["segment", "customers", "share", "revenue", "revenue_share"], rows)  # fmt: skip

@@ -12,6 +12,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
+from masar.engine.customer_runners import run_cohorts, run_rfm, run_rfm_customers
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
@@ -19,7 +20,15 @@ from masar.engine.paths import run_paths
 from masar.engine.reports import run_acquisition, run_email, run_products
 from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
-from masar.model.sales_queries import AcquisitionQuery, EmailQuery, MetricsQuery, ProductsQuery
+from masar.model.sales_queries import (
+    AcquisitionQuery,
+    CohortsQuery,
+    EmailQuery,
+    MetricsQuery,
+    ProductsQuery,
+    RfmCustomersQuery,
+    RfmQuery,
+)
 
 Query = Annotated[
     FunnelQuery
@@ -30,7 +39,10 @@ Query = Annotated[
     | MetricsQuery
     | ProductsQuery
     | EmailQuery
-    | AcquisitionQuery,
+    | AcquisitionQuery
+    | CohortsQuery
+    | RfmQuery
+    | RfmCustomersQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -43,6 +55,9 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "products": run_products,
     "email": run_email,
     "acquisition": run_acquisition,
+    "cohorts": run_cohorts,
+    "rfm": run_rfm,
+    "rfm_customers": run_rfm_customers,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

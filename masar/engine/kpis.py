@@ -55,8 +55,8 @@ def data_window(
     if end is None:
         row = con.execute(
             "SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))"
-        ).fetchone()
-        end = row[0] if row and row[0] is not None else date.today()
+        ).fetchall()
+        end = row[0][0] if row and row[0][0] is not None else date.today()
         if start is not None and end < start:
             end = start
     if start is None:

@@ -383,10 +383,11 @@ def default_churn_days(con: duckdb.DuckDBPyConnection) -> int:
     row = con.execute(
         "SELECT count(*), quantile_cont(epoch(ts - previous_ts) / 86400.0, 0.8) FROM orders "
         "WHERE NOT cancelled AND previous_ts IS NOT NULL"
-    ).fetchone()
-    if row is None or row[0] < 20 or row[1] is None:
+    ).fetchall()
+    count, p80 = row[0]
+    if count < 20 or p80 is None:
         return 90
-    return max(14, int(-(-row[1] // 1)))
+    return max(14, int(-(-p80 // 1)))
 
 
 def buckets(window: Window, granularity: str) -> list[date]:

@@ -72,3 +72,36 @@ class AcquisitionQuery(_Ranged):
     """Spend, CAC, cost per lead, ROAS and LTV:CAC per channel and campaign."""
 
     kind: Literal["acquisition"] = "acquisition"
+
+
+class CohortsQuery(_Model):
+    """Retention by cohort (docs/cohorts.md); ``as_of`` defaults to the data's last day."""
+
+    kind: Literal["cohorts"] = "cohorts"
+    source: str
+    by: Literal["first_order", "first_visit", "signup"] = "first_order"
+    period: Literal["week", "month"] = "month"
+    measure: Literal["active", "purchasing", "revenue"] = "purchasing"
+    mode: Literal["first_time", "recurring"] = "first_time"
+    periods: int = Field(default=12, ge=1, le=104)
+    date_from: date | None = Field(default=None, alias="from")
+    date_to: date | None = Field(default=None, alias="to")
+    channel: str | None = None
+    group: Literal["period", "channel"] = "period"
+    as_of: date | None = None
+
+
+class RfmQuery(_Model):
+    """RFM segments (docs/segments.md); ``as_of`` defaults to the data's last day."""
+
+    kind: Literal["rfm"] = "rfm"
+    source: str
+    as_of: date | None = None
+    since: date | None = None
+
+
+class RfmCustomersQuery(RfmQuery):
+    kind: Literal["rfm_customers"] = "rfm_customers"  # type: ignore[assignment]
+    segment: str | None = None
+    limit: int | None = Field(default=100, ge=1, le=1_000_000)
+    offset: int = Field(default=0, ge=0)
