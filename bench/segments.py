@@ -123,7 +123,7 @@ def main() -> None:
     t0 = time.perf_counter()
     build(con, args.people)
     counts = {
-        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("people", "orders", "sessions")
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("people", "orders", "sessions")
     }
     print(f"segments benchmark: {counts['people']:,} people, {counts['orders']:,} orders, "
           f"{counts['sessions']:,} sessions, {os.cpu_count()} cores; built in {time.perf_counter() - t0:.1f} s")  # fmt: skip
