@@ -221,20 +221,26 @@ def _cells(con: duckdb.DuckDBPyConnection, *, by: str, period: str, measure: str
     else:
         activity = f"SELECT person, {index.format(d='day')} AS k, sum(value) AS revenue FROM orders"
         where = f"{_NOT_CANCELLED} AND day BETWEEN $from_day AND $as_of GROUP BY person, k"
-    # Only revenue needs each member's first buying period (for the cumulative buyers).
-    first_time = "a.k - m.cohort = min(a.k - m.cohort) OVER (PARTITION BY m.person, m.cohort)"
-    if measure != "revenue":
-        first_time = "false"
     # The sizes ride along as rows with n NULL: one query, so the members are computed once.
+    # Revenue also counts cumulative buyers: rows with the count NULL carry, per first buying
+    # period N, how many members first bought then (a second GROUP BY over the joined rows; a
+    # window over them took half as long again on 1M people).
+    buyers = ""
+    if measure == "revenue":
+        buyers = """
+        UNION ALL
+        SELECT grp, cohort, first_n, NULL, NULL, count(*)
+        FROM (SELECT grp, cohort, min(n) AS first_n FROM joined GROUP BY person, grp, cohort) GROUP BY ALL
+        """
     sql = f"""
         WITH members AS MATERIALIZED ({members}),
         activity AS ({activity} WHERE {where}),
-        joined AS (
-            SELECT m.grp, m.cohort, a.k - m.cohort AS n, a.revenue,
-                   {first_time} AS first_time
+        joined AS {"MATERIALIZED" if buyers else ""} (
+            SELECT m.person, m.grp, m.cohort, a.k - m.cohort AS n, a.revenue
             FROM members AS m JOIN activity AS a ON a.person = m.person AND a.k >= m.cohort AND a.k < m.cohort + $periods
         )
-        SELECT grp, cohort, n, count(*), sum(revenue), count(*) FILTER (WHERE first_time) FROM joined GROUP BY ALL
+        SELECT grp, cohort, n, count(*), sum(revenue), NULL FROM joined GROUP BY ALL
+        {buyers}
         UNION ALL
         SELECT grp, cohort, NULL, count(*), NULL, NULL FROM members GROUP BY ALL
     """
@@ -251,8 +257,12 @@ def _cells(con: duckdb.DuckDBPyConnection, *, by: str, period: str, measure: str
     for g, cohort, n, count, revenue, first_buyers in con.execute(sql, params).fetchall():
         if n is None:
             sizes[(g, cohort)] = count
+        elif count is None:
+            before = cells.get((g, cohort, n), (0, None, 0))
+            cells[(g, cohort, n)] = (before[0], before[1], first_buyers)
         else:
-            cells[(g, cohort, n)] = (count, revenue, first_buyers)
+            before = cells.get((g, cohort, n), (0, None, 0))
+            cells[(g, cohort, n)] = (count, revenue, before[2])
     return cells, sizes
 
 
