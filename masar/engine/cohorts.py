@@ -26,7 +26,7 @@ PERIODS = ("week", "month")
 MEASURES = ("active", "purchasing", "revenue")
 MODES = ("first_time", "recurring")
 GROUPS = ("period", "channel")
-MAX_PERIODS = 520  # ten years of weeks: beyond that a table is no longer read, only scrolled
+MAX_PERIODS = 520  # columns, and cohorts: ten years of weeks; beyond that a table is scrolled, not read
 _WEEK_ZERO = date(1900, 1, 1)  # a Monday: week indices count from it
 _ZERO = Decimal("0.000")  # money at the storage scale (DECIMAL(18, 3))
 
@@ -159,6 +159,9 @@ def cohort_table(
     first = _index(period, start) if start is not None else last - periods + 1
     if first > last:
         raise InvalidInput(f"start ({start}) is after end ({end})", code="invalid_query")
+    if last - first + 1 > MAX_PERIODS:
+        raise InvalidInput(f"the table would have {last - first + 1} cohorts, at most {MAX_PERIODS} are shown: "
+                           "a later start or a longer period", code="invalid_query")  # fmt: skip
     cells, sizes = _cells(con, by=by, period=period, measure=measure, mode=mode, periods=periods, channel=channel,
                           group=group, tz=tz, as_of=as_of, first=first, last=last)  # fmt: skip
     if group == "period":
@@ -318,18 +321,19 @@ def _curve(sizes: dict[tuple[Any, int], int], cells: dict[tuple[Any, int, int], 
     for (_, c, n), (count, revenue, _first) in cells.items():
         before = summed.get((c, n), (0, _ZERO))
         summed[(c, n)] = (before[0] + count, before[1] + (revenue or 0))
+    running = dict.fromkeys(by_cohort, _ZERO)  # each cohort's revenue through period N
     curve = []
     for n in range(periods):
         count, money, cohorts, members = 0, _ZERO, 0, 0
         for c, size in by_cohort.items():
+            cell_count, cell_revenue = summed.get((c, n), (0, _ZERO))
+            running[c] += cell_revenue
             if c + n >= done:
                 continue
             cohorts += 1
             members += size
-            if measure == "revenue":
-                money += sum((summed.get((c, k), (0, _ZERO))[1] for k in range(n + 1)), _ZERO)
-            else:
-                count += summed.get((c, n), (0, _ZERO))[0]
+            money += running[c]
+            count += cell_count
         if not members:
             value = None
         elif measure == "revenue":

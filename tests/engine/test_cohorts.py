@@ -272,6 +272,7 @@ def test_weekly_by_channel(weekly):
         ({"start": date(2026, 3, 1), "end": date(2026, 2, 1)}, "after end"),
         ({"as_of": datetime(2026, 4, 15, tzinfo=UTC)}, "as_of must be a date"),
         ({"start": "2026-01-01"}, "start must be a date"),
+        ({"period": "week", "start": date(2010, 1, 1)}, "cohorts, at most 520"),
     ],
 )
 def test_bad_input(monthly, kw, message):
