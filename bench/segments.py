@@ -123,10 +123,11 @@ def main() -> None:
     t0 = time.perf_counter()
     build(con, args.people)
     counts = {
-        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("people", "orders", "sessions")
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("people", "orders", "sessions")
     }
     print(f"segments benchmark: {counts['people']:,} people, {counts['orders']:,} orders, "
-          f"{counts['sessions']:,} sessions, {os.cpu_count()} cores; built in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+          f"{counts['sessions']:,} sessions, {os.cpu_count()} cores; built in {time.perf_counter() - t0:.1f} s; "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     seconds, result = best(lambda: rfm_segments(con, AS_OF), args.repeat)
     print(f"  rfm_segments: {seconds:.2f} s ({result.customers:,} customers)")
@@ -150,6 +151,7 @@ def main() -> None:
         )
         members = sum(row.size for row in result.rows)
         print(f"  cohort_table monthly 12×12, {label}: {seconds:.2f} s ({members:,} memberships)")
+    print(f"  load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

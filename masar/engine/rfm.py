@@ -309,7 +309,7 @@ def rfm_customers(
 def _count(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
     params = {k: params[k] for k in ("as_of", "since", "grid", "segment")}
     sql = f"SELECT count(*) FROM ({_SCORED}) WHERE $segment IS NULL OR segment = $segment"
-    return con.execute(sql, params).fetchone()[0]
+    return con.execute(sql, params).fetchall()[0][0]
 
 
 def _params(as_of: date, since: date | None) -> dict[str, Any]:
