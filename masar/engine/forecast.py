@@ -277,18 +277,26 @@ def forecast_series(
         raise InvalidInput(
             f"the forecast horizon must be 1 to {MAX_HORIZON} days, got {horizon!r}", code="invalid_query"
         )
-    if not isinstance(level, float | int) or isinstance(level, bool) or not 0 < level < 1:
-        raise InvalidInput(f"the interval level must be between 0 and 1, got {level!r}", code="invalid_query")
+    _check_level(level)
     if isinstance(folds, bool) or not isinstance(folds, int) or not 0 <= folds <= 10:
         raise InvalidInput(f"backtest folds must be 0 to 10, got {folds!r}", code="invalid_query")
     first, y = _dense(days, values)
-    fit = _fit(y, int(horizon))
-    start = first + timedelta(days=len(y))
+    return _forecast(first, y, int(horizon), float(level), folds)
+
+
+def _check_level(level: float) -> None:
+    if not isinstance(level, float | int) or isinstance(level, bool) or not 0 < level < 1:
+        raise InvalidInput(f"the interval level must be between 0 and 1, got {level!r}", code="invalid_query")
+
+
+def _forecast(first: date, y: np.ndarray, horizon: int, level: float, folds: int) -> Forecast:
+    """The forecast of a dense history starting on ``first``."""
+    fit = _fit(y, horizon)
+    start = np.datetime64(first + timedelta(days=len(y)), "D")
     return Forecast(
-        model=fit.model, level=float(level), history_days=len(y),
-        days=np.arange(np.datetime64(start, "D"), np.datetime64(start, "D") + int(horizon)),
+        model=fit.model, level=level, history_days=len(y), days=np.arange(start, start + horizon),
         mean=fit.mean, sd=fit.sd, parameters=fit.parameters, aicc=fit.aicc,
-        backtest=_backtest(first, y, int(horizon), float(level), folds), psi=fit.psi, sigma=fit.sigma,
+        backtest=_backtest(first, y, horizon, level, folds), psi=fit.psi, sigma=fit.sigma,
     )  # fmt: skip
 
 
@@ -498,22 +506,18 @@ def _sum_sd(psi: np.ndarray, sigma: float, a: int, b: int) -> float:
 
 
 def _backtest(first: date, y: np.ndarray, horizon: int, level: float, folds: int) -> Backtest:
-    """Fold k (1 = most recent) refits on y without its last k·h days and forecasts the next h."""
-    z = NormalDist().inv_cdf((1 + level) / 2)
+    """Fold k (1 = most recent) runs the whole procedure on y without its last k·h days and
+    forecasts the h days after the cut."""
     out = []
     for k in range(1, folds + 1):
         cut = len(y) - k * horizon
         if cut < MIN_HISTORY:
             break
-        fit = _fit(y[:cut], horizon)
-        mean_total = float(fit.mean.sum())
-        sd_total = _sum_sd(fit.psi, fit.sigma, 1, horizon)
-        start = first + timedelta(days=cut)
+        f = _forecast(first, y[:cut], horizon, level, 0)
+        start = _day(f.days[0])
         out.append(Fold(
-            start=start, end=start + timedelta(days=horizon - 1), history_days=cut, model=fit.model,
-            actual=y[cut:cut + horizon], forecast=np.maximum(fit.mean, 0.0),
-            lower=np.maximum(fit.mean - z * fit.sd, 0.0), upper=np.maximum(fit.mean + z * fit.sd, 0.0),
-            total=Interval(max(mean_total, 0.0), max(mean_total - z * sd_total, 0.0), max(mean_total + z * sd_total, 0.0)),
+            start=start, end=_day(f.days[-1]), history_days=cut, model=f.model, actual=y[cut:cut + horizon],
+            forecast=f.value, lower=f.lower, upper=f.upper, total=f.total,
         ))  # fmt: skip
     return Backtest(horizon, out[::-1])
 
@@ -535,13 +539,17 @@ _METRIC_SQL = {
 }
 
 
+def _check_metric(metric: str) -> None:
+    if metric not in _METRIC_SQL:
+        raise InvalidInput(f"metric must be 'revenue' or 'orders', got {metric!r}", code="invalid_query")
+
+
 def daily_series(
     con: duckdb.DuckDBPyConnection, metric: Metric, start: date, end: date
 ) -> tuple[np.ndarray, np.ndarray]:
     """(days, values) for every local day start..end: revenue (Σ value) or the number of orders,
     cancelled orders left out, days without orders zero."""
-    if metric not in _METRIC_SQL:
-        raise InvalidInput(f"metric must be 'revenue' or 'orders', got {metric!r}", code="invalid_query")
+    _check_metric(metric)
     if start > end:
         raise InvalidInput(f"the series starts after it ends ({start} > {end})", code="invalid_query")
     rows = con.execute(
@@ -727,6 +735,13 @@ def month_pace(
     """The pace of a monthly target seen from ``as_of``: the actual of the month's days before
     ``as_of``, and a forecast of its remaining days from up to ``history_days`` days before it."""
     period = month_period(month, as_of)
+    # Checked here: a forecast's own errors below become the projection's note, these must not.
+    _check_metric(metric)
+    _check_level(level)
+    if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < MIN_HISTORY:
+        raise InvalidInput(
+            f"the history must be at least {MIN_HISTORY} days, got {history_days!r}", code="invalid_query"
+        )
     actual = 0.0
     if period.elapsed_days:
         last = period.start + timedelta(days=period.elapsed_days - 1)

@@ -559,6 +559,15 @@ def test_month_pace_without_enough_history():
     assert p.projected is None and "14 days" in p.note and p.actual_to_date > 0
     empty = month_pace(_orders_db([]), "orders", "2026-12", 10, date(2026, 12, 11))
     assert empty.projected is None and "no orders" in empty.note and empty.actual_to_date == 0
+    far = month_pace(con, "orders", "2028-01", 10, date(2026, 12, 11))
+    assert far.projected is None and "366" in far.note
+    # The caller's own mistakes are errors, not notes.
+    with pytest.raises(InvalidInput, match="level"):
+        month_pace(con, "orders", "2026-12", 10, date(2026, 12, 11), level=1.5)
+    with pytest.raises(InvalidInput, match="at least 14"):
+        month_pace(con, "orders", "2026-12", 10, date(2026, 12, 11), history_days=7)
+    with pytest.raises(InvalidInput, match="metric"):
+        month_pace(_orders_db([]), "profit", "2026-11", 10, date(2026, 12, 11))
 
 
 # -- short, empty, constant and zero series ----------------------------------------------------
@@ -678,6 +687,22 @@ def test_forecast_scales_with_the_data(factor, seed):
     assert a.model == b.model
     np.testing.assert_allclose(b.mean, a.mean * factor, rtol=1e-6)
     np.testing.assert_allclose(b.sd, a.sd * factor, rtol=1e-6)
+
+
+def test_fit_on_scaled_data_is_statsmodels_on_the_data():
+    """The fit runs on y / max(y); its parameters applied to the data itself by statsmodels give
+    the same forecast and the reported AICc."""
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y = _synthetic(12, 300) * 37.5
+    f = forecast_series(_days(300), y, horizon=20, folds=0)
+    assert f.model == "ETS(A,A,A)"
+    p = f.parameters
+    result = ETSModel(y, error="add", trend="add", seasonal="add", seasonal_periods=7,
+                      initialization_method="heuristic").smooth(np.array([p["alpha"], p["beta"], p["gamma"]]))  # fmt: skip
+    np.testing.assert_allclose(f.mean, np.asarray(result.forecast(20)), rtol=1e-9)
+    assert f.aicc == pytest.approx(result.aicc, rel=1e-9)
+    assert p["sigma"] == pytest.approx(math.sqrt(result.sse / (300 - 3)), rel=1e-9)
 
 
 def test_to_dict_and_table():
