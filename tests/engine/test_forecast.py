@@ -250,6 +250,10 @@ def test_total_interval_comes_from_the_joint_distribution():
     assert window.horizon == 30 and window.days[0] == f.days[10]
     part = reference_window_variance(list(f.psi), f.sigma, 11, 40)
     assert window.total.upper == pytest.approx(f.mean[10:40].sum() + Z90 * math.sqrt(part), rel=1e-9)
+    with pytest.raises(InvalidInput, match="covers"):
+        f.between(fc._day(f.days[0]) - timedelta(days=1), fc._day(f.days[5]))
+    with pytest.raises(InvalidInput, match="covers"):
+        f.between(fc._day(f.days[5]), fc._day(f.days[-1]) + timedelta(days=1))
 
     # statsmodels' simulation of the same fitted model (its noise scale is √(SSE/n), ours
     # √(SSE/(n − k)); k = 3 smoothing parameters for the chosen ETS(A,A,A)).
