@@ -39,9 +39,10 @@ END = date(2025, 12, 31)
 
 
 def timed(label: str, fn):
-    t0 = time.perf_counter()
+    """Wall time, and this process's CPU time (less sensitive to other work on a shared machine)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    print(f"  {label}: {time.perf_counter() - t0:.2f} s")
+    print(f"  {label}: {time.perf_counter() - t0:.2f} s wall, {time.process_time() - c0:.2f} s CPU")
     return out
 
 
