@@ -41,8 +41,9 @@ MIN_REPEAT_BUYERS = 5
 # running to a bound means the data carry no information against the limit model (for the BG/NBD,
 # b → ∞ is "nobody ever drops out"); the limit's predictions are still the right ones.
 _LOG_BOUND = 18.0
-# Within this distance of a = 1 the conditional expectation is a 0/0 limit (docs/ltv.md).
-_A_NEAR_ONE = 1e-4
+# Within this distance of a = 1 (or of a + b + x = 1) the conditional expectation's formula is a
+# 0/0 limit, found by interpolation instead (docs/ltv.md).
+_NEAR = 1e-5
 
 
 def _error(message: str) -> InvalidInput:
@@ -309,7 +310,10 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdFit:
     starts = [np.log([1.0, 1.0 / rate, 1.0, 3.0]), np.log([0.1, 0.1 / rate, 0.5, 1.0])]
     log_theta = _maximise(objective, starts, 4, "BG/NBD")
     r, alpha, a, b = np.exp(log_theta)
-    ll = float((weight * _bgnbd_terms(np.exp(log_theta), ux, utx, uT, gradient=False, levels=levels)[0]).sum()) * n
+    ll = (
+        float((weight * _bgnbd_terms(np.exp(log_theta), ux, utx, uT, gradient=False, levels=levels)[0]).sum())
+        * n
+    )
     return BgNbdFit(r=float(r), alpha=float(alpha), a=float(a), b=float(b), log_likelihood=ll)
 
 
@@ -349,24 +353,61 @@ def expected_purchases(fit: BgNbdFit, t: float, x: np.ndarray, t_x: np.ndarray, 
     if not (isinstance(t, int | float) and np.isfinite(t) and t >= 0):
         raise _error(f"The horizon must be a number of units ≥ 0, got {t!r}.")
     alive = p_alive(fit, x, t_x, T)
-    if abs(fit.a - 1.0) < _A_NEAR_ONE:
-        # a = 1 makes the formula 0/0; the expectation is smooth in a, so the mean of the two sides
-        # at a = 1 ± h is its value to O(h²), and h = 1e-4 keeps the cancellation error near 1e-12.
-        below = _purchases_if_alive(fit.r, fit.alpha, 1.0 - _A_NEAR_ONE, fit.b, t, x, T)
-        above = _purchases_if_alive(fit.r, fit.alpha, 1.0 + _A_NEAR_ONE, fit.b, t, x, T)
-        return (below + above) / 2 * alive
-    return _purchases_if_alive(fit.r, fit.alpha, fit.a, fit.b, t, x, T) * alive
+    r, alpha, a, b = fit.r, fit.alpha, fit.a, fit.b
+    if abs(a - 1) < _NEAR:
+        # a = 1 makes the formula 0/0 for every customer; the expectation is smooth in a, so it is
+        # interpolated between a = 1 ∓ 2h (h = 1e-5): the interpolation's error is O(h²), the
+        # formula's cancellation at 2h from the pole about 1e-11.
+        lo = _purchases_if_alive(r, alpha, 1 - 2 * _NEAR, b, t, x, T)
+        hi = _purchases_if_alive(r, alpha, 1 + 2 * _NEAR, b, t, x, T)
+        return (lo + (a - 1 + 2 * _NEAR) / (4 * _NEAR) * (hi - lo)) * alive
+    return _purchases_if_alive(r, alpha, a, b, t, x, T) * alive
 
 
 def _purchases_if_alive(
     r: float, alpha: float, a: float, b: float, t: float, x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:  # fmt: skip
-    """Eq. 10 without its denominator: the expected purchases of a customer known to be alive at T."""
+    """Eq. 10 without P(alive): the expected purchases of a customer known to be alive at T,
+    (a+b+x−1)/(a−1) · (1 − h) with h = (1−z)^(r+x) ₂F₁(r+x, b+x; a+b+x−1; z), z = t/(α+T+t).
+
+    As printed, h is a product of two numbers out of floating-point range for frequent buyers:
+    with x = 1000 and z = 1/2, (1−z)^(r+x) ≈ 1e-301 and the ₂F₁ ≈ 1e301. Euler's transformation
+    ₂F₁(A, B; C; z) = (1−z)^(C−A−B) ₂F₁(C−A, C−B; C; z) gives the same h as
+    (1−z)^(a−1) ₂F₁(a+b−r−1, a−1; a+b+x−1; z): small upper parameters, a large lower one, a
+    series that converges fast for any x. scipy's ₂F₁ is accurate there for 0 ≤ z < 1, which z
+    always is (the tests compare with the printed formula in 60-digit decimals).
+
+    The lower parameter c = a+b+x−1 is 0 for customers with x = 0 when a + b = 1: the ₂F₁ has a
+    pole and its factor c a zero. Their expectation is smooth in b there, so near it it is
+    interpolated between the b that make c = ∓2h."""
     z = t / (alpha + T + t)
-    # ((α+T)/(α+T+t))^(r+x) = (1 − z)^(r+x); scipy's ₂F₁ is accurate for 0 ≤ z < 1 (checked
-    # against the plain series in the tests), which is always the case here.
-    head = np.exp((r + x) * np.log1p(-z)) * hyp2f1(r + x, b + x, a + b + x - 1, z)
-    return (a + b + x - 1) / (a - 1) * (1 - head)
+
+    def formula(b: float, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        head = np.exp((a - 1) * np.log1p(-z)) * _hyp2f1(a + b - r - 1, a - 1, a + b + x - 1, z)
+        return (a + b + x - 1) / (a - 1) * (1 - head)
+
+    c = a + b + x - 1
+    near = np.abs(c) < _NEAR  # customers with x = 0 only: c ≥ a + b > 0 for x ≥ 1
+    out = formula(b, np.where(near, 1.0, x), z)  # any x away from the pole; replaced below
+    if near.any():
+        c0 = a + b - 1
+        lo = formula(b - c0 - 2 * _NEAR, x[near], z[near])
+        hi = formula(b - c0 + 2 * _NEAR, x[near], z[near])
+        out[near] = lo + (c0 + 2 * _NEAR) / (4 * _NEAR) * (hi - lo)
+    return out
+
+
+def _hyp2f1(A: float, B: float, C: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """scipy's ₂F₁, except where it gives NaN: when C − A − B is a whole number and C is large
+    (above ~150), the logarithmic case of the 1 − z transformation it uses for z near 1 overflows.
+    The function is continuous in B there and not near any pole, so the mean of its values at
+    B ± 1e-6 (which scipy computes) is its value to about 1e-12."""
+    out = hyp2f1(A, B, C, z)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        C, z = np.broadcast_to(C, out.shape)[bad], np.broadcast_to(z, out.shape)[bad]
+        out[bad] = (hyp2f1(A, B - 1e-6, C, z) + hyp2f1(A, B + 1e-6, C, z)) / 2
+    return out
 
 
 # -- Gamma-Gamma ---------------------------------------------------------------------------------
@@ -580,7 +621,14 @@ class LtvPrediction:
         sums = (
             self.customers_table()
             .group_by(name)
-            .aggregate([("person", "count"), ("p_alive", "sum"), ("expected_purchases", "sum"), ("predicted_value", "sum")])
+            .aggregate(
+                [
+                    ("person", "count"),
+                    ("p_alive", "sum"),
+                    ("expected_purchases", "sum"),
+                    ("predicted_value", "sum"),
+                ]
+            )
         )
         rows = [
             {name: label, "customers": n, "expected_active": alive, "expected_purchases": purchases,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import numpy as np
 
@@ -24,41 +24,54 @@ def log_beta(a: float, b: float) -> float:
 
 def bgnbd_log_likelihood(r: float, alpha: float, a: float, b: float, x: int, t_x: float, T: float) -> float:
     """ln of L(r, α, a, b | x, t_x, T) = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
-    + δ(x>0) · B(a+1, b+x−1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x))."""
+    + δ(x>0) · B(a+1, b+x−1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x)).
+
+    Each term's logarithm is a float; their sum is taken in 40-digit decimals, whose exponent range
+    holds the terms of any customer (in floats they are below 1e-308 for frequent buyers)."""
     common = math.lgamma(r + x) - math.lgamma(r) + r * math.log(alpha) - log_beta(a, b)
-    first = math.exp(common + log_beta(a, b + x) - (r + x) * math.log(alpha + T))
-    second = 0.0
-    if x > 0:
-        second = math.exp(common + log_beta(a + 1, b + x - 1) - (r + x) * math.log(alpha + t_x))
-    return math.log(first + second)
+    with localcontext() as ctx:
+        ctx.prec = 40
+        first = Decimal(common + log_beta(a, b + x) - (r + x) * math.log(alpha + T)).exp()
+        second = Decimal(0)
+        if x > 0:
+            second = Decimal(common + log_beta(a + 1, b + x - 1) - (r + x) * math.log(alpha + t_x)).exp()
+        return float((first + second).ln())
 
 
 def p_alive(r: float, alpha: float, a: float, b: float, x: int, t_x: float, T: float) -> float:
     if x == 0:
         return 1.0
-    return 1.0 / (1.0 + a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x))
+    with localcontext() as ctx:
+        ctx.prec = 40
+        odds = Decimal(a) / Decimal(b + x - 1) * (Decimal(alpha + T) / Decimal(alpha + t_x)) ** Decimal(r + x)
+        return float(1 / (1 + odds))
 
 
-def hyp2f1(A: float, B: float, C: float, z: float) -> float:
-    """Gauss's series Σ_k (A)_k (B)_k / (C)_k · z^k / k!, for 0 ≤ z < 1."""
+def hyp2f1(A: Decimal, B: Decimal, C: Decimal, z: Decimal) -> Decimal:
+    """Gauss's series Σ_k (A)_k (B)_k / (C)_k · z^k / k!, for 0 ≤ z < 1, in the current decimal context."""
     assert 0 <= z < 1
-    total, term, k = 1.0, 1.0, 0
+    total, term, k = Decimal(1), Decimal(1), 0
     while True:
         term *= (A + k) * (B + k) / ((C + k) * (k + 1)) * z
         k += 1
         total += term
-        if k > 10 and abs(term) < 1e-17 * abs(total):
+        if k > 10 and abs(term) < Decimal(10) ** -45 * abs(total):
             return total
 
 
 def expected_purchases(
     r: float, alpha: float, a: float, b: float, t: float, x: int, t_x: float, T: float
 ) -> float:
-    """E[Y(t) | x, t_x, T]: FHL 2005, eq. 10."""
-    z = t / (alpha + T + t)
-    numerator = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
-    denominator = 1 + (a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0)
-    return (a + b + x - 1) / (a - 1) * numerator / denominator
+    """E[Y(t) | x, t_x, T]: FHL 2005, eq. 10, as printed, in 60-digit decimals: for frequent buyers
+    ((α+T)/(α+T+t))^(r+x) is far below and the ₂F₁ far above what a float holds, and near a = 1
+    the difference 1 − … loses as many digits as a − 1 has leading zeros."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        r_, alpha_, a_, b_, t_, t_x_, T_ = (Decimal(v) for v in (r, alpha, a, b, t, t_x, T))
+        z = t_ / (alpha_ + T_ + t_)
+        head = ((alpha_ + T_) / (alpha_ + T_ + t_)) ** (r_ + x) * hyp2f1(r_ + x, b_ + x, a_ + b_ + x - 1, z)
+        odds = a_ / (b_ + x - 1) * ((alpha_ + T_) / (alpha_ + t_x_)) ** (r_ + x) if x > 0 else Decimal(0)
+        return float((a_ + b_ + x - 1) / (a_ - 1) * (1 - head) / (1 + odds))
 
 
 def discounted_purchases(

@@ -205,10 +205,10 @@ def test_p_alive_matches_reference(p, c):
 @settings(max_examples=200, deadline=None)
 @given(params, customers(), st.floats(0.0, 1.0))
 def test_expected_purchases_match_reference(p, c, share):
-    # Horizons up to 19·(α + T), where the reference's series needs z = t/(α+T+t) ≤ 0.95; near
-    # a = 1 the paper's formula is 0/0 in both, so those are the subject of their own test.
-    assume(abs(p["a"] - 1) > 0.01)
+    # Horizons up to 19·(α + T): the reference sums the series, which needs z = t/(α+T+t) ≤ 0.95.
+    # The printed formula is undefined exactly at a = 1, and at a + b = 1 when x = 0.
     x, t_x, T = c
+    assume(p["a"] != 1 and (p["a"] + p["b"] != 1 or (x > 0).all()))
     t = share * 19 * (p["alpha"] + float(T.min()))
     got = ltv.expected_purchases(bg(p), t, x, t_x, T)
     want = [
@@ -218,16 +218,64 @@ def test_expected_purchases_match_reference(p, c, share):
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(params, st.integers(100, 3000), st.floats(1, 3000), st.floats(0.01, 1), st.floats(0.001, 1))
+def test_frequent_buyers_match_reference(p, x, T, recency, share):
+    """Daily buyers over years: as printed, eq. 10 multiplies a number below 1e-308 by one above
+    1e308, and the likelihood's two terms are below the smallest float."""
+    assume(p["a"] != 1)
+    t_x = recency * T
+    t = share * 4 * (p["alpha"] + T)  # z ≤ 0.8: the reference's series peaks near term x·z/(1−z)
+    one = (np.array([x]), np.array([t_x]), np.array([T]))
+    args = (p["r"], p["alpha"], p["a"], p["b"])
+    assert ltv.expected_purchases(bg(p), t, *one)[0] == pytest.approx(
+        ref.expected_purchases(*args, t, x, t_x, T), rel=1e-7, abs=1e-12
+    )
+    assert ltv.bgnbd_log_likelihood(bg(p), *one)[0] == pytest.approx(
+        ref.bgnbd_log_likelihood(*args, x, t_x, T), rel=1e-9
+    )
+    assert ltv.p_alive(bg(p), *one)[0] == pytest.approx(ref.p_alive(*args, x, t_x, T), rel=1e-9, abs=1e-300)
+
+
 @settings(max_examples=100, deadline=None)
-@given(params, customers(), st.floats(0.1, 50))
-def test_expected_purchases_at_a_equal_one_is_the_limit(p, c, t):
-    """At a = 1 (the formula's 0/0) the result lies between the values just either side."""
+@given(params, st.sampled_from([0, 1, 5, 300, 3000]), st.floats(0.01, 3000), st.floats(0.01, 1))
+def test_expected_purchases_grow_with_the_horizon(p, x, T, recency):
+    """Finite and non-decreasing from 1e-4 to 1e4 times the customer's age, where the series no
+    longer serves as a reference."""
+    t_x = recency * T if x else 0.0
+    horizons = T * np.logspace(-4, 4, 30)
+    e = np.array(
+        [
+            ltv.expected_purchases(bg(p), float(h), np.array([x]), np.array([t_x]), np.array([T]))[0]
+            for h in horizons
+        ]
+    )
+    assert np.isfinite(e).all() and (e >= 0).all()
+    assert (np.diff(e) >= -1e-9 * e[1:]).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(params, customers(), st.floats(0.1, 50), st.sampled_from([0.0, 1e-9, -3e-5, 9e-5]))
+def test_expected_purchases_at_the_formulas_zero_over_zero(p, c, t, offset):
+    """At a = 1, and at a + b = 1 for customers with x = 0, eq. 10 is 0/0. At and near those
+    points the expectation agrees with the reference (60-digit decimals, where it is defined) and
+    lies on the smooth curve through its neighbours 1e-4 away."""
     x, t_x, T = c
-    at_one = ltv.expected_purchases(bg({**p, "a": 1.0}), t, x, t_x, T)
-    below = ltv.expected_purchases(bg({**p, "a": 0.999}), t, x, t_x, T)
-    above = ltv.expected_purchases(bg({**p, "a": 1.001}), t, x, t_x, T)
-    assert np.isfinite(at_one).all()
-    np.testing.assert_allclose(at_one, (below + above) / 2, rtol=1e-5)
+    for name, at in (("a", 1.0 + offset), ("b", 1.0 - p["a"] + offset)):
+        if at <= 1e-3:
+            continue
+        near = {**p, name: at}
+        got = ltv.expected_purchases(bg(near), t, x, t_x, T)
+        below = ltv.expected_purchases(bg({**p, name: at - 1e-4}), t, x, t_x, T)
+        above = ltv.expected_purchases(bg({**p, name: at + 1e-4}), t, x, t_x, T)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, (below + above) / 2, rtol=1e-6)
+        if offset != 0:
+            want = [
+                ref.expected_purchases(near["r"], near["alpha"], near["a"], near["b"], t, int(x[i]), t_x[i], T[i])
+                for i in range(len(x))
+            ]
+            np.testing.assert_allclose(got, want, rtol=1e-7)
 
 
 @settings(max_examples=150, deadline=None)
