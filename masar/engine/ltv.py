@@ -330,7 +330,8 @@ def _distinct_rows(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> tuple[np.nd
 
 def p_alive(fit: BgNbdFit, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
     """P(the customer is still active at T | x, t_x, T) = 1 / (1 + δ(x>0) · a/(b+x−1) ·
-    ((α+T)/(α+t_x))^(r+x)) (FHL 2005, eq. 13 of the technical note). 1 when x = 0: in the
+    ((α+T)/(α+t_x))^(r+x)) (Fader, Hardie & Lee, "Computing P(alive) using the BG/NBD model").
+    1 when x = 0: in the
     BG/NBD a customer can only drop out right after a repeat purchase."""
     x, t_x, T = _customers(x, t_x, T)
     r, alpha, a, b = fit.r, fit.alpha, fit.a, fit.b
@@ -463,8 +464,8 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> GammaGammaFit:
     m = np.asarray(m, dtype=np.float64)
     if len(x) != len(m):
         raise _error(f"x and m must have the same length, got {len(x)} and {len(m)}.")
-    if np.isnan(x).any():
-        raise _error("x must be whole numbers ≥ 0.")
+    if not np.isfinite(x).all() or (x < 0).any() or (x != np.round(x)).any():
+        raise _error("x (purchases averaged) must be whole numbers ≥ 0.")
     x, m = _spenders(x[x > 0], m[x > 0])
     if len(x) < MIN_REPEAT_BUYERS:
         raise _error(
@@ -494,7 +495,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> GammaGammaFit:
 
 def expected_value(fit: GammaGammaFit, x: np.ndarray, m: np.ndarray) -> np.ndarray:
     """E[a purchase's value | x purchases of mean m] = (γ + m x) p / (p x + q − 1) (Fader &
-    Hardie 2013, eq. 5). With x = 0 (or no known value) it is the population mean p γ / (q − 1);
+    Hardie 2013). With x = 0 (or no known value) it is the population mean p γ / (q − 1);
     a mean m ≤ 0 (free or negative orders, which the model does not cover) counts as 0."""
     x = np.asarray(x, dtype=np.float64)
     m = np.asarray(m, dtype=np.float64)

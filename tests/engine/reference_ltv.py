@@ -1,10 +1,11 @@
 """Plain definitions of the lifetime-value models, one customer at a time, written straight from
-the papers with ``math`` (no scipy, no numpy in the formulas) so that masar/engine/ltv.py's
-vectorised, log-space code has something independent to agree with.
+the papers with ``math`` and ``decimal`` (no scipy, no numpy in the formulas), so that the
+vectorised, log-space code of masar/engine/ltv.py has something independent to agree with.
 
 BG/NBD: Fader, Hardie & Lee (2005), "Counting your customers the easy way", eqs. 6 and 10, and
-P(alive) from their technical note. Gamma-Gamma: Fader & Hardie (2013), "The Gamma-Gamma model of
-monetary value", eqs. 1 and 5. Also a plain customer summary of orders, historical value of an
+P(alive) from their note "Computing P(alive) using the BG/NBD model". Gamma-Gamma: Fader & Hardie
+(2013), "The Gamma-Gamma model of monetary value": its density of a customer's mean value and the
+conditional mean. Also a plain customer summary of orders, historical value of an
 orders list, and a simulator of the BG/NBD purchase process.
 """
 
@@ -107,7 +108,7 @@ def gamma_gamma_log_likelihood(p: float, q: float, gamma: float, x: int, m: floa
 
 def gamma_gamma_mean(p: float, q: float, gamma: float, x: int, m: float | None) -> float:
     """E[M | x, m]: the weighted average of the population mean pγ/(q−1) and the customer's own m
-    (Fader & Hardie 2013, eq. 5); the population mean when nothing is known."""
+    (Fader & Hardie 2013); the population mean when nothing is known."""
     population = p * gamma / (q - 1)
     if x == 0 or m is None:
         return population

@@ -272,7 +272,9 @@ def test_expected_purchases_at_the_formulas_zero_over_zero(p, c, t, offset):
         np.testing.assert_allclose(got, (below + above) / 2, rtol=1e-6)
         if offset != 0:
             want = [
-                ref.expected_purchases(near["r"], near["alpha"], near["a"], near["b"], t, int(x[i]), t_x[i], T[i])
+                ref.expected_purchases(
+                    near["r"], near["alpha"], near["a"], near["b"], t, int(x[i]), t_x[i], T[i]
+                )
                 for i in range(len(x))
             ]
             np.testing.assert_allclose(got, want, rtol=1e-7)
