@@ -647,7 +647,11 @@ def demo(
 
 
 def main() -> None:
-    app()
+    # Under ``python -m masar.cli`` this module is ``__main__``; the sales commands register on
+    # the ``masar.cli`` module's app, so run that one.
+    from masar import cli_sales
+
+    cli_sales.app()
 
 
 if __name__ == "__main__":

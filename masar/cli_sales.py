@@ -311,3 +311,34 @@ def rfm(
         ]
         _print_or_json(result, json, f"RFM as of {result['as_of']} ({result['customers']:,} customers)",
                        ["segment", "customers", "share", "revenue", "revenue_share"], rows)  # fmt: skip
+
+
+ltv_app = typer.Typer(help="Customer lifetime value.", no_args_is_help=True)
+app.add_typer(ltv_app, name="ltv")
+
+
+@ltv_app.command("fit")
+@edge
+def ltv_fit(
+    source: SourceName,
+    calibration_end: Annotated[
+        str, typer.Option("--calibration-end", help="Last day of the calibration period (YYYY-MM-DD).")
+    ],
+    unit: Annotated[str, typer.Option(help="day or week.")] = "week",
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Fit BG/NBD (purchase frequency, P(alive)) and Gamma-Gamma (spend) to the store's orders."""
+    result = _run(
+        data_dir, {"kind": "ltv_fit", "source": source, "calibration_end": calibration_end, "unit": unit}
+    )
+    if json:
+        _print_json(result)
+        return
+    b, g = result["bgnbd"], result["gamma_gamma"]
+    out.print(f"{result['customers']:,} customers")
+    out.print(f"BG/NBD: r {b['r']:.4f}, α {b['alpha']:.4f}, a {b['a']:.4f}, b {b['b']:.4f}, "
+              f"log-likelihood {b['log_likelihood']:.2f}")  # fmt: skip
+    out.print(
+        f"Gamma-Gamma: p {g['p']:.4f}, q {g['q']:.4f}, γ {g['gamma']:.4f}, log-likelihood {g['log_likelihood']:.2f}"
+    )

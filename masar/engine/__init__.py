@@ -12,7 +12,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
-from masar.engine.customer_runners import run_cohorts, run_rfm, run_rfm_customers
+from masar.engine.customer_runners import run_cohorts, run_ltv_fit, run_rfm, run_rfm_customers
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
@@ -24,6 +24,7 @@ from masar.model.sales_queries import (
     AcquisitionQuery,
     CohortsQuery,
     EmailQuery,
+    LtvFitQuery,
     MetricsQuery,
     ProductsQuery,
     RfmCustomersQuery,
@@ -42,7 +43,8 @@ Query = Annotated[
     | AcquisitionQuery
     | CohortsQuery
     | RfmQuery
-    | RfmCustomersQuery,
+    | RfmCustomersQuery
+    | LtvFitQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -58,6 +60,7 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "cohorts": run_cohorts,
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,
+    "ltv_fit": run_ltv_fit,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

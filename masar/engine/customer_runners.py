@@ -8,7 +8,7 @@ from typing import Any
 
 from masar.engine.context import QueryContext
 from masar.engine.kpis import data_window, sales_facts
-from masar.model.sales_queries import CohortsQuery, RfmCustomersQuery, RfmQuery
+from masar.model.sales_queries import CohortsQuery, LtvFitQuery, RfmCustomersQuery, RfmQuery
 
 
 def _as_of(ctx: QueryContext, given: date | None) -> date:
@@ -39,3 +39,10 @@ def run_rfm_customers(ctx: QueryContext, query: RfmCustomersQuery) -> Any:
     sales_facts(ctx)
     return rfm_customers(ctx.con, _as_of(ctx, query.as_of), query.segment, since=query.since, limit=query.limit,
                          offset=query.offset)  # fmt: skip
+
+
+def run_ltv_fit(ctx: QueryContext, query: LtvFitQuery) -> Any:
+    from masar.engine.ltv import fit_from_orders
+
+    sales_facts(ctx)
+    return fit_from_orders(ctx.con, query.calibration_end, query.unit)

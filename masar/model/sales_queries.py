@@ -105,3 +105,12 @@ class RfmCustomersQuery(RfmQuery):
     segment: str | None = None
     limit: int | None = Field(default=100, ge=1, le=1_000_000)
     offset: int = Field(default=0, ge=0)
+
+
+class LtvFitQuery(_Model):
+    """BG/NBD and Gamma-Gamma fitted to the orders up to ``calibration_end`` (docs/ltv.md)."""
+
+    kind: Literal["ltv_fit"] = "ltv_fit"
+    source: str
+    calibration_end: date
+    unit: Literal["day", "week"] = "week"
