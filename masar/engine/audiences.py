@@ -14,8 +14,8 @@ Values are always bound as parameters (``$p0``, ``$p1``, ...); property names pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -364,7 +364,7 @@ class AudienceDefinition(_Model):
 
     @model_validator(mode="after")
     def _size(self) -> AudienceDefinition:
-        count = _count(self, 0)
+        count = _conditions(self, 0)
         if count > MAX_CONDITIONS:
             raise ValueError(f"an audience has at most {MAX_CONDITIONS} conditions, this one has {count}")
         return self
@@ -384,15 +384,15 @@ def _type_first(value: Any) -> Any:
     return value
 
 
-def _count(node: Any, depth: int) -> int:
+def _conditions(node: Any, depth: int) -> int:
     if depth > MAX_DEPTH:
         raise ValueError(f"conditions nest at most {MAX_DEPTH} levels deep")
     if isinstance(node, AllOf | AudienceDefinition):
-        return sum(_count(child, depth + 1) for child in node.all)
+        return sum(_conditions(child, depth + 1) for child in node.all)
     if isinstance(node, AnyOf):
-        return sum(_count(child, depth + 1) for child in node.any)
+        return sum(_conditions(child, depth + 1) for child in node.any)
     if isinstance(node, Not):
-        return _count(node.not_, depth + 1)
+        return _conditions(node.not_, depth + 1)
     return 1
 
 
@@ -643,7 +643,7 @@ def is_member(con: duckdb.DuckDBPyConnection, definition: AudienceDefinition | d
               as_of: date, person: int) -> bool:
     """Whether one person belongs: the same query with every scan restricted to the person."""
     sql, params = _compile(parse_audience(definition), _check_as_of(as_of), person)
-    return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0] > 0
+    return _count_rows(con, sql, params) > 0
 
 
 # -- members --------------------------------------------------------------------------------------
@@ -684,9 +684,13 @@ class AudienceResult:
     definition: AudienceDefinition
     as_of: date
     count: int  # all members, whatever the page
-    members: list[Member] = field(default_factory=list)  # the page, by person id
+    rows: pa.Table  # the page, by person id (MEMBER_SCHEMA): kept columnar, an export can be large
     limit: int | None = None
     offset: int = 0
+
+    @property
+    def members(self) -> list[Member]:
+        return [Member(**row) for row in self.rows.to_pylist()]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -700,8 +704,7 @@ class AudienceResult:
         }
 
     def table(self) -> pa.Table:
-        columns = {name: [getattr(m, name) for m in self.members] for name in MEMBER_SCHEMA.names}
-        return pa.table(columns, schema=MEMBER_SCHEMA)
+        return self.rows
 
 
 def audience_members(
@@ -721,8 +724,8 @@ def audience_members(
         raise InvalidInput(f"offset is a whole number ≥ 0, got {offset!r}", code="invalid_query")
     sql, params = _compile(parsed, as_of, None)
     if limit == 0:
-        count = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
-        return AudienceResult(parsed, as_of, int(count), [], limit, offset)
+        count = _count_rows(con, sql, params)
+        return AudienceResult(parsed, as_of, int(count), MEMBER_SCHEMA.empty_table(), limit, offset)
     base = params
     params = dict(params)
     page = f"SELECT person, count(*) OVER () AS total FROM ({sql}) ORDER BY person"
@@ -733,7 +736,7 @@ def audience_members(
         params["offset"] = offset
         page += " OFFSET $offset"
     # The page is small next to the store: the members' orders and events are read for it only.
-    rows = con.execute(
+    rows = con.sql(
         f"""
         WITH page AS MATERIALIZED ({page}),
         bought AS (
@@ -747,37 +750,34 @@ def audience_members(
             SELECT person, max(ts) AS last_seen FROM events
             WHERE person IN (SELECT person FROM page) AND day <= $as_of GROUP BY person
         )
-        SELECT page.person, p.user_id, p.email, coalesce(b.orders, 0), coalesce(b.revenue, 0),
-               b.last_order_ts, s.last_seen, page.total
+        SELECT page.person, p.user_id, p.email, coalesce(b.orders, 0) AS orders,
+               coalesce(b.revenue, 0) AS revenue, b.last_order_ts, s.last_seen, page.total
         FROM page
         LEFT JOIN people p ON p.person = page.person
         LEFT JOIN bought b ON b.person = page.person
         LEFT JOIN seen s ON s.person = page.person
         ORDER BY page.person
         """,
-        params,
-    ).fetchall()
-    if rows:
-        count = rows[0][7]
+        params=params,
+    ).to_arrow_table()
+    if rows.num_rows:
+        count = rows.column("total")[0].as_py()
     else:  # a page past the end still reports how many there are
-        count = con.execute(f"SELECT count(*) FROM ({sql})", base).fetchone()[0]
-    members = [
-        Member(int(r[0]), r[1], r[2], int(r[3]), Decimal(r[4]).quantize(Decimal("0.001")), _utc(r[5]), _utc(r[6]))
-        for r in rows
-    ]
-    return AudienceResult(parsed, as_of, int(count), members, limit, offset)
+        count = _count_rows(con, sql, base)
+    # The same instants in UTC whatever the connection's TimeZone; revenue back to the storage type.
+    rows = rows.drop_columns(["total"]).cast(MEMBER_SCHEMA)
+    return AudienceResult(parsed, as_of, int(count), rows, limit, offset)
 
 
 def audience_count(con: duckdb.DuckDBPyConnection, definition: AudienceDefinition | dict[str, Any],
                    as_of: date) -> int:
     sql, params = compile_audience(definition, as_of)
-    return int(con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
+    return _count_rows(con, sql, params)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _count_rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> int:
+    # fetchall, not fetchone: a result left open blocks the connection's next query.
+    return int(con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0])
 
 
 def _iso(value: datetime | None) -> str | None:

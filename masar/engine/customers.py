@@ -201,16 +201,17 @@ def customer_profile(
             raise InvalidInput(f"audience {name!r}: {exc.message}", code="invalid_query", details=exc.details) from None
 
     params = {"person": person, "as_of": as_of}
-    row = con.execute(
+    # fetchall, not fetchone: a result left open blocks the connection's next query.
+    found = con.execute(
         """
         SELECT user_id, email, first_seen, first_day, first_channel, first_campaign, signup_ts
         FROM people WHERE person = $person
         """,
         {"person": person},
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not found:
         raise NotFound(f"person {person} is not among this source's people", code="not_found")
-    user_id, email, first_seen, first_day, first_channel, first_campaign, signup_ts = row
+    user_id, email, first_seen, first_day, first_channel, first_campaign, signup_ts = found[0]
     if first_day is not None and first_day > as_of:
         raise NotFound(f"person {person} was first seen on {first_day}, after {as_of}", code="not_found")
 
@@ -234,7 +235,7 @@ def customer_profile(
     ).fetchall()
     events, last_seen = con.execute(
         "SELECT count(*), max(ts) FROM events WHERE person = $person AND day <= $as_of", params
-    ).fetchone()
+    ).fetchall()[0]
     timeline = _timeline(con, params, timeline_limit) if timeline_limit else []
     return Profile(
         person=person,

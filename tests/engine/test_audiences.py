@@ -696,3 +696,13 @@ def test_trait_agrees_with_the_plain_evaluator(calls, op):
                "event": None, "traits": json.dumps(traits)} for p, day, traits in calls]  # fmt: skip
     value = {"in": ["m", "x"], "is_set": None, "is_not_set": None, "gt": 2}.get(op, "m")
     _agrees((events, []), {"all": [{"type": "trait", "trait": "gender", "op": op, "value": value}]}, _DAY0 + timedelta(5))
+
+
+def test_times_are_utc_whatever_the_connection_time_zone():
+    s = hand_store()
+    con = load(s.events, s.orders)
+    con.execute("SET TimeZone = 'Asia/Riyadh'")
+    m = audience_members(con, TOP_10, AS_OF).members[0]
+    assert m.last_order_ts == _ts("2024-01-21 10:00")
+    assert m.to_dict()["last_order_ts"] == "2024-01-21T10:00:00+00:00"
+    assert _members(con, ABANDONED_CART, AS_OF) == {1, 8, 10}

@@ -181,3 +181,12 @@ def test_profile_agrees_with_plain_sums(store, definition, as_of):
             assert p.audiences == (["a"] if person in members else [])
     finally:
         con.close()
+
+
+def test_times_are_utc_whatever_the_connection_time_zone():
+    s = hand_store()
+    con = load(s.events, s.orders)
+    con.execute("SET TimeZone = 'America/New_York'")
+    d = customer_profile(con, 2, AS_OF).to_dict()
+    assert d["first_seen"] == "2024-01-01T08:00:00+00:00" and d["last_seen"] == "2024-03-12T09:05:00+00:00"
+    assert d["orders"][0]["ts"] == "2024-02-04T10:00:00+00:00" and d["timeline"][0]["ts"] == "2024-03-12T09:05:00+00:00"
