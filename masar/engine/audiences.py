@@ -147,7 +147,7 @@ def _check_value(op: str, value: Any, numeric: bool, what: str) -> None:
     for v in values:
         if v is None or isinstance(v, list | dict):
             raise ValueError(f"{what}: the {op} filter needs a text or a number, got {v!r}")
-        if numeric or op in ("gt", "gte", "lt", "lte"):
+        if (numeric and op not in ("contains", "not_contains")) or op in ("gt", "gte", "lt", "lte"):
             try:
                 _number(v)
             except ValueError as exc:
@@ -523,10 +523,10 @@ class _Compiler:
             if numeric:
                 return f"coalesce({x} {symbol} {self.bind(_number(value))}, false)"
             return f"coalesce(TRY_CAST({x} AS DOUBLE) {symbol} {self.bind(float(_number(value)))}, false)"
+        if op == "contains":  # in the value's text, numbers included (a price reads 19.990)
+            return f"coalesce(contains(lower(CAST({x} AS VARCHAR)), lower({self.bind(_text(value))})), false)"
         values = value if op == "in" else [value]
         bound = [self.bind(_number(v)) if numeric else self.bind(_text(v)) for v in values]
-        if op == "contains":
-            return f"coalesce(contains(lower(CAST({x} AS VARCHAR)), lower({bound[0]})), false)"
         if len(bound) == 1:
             return f"coalesce({x} = {bound[0]}, false)"
         return f"coalesce({x} IN ({', '.join(bound)}), false)"

@@ -304,6 +304,7 @@ FILTERS = [
     ({"property": "price", "op": "lt", "value": 100}, {1}),
     ({"property": "price", "op": "not_equals", "value": 120}, {1, 3}),
     ({"property": "quantity", "op": "in", "value": [2, 5]}, {1}),
+    ({"property": "price", "op": "contains", "value": "19.9"}, {1}),  # in the text 19.990
     ({"property": "product_id", "op": "in", "value": ["A", "B"]}, {1, 2}),
     ({"property": "product_id", "op": "not_in", "value": ["A"]}, {2, 3}),
     ({"property": "product_id", "op": "is_set"}, {1, 2}),
