@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from masar.engine.context import QueryContext
 from masar.model.money import minor_units
+from masar.store.schema import EVENTS
 
 ORDER_COMPLETED = "Order Completed"
 ORDER_EVENTS = ("Order Completed", "Order Updated", "Order Cancelled", "Order Refunded")
@@ -89,7 +90,7 @@ def rates_to(currency: str, rates: Iterable[Rate]) -> pa.Table:
     )
 
 
-def _convert(con: duckdb.DuckDBPyConnection, table: str, currency: str, amounts: list[str]) -> str:
+def _convert(table: str, currency: str, amounts: list[str]) -> str:
     """SQL selecting ``table`` with each amount column converted into ``currency``.
 
     The rate is the latest on or before the row's local day; rows older than every rate of their
@@ -131,7 +132,7 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         WHERE type = 'track' AND event IN ({", ".join(sql_text(e) for e in ORDER_EVENTS)})
     """
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _order_events AS {_convert(con, f'({orders_raw})', currency, ['amount', 'discount'])}"
+        f"CREATE OR REPLACE TEMP TABLE _order_events AS {_convert(f'({orders_raw})', currency, ['amount', 'discount'])}"
     )
     orders = con.sql(
         """
@@ -196,7 +197,6 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _cart_lines AS "
         + _convert(
-            con,
             """(SELECT session_id, day, currency,
                        CAST(price * coalesce(quantity, 1) AS DECIMAL(18,3)) AS line
                 FROM events WHERE type = 'track' AND event = 'Product Added' AND price IS NOT NULL)""",
@@ -320,7 +320,7 @@ def _spend_table(con: duckdb.DuckDBPyConnection, currency: str, rows: list[dict[
     )
     con.register("_spend_raw", raw)
     return con.sql(
-        _convert(con, "_spend_raw", currency, ["spend"]) + " ORDER BY day, channel, campaign"
+        _convert("_spend_raw", currency, ["spend"]) + " ORDER BY day, channel, campaign"
     ).to_arrow_table()
 
 
@@ -338,8 +338,6 @@ def register_events(ctx: QueryContext) -> None:
         ),
     )
     if ctx.relation is None:
-        from masar.store.schema import EVENTS
-
         con.register("_no_events", EVENTS.empty_table())
         relation = "_no_events"
     else:

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from masar.engine.context import QueryContext
-from masar.engine.facts import Facts, build_facts
+from masar.engine.facts import Facts, build_facts, register_events
 from masar.engine.metrics import (
     HEADLINE,
     METRICS,
@@ -23,7 +23,6 @@ from masar.engine.metrics import (
     dimension_sql,
 )
 from masar.engine.properties import person_values, resolve
-from masar.errors import InvalidInput
 from masar.model.sales_queries import MetricsQuery
 
 _PERSON_LEVEL = {"first_channel", "first_campaign"}
@@ -40,8 +39,6 @@ def sales_facts(ctx: QueryContext) -> Facts:
     if facts is None:
         facts = ctx.frame.remember(key, build_facts(ctx, rates, spend))
     else:
-        from masar.engine.facts import register_events
-
         register_events(ctx)
     facts.register(ctx.con)
     return facts
@@ -83,7 +80,7 @@ def run_metrics(ctx: QueryContext, query: MetricsQuery) -> MetricsResult:
         value = m.formula(current)
         before = m.formula(previous) if previous_window else None
         if m.name == "sales_growth_rate":
-            value, before = _growth(value, before), None
+            value, before = _change(value, before), None
         headline.append(
             {
                 "name": m.name,
@@ -124,10 +121,6 @@ def _change(value: Any, before: Any) -> float | None:
         return None
 
 
-def _growth(value: Any, before: Any) -> float | None:
-    return _change(value, before)
-
-
 def _series(
     engine: MetricsEngine, metrics: list, families: set[str], window: Window, granularity: str
 ) -> list[dict]:
@@ -145,7 +138,7 @@ def _series(
         for m in metrics:
             v = m.formula(c)
             if m.name == "sales_growth_rate":
-                v, previous_net = _growth(v, previous_net), v
+                v, previous_net = _change(v, previous_net), v
             values[m.name] = engine.shown(m, v)
         rows.append({"period": start.isoformat(), "values": values})
     return rows
@@ -198,4 +191,4 @@ def _sort_value(value: Any) -> float:
         return float("-inf")
 
 
-__all__ = ["run_metrics", "sales_facts", "data_window", "InvalidInput"]
+__all__ = ["run_metrics", "sales_facts", "data_window"]

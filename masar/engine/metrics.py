@@ -68,9 +68,6 @@ class Family:
     name: str
     source: str
     aggregates: dict[str, str]
-    # Families whose rows belong to one day only take the range through the WHERE on _day;
-    # churn needs each customer's whole history and does its own filtering.
-    ranged: bool = True
 
 
 FAMILIES: dict[str, Family] = {
@@ -359,9 +356,6 @@ class MetricsEngine:
         return {row[0]: {"active_at_start": row[1], "churned": row[2]} for row in rows}
 
     # -- values -----------------------------------------------------------------------------------
-
-    def value(self, metric: Metric, c: Components) -> Any:
-        return metric.formula(c)
 
     def shown(self, metric: Metric, value: Any) -> Any:
         """JSON form: money as exact decimal text in the currency's minor units, rates as floats."""
