@@ -263,7 +263,6 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
                v.cart_ts, v.checkout_ts, CAST(coalesce(c.cart_value, 0) AS DECIMAL(18,3)) AS cart_value,
                coalesce(c.cart_lines_unconverted, 0) AS cart_lines_unconverted, c.cart_unconverted_currency
         FROM visits v LEFT JOIN placed p USING (session_id) LEFT JOIN carts c USING (session_id)
-        ORDER BY v.person, v.ts
         """
     ).to_arrow_table()
     con.register("_sessions0", sessions)
@@ -307,23 +306,28 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         known AS (
             SELECT person,
                    arg_max(user_id, ts) FILTER (WHERE user_id IS NOT NULL) AS user_id,
-                   arg_max(json_extract_string(traits, '$.email'), ts)
-                       FILTER (WHERE json_extract_string(traits, '$.email') IS NOT NULL) AS email,
-                   least(min(ts) FILTER (WHERE json_extract_string(traits, '$.email') IS NOT NULL),
-                         min(ts) FILTER (WHERE type = 'track' AND event IN ({", ".join(sql_text(e) for e in SIGNUP_EVENTS)})))
-                       AS signup_ts,
+                   min(ts) FILTER (WHERE type = 'track' AND event IN ({", ".join(sql_text(e) for e in SIGNUP_EVENTS)}))
+                       AS signed_up_ts,
                    min(ts) AS first_event
             FROM events GROUP BY person
+        ),
+        -- Only events that carry traits are parsed for an email.
+        emails AS (
+            SELECT person, arg_max(email, ts) AS email, min(ts) AS email_ts
+            FROM (SELECT person, ts, json_extract_string(traits, '$.email') AS email
+                  FROM events WHERE traits IS NOT NULL)
+            WHERE email IS NOT NULL GROUP BY person
         )
-        SELECT k.person, k.user_id, k.email,
+        SELECT k.person, k.user_id, m.email, least(m.email_ts, k.signed_up_ts) AS signup_ts,
                coalesce(least(s.first_seen, b.first_order_ts), k.first_event) AS first_seen,
                CAST(timezone({sql_text(ctx.tz.key)}, coalesce(least(s.first_seen, b.first_order_ts), k.first_event))
                     AS DATE) AS first_day,
                coalesce(s.first_channel, 'Unassigned') AS first_channel, s.first_campaign,
-               k.signup_ts, b.first_order_ts, b.last_order_ts,
+               b.first_order_ts, b.last_order_ts,
                coalesce(b.orders, 0) AS orders, coalesce(b.revenue, 0) AS revenue,
                coalesce(b.refunded, 0) AS refunded, coalesce(s.sessions, 0) AS sessions
         FROM known k LEFT JOIN seen s USING (person) LEFT JOIN bought b USING (person)
+        LEFT JOIN emails m USING (person)
         ORDER BY k.person
         """
     ).to_arrow_table()
