@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(BIN)/masar demo
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

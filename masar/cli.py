@@ -659,3 +659,4 @@ if __name__ == "__main__":
 
 # Sales commands register themselves on the same app.
 import masar.cli_sales  # noqa: E402, F401
+import masar.cli_web  # noqa: E402, F401

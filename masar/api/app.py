@@ -7,11 +7,13 @@ import html
 import multiprocessing
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from masar import __version__
 from masar.api.capture import capture_asgi
@@ -21,6 +23,20 @@ from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_proc
 from masar.capture.service import WAL_NAME, CaptureService
 from masar.config import Settings
 from masar.errors import MasarError
+from masar.web.api import router as dashboard_api
+from masar.web.auth import LoginLimiter, require
+from masar.web.pages import render
+from masar.web.pages import router as pages_router
+
+STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+def _wants_html(request: Request) -> bool:
+    """A page a browser navigated to (not the API, not a script's fetch)."""
+    path = request.url.path
+    if path.startswith(("/api/", "/v1/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 _CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
@@ -101,9 +117,15 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app = FastAPI(title="Masar", version=__version__, lifespan=lifespan)
     app.include_router(capture_router)
     app.include_router(query_router)
+    app.include_router(dashboard_api)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.login_limiter = LoginLimiter()
 
     @app.exception_handler(MasarError)
-    async def masar_error(_request: Request, exc: MasarError) -> Response:
+    async def masar_error(request: Request, exc: MasarError) -> Response:
+        if _wants_html(request):
+            return render(request, "error.html", status=exc.status, error=exc)
         return Response(orjson.dumps(exc.to_dict()), status_code=exc.status, media_type="application/json")
 
     @app.get("/health", tags=["meta"])
@@ -120,8 +142,9 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
             "ingestor_errors": 0 if alive else 1,
         }
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
     async def status_page(request: Request) -> str:
+        require(request, "viewer")
         return render_status(request.app.state.store)
 
     app.add_middleware(CaptureCors)

@@ -17,14 +17,22 @@ from masar.engine import parse_query
 from masar.engine.templates import expand_template
 from masar.errors import Forbidden, InvalidInput, Unauthorized
 from masar.store.base import ApiKey
+from masar.web import auth
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 MAX_QUERY_BYTES = 256 * 1024
 
 
 def secret_key(request: Request) -> ApiKey:
+    """A secret key (``Authorization: Bearer KEY``), or the dashboard's signed-in session with its
+    CSRF header: a session reads every source, as a key made without ``--source`` does."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    if not header and request.cookies.get(auth.SESSION_COOKIE):
+        user = auth.require(request, "viewer")
+        if request.method != "GET":
+            auth.check_csrf(request, None)
+        return ApiKey(id=0, name=f"session of {user.email}", prefix="", source_id=None)
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("send a secret key as 'Authorization: Bearer KEY' (`masar keys create` makes one)",
                            code="missing_api_key")  # fmt: skip

@@ -34,6 +34,7 @@ from masar.enrich.identity import IdentityStore
 from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, SourceProfile
 from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
+from masar.store.accounts import Accounts
 from masar.store.base import ApiKey, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
 from masar.store.metadata import (
@@ -116,6 +117,7 @@ class EmbeddedStore:
         self.identities = IdentityStore(self.engine)
         self.enricher = Enricher(self.identities, settings.session_timeout_seconds)
         self.segments = SegmentStore(self.root, self.engine)
+        self.accounts = Accounts(self.engine)
         self._duck = duckdb.connect()
         self._duck.execute("SET TimeZone = 'UTC'")
         self._duck_lock = threading.Lock()
