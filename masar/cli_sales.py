@@ -211,10 +211,10 @@ def targets_set(
             amount = Decimal(revenue.replace(",", ""))
         except InvalidOperation:
             raise InvalidInput(f"--revenue {revenue!r} is not a number") from None
-        if not amount.is_finite() or amount < 0:
+        if not amount.is_finite() or amount <= 0:
             raise InvalidInput("--revenue must be a positive number")
-    if orders is not None and orders < 0:
-        raise InvalidInput("--orders must not be negative")
+    if orders is not None and orders <= 0:
+        raise InvalidInput("--orders must be a positive number")
     store = _open(data_dir)
     try:
         store.set_target(store.source(source), month, revenue=amount, orders=orders)
@@ -230,6 +230,123 @@ def targets_set(
             if amount is not None or orders is not None
             else f"Target for {month} cleared."
         )
+
+
+@targets_app.command("show")
+@edge
+def targets_show(
+    source: SourceName,
+    month: Annotated[str | None, typer.Option(help="Only this month, YYYY-MM.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="The last day counted as actual (default: the data's last complete day)."
+        ),
+    ] = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Attainment to date and the projected end of each month with a target (its pace)."""
+    result = _run(data_dir, {"kind": "targets", "source": source, "month": month, "as_of": as_of}, export)
+    if json:
+        _print_json(result)
+        return
+    if not result["months"]:
+        which = f" for {month}" if month else ""
+        out.print(f"No target{which}: set one with `masar targets set`.")
+        return
+    for measure, label, shown in (("revenue", f"Net revenue ({result['currency']})", _money),
+                                  ("orders", "Orders", _count)):  # fmt: skip
+        rows = [(row, row[measure]) for row in result["months"] if row[measure] is not None]
+        if not rows:
+            continue
+        table = Table(title=f"{label} targets as of {result['as_of']}, {result['level']:.0%} ranges")
+        for column in ("Month (days)", "Target", "Actual", "Projected", "Range", "On track"):
+            table.add_column(column, justify="left" if column.startswith("Month") else "right")
+        for row, m in rows:
+            p, share = m["projected"], m["projected_attainment"]
+            table.add_row(
+                f"{row['month']} ({row['elapsed_days']}/{row['days']})",
+                shown(m["target"]),
+                "–" if m["actual"] is None else f"{shown(m['actual'])} ({_pct(m['attainment'])})",
+                "–" if p is None else f"{shown(p['value'])} ({_pct(share['value'])})",
+                "–" if p is None else f"{shown(p['lower'])} – {shown(p['upper'])}",
+                {True: "yes", False: "no", None: "–"}[m["on_track"]],
+            )
+            if m["note"]:
+                table.add_row("", f"[yellow]{m['note']}[/yellow]")
+        out.print(table)
+
+
+@app.command("forecast")
+@edge
+def forecast(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    measure: Annotated[str, typer.Option(help="revenue (net revenue) or orders.")] = "revenue",
+    horizon: Annotated[int, typer.Option(help="Days to forecast, e.g. 30 or 90 (1 to 366).")] = 30,
+    level: Annotated[float, typer.Option(help="Level of the prediction intervals.")] = 0.9,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First day of the history (default: the first order).")
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        typer.Option("--to", help="Last day of the history (default: the data's last complete day)."),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Backtest folds (0: no backtest).")] = 3,
+    query_file: QueryFile = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Forecast daily net revenue or orders with prediction intervals, and how the same forecast
+    did on the store's recent past (backtest)."""
+    query = _build_query(
+        "forecast", query_file, {"source": source, "from": date_from, "to": date_to},
+        {"measure": (measure, "revenue"), "horizon": (horizon, 30), "level": (level, 0.9), "folds": (folds, 3)},
+    )  # fmt: skip
+    result = _run(data_dir, query, export)
+    if json:
+        _print_json(result)
+        return
+    from masar.model.money import minor_units
+
+    places = minor_units(result["currency"]) if result["unit"] == "money" else 1
+
+    def shown(value: float | None) -> str:
+        return "–" if value is None else f"{value:,.{places}f}"
+
+    points = result["points"]
+    label = f"Net revenue ({result['currency']})" if result["unit"] == "money" else "Orders"
+    table = Table(title=f"{label} forecast, {result['model']} on {result['history_days']} days of history")
+    for column in ("Day", "Forecast", "Lower", "Upper"):
+        table.add_column(column, justify="left" if column == "Day" else "right")
+    for p in points:
+        table.add_row(p["day"], shown(p["value"]), shown(p["lower"]), shown(p["upper"]))
+    out.print(table)
+    total = result["total"]
+    out.print(f"Total {points[0]['day']} – {points[-1]['day']}: {shown(total['value'])} "
+              f"({shown(total['lower'])} – {shown(total['upper'])}, {result['level']:.0%})")  # fmt: skip
+    bt = result["backtest"]
+    if query.get("folds") == 0:
+        return
+    if not bt["folds"]:
+        out.print(f"Backtest: the history is too short for a fold of {len(points)} days.")
+        return
+    off = "–" if bt["mape_total"] is None else _pct(bt["mape_total"])
+    folds = f"{len(bt['folds'])} fold{'s' if len(bt['folds']) > 1 else ''}"
+    out.print(f"Backtest ({folds} of {bt['horizon']} days): {shown(bt['mae'])} off per day on "
+              f"average (MAE), totals {off} off, {_pct(bt['coverage'])} of days within their range.")  # fmt: skip
+
+
+def _money(value: str | None) -> str:
+    return "–" if value is None else f"{Decimal(value):,}"
+
+
+def _count(value: int | float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
 def _print_or_json(

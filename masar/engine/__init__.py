@@ -13,6 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
 from masar.engine.customer_runners import run_cohorts, run_ltv_fit, run_rfm, run_rfm_customers
+from masar.engine.forecast_runners import run_forecast, run_targets
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
@@ -24,11 +25,13 @@ from masar.model.sales_queries import (
     AcquisitionQuery,
     CohortsQuery,
     EmailQuery,
+    ForecastQuery,
     LtvFitQuery,
     MetricsQuery,
     ProductsQuery,
     RfmCustomersQuery,
     RfmQuery,
+    TargetsQuery,
 )
 
 Query = Annotated[
@@ -44,7 +47,9 @@ Query = Annotated[
     | CohortsQuery
     | RfmQuery
     | RfmCustomersQuery
-    | LtvFitQuery,
+    | LtvFitQuery
+    | ForecastQuery
+    | TargetsQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -61,6 +66,8 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,
     "ltv_fit": run_ltv_fit,
+    "forecast": run_forecast,
+    "targets": run_targets,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

@@ -18,16 +18,17 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from statistics import NormalDist
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
+from masar.engine.metrics import METRICS, MetricsEngine, Window, bucket_sql
 from masar.errors import InvalidInput
 
 MIN_HISTORY = 14  # days; below two weeks neither a level nor a trend is worth estimating
@@ -172,8 +173,10 @@ class Forecast:
     """Daily forecasts of ``days`` (the days after the history, or a window of them: ``between``).
 
     ``mean`` and ``sd`` are the model's normal forecast distribution of each day, before clipping.
-    The reported ``value``, ``lower`` and ``upper`` are clipped at zero (a day cannot sell less than
-    nothing); ``total`` is the sum over ``days`` with its interval from the joint distribution.
+    For a ``nonnegative`` series (orders) the reported ``value``, ``lower`` and ``upper`` are
+    clipped at zero (a day cannot sell less than nothing); net revenue is not clipped, since
+    refunds can take a day below zero. ``total`` is the sum over ``days`` with its interval from
+    the joint distribution.
     """
 
     model: str
@@ -190,6 +193,7 @@ class Forecast:
     psi: np.ndarray = field(repr=False)
     sigma: float = 0.0
     offset: int = 0
+    nonnegative: bool = True
 
     @property
     def horizon(self) -> int:
@@ -199,24 +203,27 @@ class Forecast:
     def _z(self) -> float:
         return NormalDist().inv_cdf((1 + self.level) / 2)
 
+    def _clip(self, x: Any) -> Any:
+        return np.maximum(x, 0.0) if self.nonnegative else x
+
     @property
     def value(self) -> np.ndarray:
-        return np.maximum(self.mean, 0.0)
+        return self._clip(self.mean)
 
     @property
     def lower(self) -> np.ndarray:
-        return np.maximum(self.mean - self._z * self.sd, 0.0)
+        return self._clip(self.mean - self._z * self.sd)
 
     @property
     def upper(self) -> np.ndarray:
-        return np.maximum(self.mean + self._z * self.sd, 0.0)
+        return self._clip(self.mean + self._z * self.sd)
 
     @property
     def total(self) -> Interval:
         mean = float(self.mean.sum())
         sd = _sum_sd(self.psi, self.sigma, self.offset + 1, self.offset + self.horizon)
         z = self._z
-        return Interval(max(mean, 0.0), max(mean - z * sd, 0.0), max(mean + z * sd, 0.0))
+        return Interval(*(float(self._clip(x)) for x in (mean, mean - z * sd, mean + z * sd)))
 
     def between(self, first: date, last: date) -> Forecast:
         """The forecast of the days first..last only (a target's month that starts after today)."""
@@ -261,13 +268,21 @@ class Forecast:
 
 
 def forecast_series(
-    days: np.ndarray, values: np.ndarray, *, horizon: int, level: float = 0.9, folds: int = MAX_FOLDS
+    days: np.ndarray,
+    values: np.ndarray,
+    *,
+    horizon: int,
+    level: float = 0.9,
+    folds: int = MAX_FOLDS,
+    nonnegative: bool = True,
 ) -> Forecast:
     """Forecast the ``horizon`` days after the last of ``days``, with a ``level`` interval per day and
     for the total, and a backtest of up to ``folds`` folds (0: none).
 
     Days missing between the first and the last are zero; days before the first non-zero value
-    are not history (the store was not selling yet) and are dropped.
+    are not history (the store was not selling yet) and are dropped. A ``nonnegative`` series
+    (orders) must have no negative value and its forecasts are clipped at zero; net revenue,
+    which refunds can take below zero, is forecast with ``nonnegative=False``.
     """
     if (
         isinstance(horizon, bool)
@@ -280,8 +295,8 @@ def forecast_series(
     _check_level(level)
     if isinstance(folds, bool) or not isinstance(folds, int) or not 0 <= folds <= 10:
         raise InvalidInput(f"backtest folds must be 0 to 10, got {folds!r}", code="invalid_query")
-    first, y = _dense(days, values)
-    return _forecast(first, y, int(horizon), float(level), folds)
+    first, y = _dense(days, values, nonnegative)
+    return _forecast(first, y, int(horizon), float(level), folds, nonnegative)
 
 
 def _check_level(level: float) -> None:
@@ -289,14 +304,17 @@ def _check_level(level: float) -> None:
         raise InvalidInput(f"the interval level must be between 0 and 1, got {level!r}", code="invalid_query")
 
 
-def _forecast(first: date, y: np.ndarray, horizon: int, level: float, folds: int) -> Forecast:
+def _forecast(
+    first: date, y: np.ndarray, horizon: int, level: float, folds: int, nonnegative: bool
+) -> Forecast:
     """The forecast of a dense history starting on ``first``."""
     fit = _fit(y, horizon)
     start = np.datetime64(first + timedelta(days=len(y)), "D")
     return Forecast(
         model=fit.model, level=level, history_days=len(y), days=np.arange(start, start + horizon),
         mean=fit.mean, sd=fit.sd, parameters=fit.parameters, aicc=fit.aicc,
-        backtest=_backtest(first, y, horizon, level, folds), psi=fit.psi, sigma=fit.sigma,
+        backtest=_backtest(first, y, horizon, level, folds, nonnegative), psi=fit.psi, sigma=fit.sigma,
+        nonnegative=nonnegative,
     )  # fmt: skip
 
 
@@ -311,7 +329,7 @@ class _Fit:
     aicc: float | None
 
 
-def _dense(days: np.ndarray, values: np.ndarray) -> tuple[date, np.ndarray]:
+def _dense(days: np.ndarray, values: np.ndarray, nonnegative: bool) -> tuple[date, np.ndarray]:
     """(first day, one value per day from there to the last day), zero-filled, leading zeros dropped."""
     try:
         as_days = np.asarray(days).astype("datetime64[D]")
@@ -327,8 +345,8 @@ def _dense(days: np.ndarray, values: np.ndarray) -> tuple[date, np.ndarray]:
         )
     if not np.all(np.isfinite(v)):
         raise InvalidInput("values must be finite numbers", code="invalid_query")
-    if np.any(v < 0):
-        raise InvalidInput("revenue and order counts cannot be negative", code="invalid_query")
+    if nonnegative and np.any(v < 0):
+        raise InvalidInput("values cannot be negative unless nonnegative=False", code="invalid_query")
     if len(d) and len(np.unique(d)) != len(d):
         raise InvalidInput("each day may appear only once", code="invalid_query")
     nonzero = np.flatnonzero(v)
@@ -354,9 +372,9 @@ def _fit(y: np.ndarray, horizon: int) -> _Fit:
         return _Fit(
             "constant", np.full(horizon, float(y[0])), np.zeros(horizon), np.ones(horizon), 0.0, {}, None
         )
-    # The fit is on y / max(y): the optimum is scale-free, and the optimiser is not (AICc moves by
+    # The fit is on y / max|y|: the optimum is scale-free, and the optimiser is not (AICc moves by
     # the same constant for every candidate, so the choice is unchanged).
-    scale = float(np.max(y))
+    scale = float(np.max(np.abs(y)))
     best = None
     for trend, damped, seasonal in _CANDIDATES:
         if seasonal and len(y) < MIN_SEASONAL:
@@ -505,7 +523,9 @@ def _sum_sd(psi: np.ndarray, sigma: float, a: int, b: int) -> float:
 # -- the backtest ---------------------------------------------------------------------------------
 
 
-def _backtest(first: date, y: np.ndarray, horizon: int, level: float, folds: int) -> Backtest:
+def _backtest(
+    first: date, y: np.ndarray, horizon: int, level: float, folds: int, nonnegative: bool
+) -> Backtest:
     """Fold k (1 = most recent) runs the whole procedure on y without its last k·h days and
     forecasts the h days after the cut."""
     out = []
@@ -513,7 +533,7 @@ def _backtest(first: date, y: np.ndarray, horizon: int, level: float, folds: int
         cut = len(y) - k * horizon
         if cut < MIN_HISTORY:
             break
-        f = _forecast(first, y[:cut], horizon, level, 0)
+        f = _forecast(first, y[:cut], horizon, level, 0, nonnegative)
         start = _day(f.days[0])
         out.append(Fold(
             start=start, end=_day(f.days[-1]), history_days=cut, model=f.model, actual=y[cut:cut + horizon],
@@ -531,37 +551,44 @@ def _smape_terms(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
 # -- the daily series ---------------------------------------------------------------------------
 
 Metric = Literal["revenue", "orders"]
-_METRIC_SQL = {
-    # NULL values (not convertible to the reporting currency) drop out of sum() but the order is
-    # still counted by count(*).
-    "revenue": "coalesce(sum(value), 0)::DOUBLE",
-    "orders": "count(*)::DOUBLE",
-}
+# What each measure is: a metric of the metrics query (docs/metrics.md), computed by its engine,
+# so a forecast's history and a target's actual are the numbers the metrics query shows.
+MEASURES: dict[str, str] = {"revenue": "net_revenue", "orders": "orders"}
 
 
 def _check_metric(metric: str) -> None:
-    if metric not in _METRIC_SQL:
+    if metric not in MEASURES:
         raise InvalidInput(f"metric must be 'revenue' or 'orders', got {metric!r}", code="invalid_query")
 
 
 def daily_series(
-    con: duckdb.DuckDBPyConnection, metric: Metric, start: date, end: date
+    engine: MetricsEngine, metric: Metric, start: date, end: date
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(days, values) for every local day start..end: revenue (Σ value) or the number of orders,
-    cancelled orders left out, days without orders zero."""
+    """(days, values) for every local day start..end: net revenue (orders' values less refunds, each
+    on its own day) or the number of orders, as the metrics query counts them; days without either
+    are zero."""
     _check_metric(metric)
     if start > end:
         raise InvalidInput(f"the series starts after it ends ({start} > {end})", code="invalid_query")
-    rows = con.execute(
-        f"SELECT day, {_METRIC_SQL[metric]} FROM orders WHERE cancelled IS NOT TRUE AND day BETWEEN ? AND ? GROUP BY day",
-        [start, end],
-    ).fetchall()
     n = (end - start).days + 1
     values = np.zeros(n)
-    for day, value in rows:
-        values[(day - start).days] = value
+    for day, value in _by_day(engine, metric, start, end).items():
+        values[(day - start).days] = float(value)
     first = np.datetime64(start, "D")
     return np.arange(first, first + n), values
+
+
+def _by_day(engine: MetricsEngine, metric: Metric, start: date, end: date) -> dict[date, Decimal | int]:
+    m = METRICS[MEASURES[metric]]
+    rows = engine.components(set(m.needs), Window(start, end), (bucket_sql("day"), []))
+    return {day: m.formula(c) for day, c in rows.items()}
+
+
+def total(engine: MetricsEngine, metric: Metric, start: date, end: date) -> Decimal | int:
+    """The measure over start..end, exactly as the metrics query gives it (a Decimal for money)."""
+    _check_metric(metric)
+    m = METRICS[MEASURES[metric]]
+    return m.formula(engine.components(set(m.needs), Window(start, end), None).get(None, {}))
 
 
 # -- target pace ----------------------------------------------------------------------------------
@@ -603,7 +630,7 @@ def month_period(month: str, as_of: date) -> Period:
 @dataclass(frozen=True)
 class Pace:
     target: Decimal | int
-    actual_to_date: float
+    actual_to_date: Decimal | int | float  # as given: exact when read from the store
     elapsed_days: int
     period_days: int
     level: float | None  # of the projection's interval; None without a forecast
@@ -615,8 +642,12 @@ class Pace:
         return self.period_days - self.elapsed_days
 
     @property
+    def _actual(self) -> float:
+        return float(self.actual_to_date)
+
+    @property
     def attainment(self) -> float:
-        return self.actual_to_date / float(self.target)
+        return self._actual / float(self.target)
 
     @property
     def projected_attainment(self) -> Interval | None:
@@ -626,21 +657,21 @@ class Pace:
     @property
     def straight_line(self) -> float | None:
         """actual ÷ elapsed days × period days: the end if every remaining day sold the average so far."""
-        return self.actual_to_date / self.elapsed_days * self.period_days if self.elapsed_days else None
+        return self._actual / self.elapsed_days * self.period_days if self.elapsed_days else None
 
     @property
     def required_daily(self) -> float | None:
         """What each remaining day must bring to meet the target (0 once it is met)."""
         if not self.remaining_days:
             return None
-        return max(float(self.target) - self.actual_to_date, 0.0) / self.remaining_days
+        return max(float(self.target) - self._actual, 0.0) / self.remaining_days
 
     @property
     def expected_daily(self) -> float | None:
         """The forecast's mean per remaining day, to set against ``required_daily``."""
         if not self.remaining_days or self.projected is None:
             return None
-        return (self.projected.value - self.actual_to_date) / self.remaining_days
+        return (self.projected.value - self._actual) / self.remaining_days
 
     def to_dict(self) -> dict[str, Any]:
         straight = self.straight_line
@@ -679,7 +710,7 @@ class Pace:
 
 def pace(
     target: Decimal | int,
-    actual_to_date: float,
+    actual_to_date: Decimal | int | float,
     elapsed_days: int,
     remaining_forecast: Forecast | None,
     period_days: int,
@@ -700,18 +731,21 @@ def pace(
             f"elapsed days must be 0 to the period's {period_days} days, got {elapsed_days}",
             code="invalid_query",
         )
+    # Net revenue to date can be below zero (refunds of last month's orders before any sale).
     actual = float(actual_to_date)
-    if not math.isfinite(actual) or actual < 0:
+    if not math.isfinite(actual):
         raise InvalidInput(
-            f"the actual to date must be a non-negative number, got {actual_to_date!r}", code="invalid_query"
+            f"the actual to date must be a finite number, got {actual_to_date!r}", code="invalid_query"
         )
     remaining = period_days - elapsed_days
     if remaining == 0:
         if remaining_forecast is not None:
             raise InvalidInput("the period is over: there is nothing left to forecast", code="invalid_query")
-        return Pace(target, actual, elapsed_days, period_days, None, Interval(actual, actual, actual), note)
+        return Pace(
+            target, actual_to_date, elapsed_days, period_days, None, Interval(actual, actual, actual), note
+        )
     if remaining_forecast is None:
-        return Pace(target, actual, elapsed_days, period_days, None, None, note)
+        return Pace(target, actual_to_date, elapsed_days, period_days, None, None, note)
     if remaining_forecast.horizon != remaining:
         raise InvalidInput(
             f"the forecast covers {remaining_forecast.horizon} days but {remaining} days of the period remain",
@@ -719,11 +753,11 @@ def pace(
         )
     total = remaining_forecast.total
     projected = Interval(actual + total.value, actual + total.lower, actual + total.upper)
-    return Pace(target, actual, elapsed_days, period_days, remaining_forecast.level, projected, note)
+    return Pace(target, actual_to_date, elapsed_days, period_days, remaining_forecast.level, projected, note)
 
 
 def month_pace(
-    con: duckdb.DuckDBPyConnection,
+    engine: MetricsEngine,
     metric: Metric,
     month: str,
     target: Decimal | int,
@@ -732,9 +766,23 @@ def month_pace(
     level: float = 0.9,
     history_days: int = 730,
 ) -> Pace:
-    """The pace of a monthly target seen from ``as_of``: the actual of the month's days before
-    ``as_of``, and a forecast of its remaining days from up to ``history_days`` days before it."""
-    period = month_period(month, as_of)
+    """The pace of a monthly target seen from ``as_of`` (the first day that is not over): the
+    actual of the month's days before ``as_of``, and a forecast of its remaining days from up to
+    ``history_days`` days before it."""
+    return month_paces(engine, metric, {month: target}, as_of, level=level, history_days=history_days)[month]
+
+
+def month_paces(
+    engine: MetricsEngine,
+    metric: Metric,
+    targets: Mapping[str, Decimal | int],
+    as_of: date,
+    *,
+    level: float = 0.9,
+    history_days: int = 730,
+) -> dict[str, Pace]:
+    """``month_pace`` of several months, from one forecast that reaches the last of them."""
+    periods = {month: month_period(month, as_of) for month in targets}
     # Checked here: a forecast's own errors below become the projection's note, these must not.
     _check_metric(metric)
     _check_level(level)
@@ -742,34 +790,55 @@ def month_pace(
         raise InvalidInput(
             f"the history must be at least {MIN_HISTORY} days, got {history_days!r}", code="invalid_query"
         )
-    actual = 0.0
-    if period.elapsed_days:
-        last = period.start + timedelta(days=period.elapsed_days - 1)
-        actual = float(daily_series(con, metric, period.start, last)[1].sum())
-    forecast, note = None, None
-    if period.remaining_days:
-        forecast, note = _remaining_forecast(con, metric, period, level, history_days)
-    return pace(target, actual, period.elapsed_days, forecast, period.days, note=note)
+    reach = as_of + timedelta(days=MAX_HORIZON - 1)  # the last day a forecast from as_of covers
+    ends = [p.end for p in periods.values() if p.remaining_days and p.end <= reach]
+    forecast, note = (None, None)
+    if ends:
+        forecast, note = _remaining_forecast(engine, metric, as_of, max(ends), level, history_days)
+    out = {}
+    for month, period in periods.items():
+        actual: Decimal | int = 0
+        if period.elapsed_days:
+            actual = total(
+                engine, metric, period.start, period.start + timedelta(days=period.elapsed_days - 1)
+            )
+        remaining, why = None, None
+        if period.remaining_days:
+            if period.end > reach:
+                why = f"the month ends more than {MAX_HORIZON} days after the last day of history"
+            elif forecast is None:
+                why = note
+            else:
+                remaining = forecast.between(max(as_of, period.start), period.end)
+        out[month] = pace(targets[month], actual, period.elapsed_days, remaining, period.days, note=why)
+    return out
 
 
 def _remaining_forecast(
-    con: duckdb.DuckDBPyConnection, metric: Metric, period: Period, level: float, history_days: int
+    engine: MetricsEngine, metric: Metric, as_of: date, last: date, level: float, history_days: int
 ) -> tuple[Forecast | None, str | None]:
-    first_sale = con.execute(
-        "SELECT min(day) FROM orders WHERE cancelled IS NOT TRUE AND day < ?", [period.as_of]
+    """The forecast from ``as_of`` to ``last``, or None and why (too little history, no orders)."""
+    first_sale = engine.con.execute(
+        "SELECT min(day) FROM orders WHERE cancelled IS NOT TRUE AND day < ?", [as_of]
     ).fetchone()[0]
     if first_sale is None:
         return None, "no orders before this day to forecast from"
-    history_end = period.as_of - timedelta(days=1)
+    history_end = as_of - timedelta(days=1)
     days, values = daily_series(
-        con, metric, max(first_sale, period.as_of - timedelta(days=history_days)), history_end
+        engine, metric, max(first_sale, as_of - timedelta(days=history_days)), history_end
     )
-    first = max(period.as_of, period.start)
     try:
-        forecast = forecast_series(days, values, horizon=(period.end - history_end).days, level=level)
+        forecast = forecast_series(
+            days,
+            values,
+            horizon=(last - history_end).days,
+            level=level,
+            folds=0,
+            nonnegative=metric == "orders",
+        )
     except InvalidInput as exc:
         return None, exc.message
-    return forecast.between(first, period.end), None
+    return forecast, None
 
 
 # -- small helpers --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Same conventions as ``masar.model.queries``: a ``kind`` literal, ``extra="forbid
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Literal
 
@@ -114,3 +115,33 @@ class LtvFitQuery(_Model):
     source: str
     calibration_end: date
     unit: Literal["day", "week"] = "week"
+
+
+class ForecastQuery(_Ranged):
+    """Daily forecast of net revenue or orders with prediction intervals and a backtest
+    (docs/forecasts.md). ``from``/``to`` bound the history: by default from the first order to the
+    data's last complete day; the forecast covers the ``horizon`` days after ``to``."""
+
+    kind: Literal["forecast"] = "forecast"
+    measure: Literal["revenue", "orders"] = "revenue"
+    horizon: int = Field(default=30, ge=1, le=366)
+    level: float = Field(default=0.9, gt=0, lt=1)
+    folds: int = Field(default=3, ge=0, le=10)
+
+
+class TargetsQuery(_Model):
+    """Monthly targets: attainment to date and the projected end of the month (docs/metrics.md).
+    ``as_of`` is the last day that counts as actual (default: the data's last complete day)."""
+
+    kind: Literal["targets"] = "targets"
+    source: str
+    month: str | None = None  # YYYY-MM; None: every month with a target
+    as_of: date | None = None
+    level: float = Field(default=0.9, gt=0, lt=1)
+
+    @field_validator("month")
+    @classmethod
+    def _month(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+            raise ValueError(f"a month is written YYYY-MM, got {value!r}")
+        return value

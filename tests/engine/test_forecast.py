@@ -30,6 +30,7 @@ from masar.engine.forecast import (
     month_period,
     pace,
 )
+from masar.engine.metrics import MetricsEngine
 from masar.errors import InvalidInput
 
 DAY0 = np.datetime64("2024-01-01")
@@ -356,22 +357,38 @@ def test_backtest_folds_need_14_days_of_history(n, horizon, folds):
 
 # -- the daily series against a plain sum -------------------------------------------------------
 
-_ORDERS_DDL = """CREATE TABLE orders (order_key VARCHAR, person BIGINT, ts TIMESTAMPTZ, day DATE,
+# The columns of the sales facts (masar/engine/facts.py) that the metrics engine's orders and
+# refunds families read; the series is computed by that engine.
+_FACTS_DDL = [
+    """CREATE TABLE orders (order_key VARCHAR, person BIGINT, ts TIMESTAMPTZ, day DATE,
     value DECIMAL(18,3), discount DECIMAL(18,3), items BIGINT, refunded DECIMAL(18,3), cancelled BOOLEAN,
-    order_number INTEGER, channel VARCHAR, campaign VARCHAR, device_type VARCHAR, country VARCHAR, session_id BIGINT)"""
+    order_number INTEGER, channel VARCHAR, campaign VARCHAR, device_type VARCHAR, country VARCHAR,
+    session_id BIGINT, previous_ts TIMESTAMPTZ)""",
+    "CREATE TABLE refunds (order_key VARCHAR, person BIGINT, ts TIMESTAMPTZ, day DATE, value DECIMAL(18,3))",
+    "CREATE TABLE people (person BIGINT, first_seen TIMESTAMPTZ, first_channel VARCHAR, first_campaign VARCHAR)",
+]
 _START = date(2026, 3, 1)
 
 
-def _orders_db(rows: list[tuple[date, Decimal | None, bool]]) -> duckdb.DuckDBPyConnection:
+def _orders_db(
+    rows: list[tuple[date, Decimal | None, bool]], refunds: list[tuple[date, Decimal | None]] = ()
+) -> MetricsEngine:
+    """Orders (day, value, cancelled) and refunds (day, value) on a metrics engine's cursor."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(_ORDERS_DDL)
+    for ddl in _FACTS_DDL:
+        con.execute(ddl)
     if rows:
         con.executemany(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, 0, 1, 0, ?, NULL, 'direct', NULL, 'desktop', 'SA', NULL)",
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, 0, 1, 0, ?, NULL, 'direct', NULL, 'desktop', 'SA', NULL, NULL)",
             [(f"o{i}", i % 7, f"{d} 12:00:00+00", d, v, c) for i, (d, v, c) in enumerate(rows)],
         )
-    return con
+    if refunds:
+        con.executemany(
+            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?)",
+            [(f"o{i}", i % 7, f"{d} 13:00:00+00", d, v) for i, (d, v) in enumerate(refunds)],
+        )
+    return MetricsEngine(con, currency="SAR", tz="UTC", churn_days=90)
 
 
 _ORDER = st.tuples(
@@ -379,33 +396,47 @@ _ORDER = st.tuples(
     st.one_of(st.none(), st.decimals(0, 10_000, places=3, allow_nan=False, allow_infinity=False)),
     st.booleans(),
 )
+_REFUND = st.tuples(
+    st.integers(0, 30).map(lambda k: _START + timedelta(days=k)),
+    st.one_of(st.none(), st.decimals(0, 10_000, places=3, allow_nan=False, allow_infinity=False)),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.lists(_ORDER, max_size=60), first=st.integers(0, 30), length=st.integers(1, 31))
-def test_daily_series_equals_a_plain_sum(rows, first, length):
-    con = _orders_db(rows)
+@given(
+    rows=st.lists(_ORDER, max_size=60),
+    refunds=st.lists(_REFUND, max_size=10),
+    first=st.integers(0, 30),
+    length=st.integers(1, 31),
+)
+def test_daily_series_equals_a_plain_sum(rows, refunds, first, length):
+    """Revenue is net: the day's orders that are not cancelled less the day's refunds (whatever
+    their order), values that could not be converted (NULL) adding nothing."""
+    engine = _orders_db(rows, refunds)
     start = _START + timedelta(days=first)
     end = start + timedelta(days=length - 1)
     for metric in ("revenue", "orders"):
-        days, values = daily_series(con, metric, start, end)
+        days, values = daily_series(engine, metric, start, end)
         assert len(days) == length and days[0] == np.datetime64(start) and days[-1] == np.datetime64(end)
         for d, v in zip(days, values, strict=True):
             kept = [value for day, value, cancelled in rows if day == fc._day(d) and not cancelled]
+            refunded = [value for day, value in refunds if day == fc._day(d) and value is not None]
             if metric == "orders":
                 assert v == len(kept)
             else:
-                assert v == pytest.approx(
-                    float(sum((x for x in kept if x is not None), Decimal(0))), abs=1e-6
-                )
+                net = sum((x for x in kept if x is not None), Decimal(0)) - sum(refunded, Decimal(0))
+                assert v == pytest.approx(float(net), abs=1e-6)
+        exact = fc.total(engine, metric, start, end)
+        assert float(exact) == pytest.approx(values.sum(), abs=1e-6)
+        assert isinstance(exact, Decimal if metric == "revenue" else int)
 
 
 def test_daily_series_rejects_bad_input():
-    con = _orders_db([])
+    engine = _orders_db([])
     with pytest.raises(InvalidInput, match="metric"):
-        daily_series(con, "profit", _START, _START)
+        daily_series(engine, "profit", _START, _START)
     with pytest.raises(InvalidInput, match="starts after"):
-        daily_series(con, "orders", _START, _START - timedelta(days=1))
+        daily_series(engine, "orders", _START, _START - timedelta(days=1))
 
 
 # -- target pace against figures worked by hand -------------------------------------------------
@@ -477,8 +508,8 @@ def test_pace_edges():
         ((True, 10.0, 5, None, 30), "positive"),
         ((100, 10.0, 31, None, 30), "elapsed"),
         ((100, 10.0, -1, None, 30), "elapsed"),
-        ((100, -1.0, 5, None, 30), "non-negative"),
-        ((100, float("nan"), 5, None, 30), "non-negative"),
+        ((100, float("inf"), 5, None, 30), "finite"),
+        ((100, float("nan"), 5, None, 30), "finite"),
         ((100, 10.0, 30, _flat_forecast(3, 1.0, 1.0), 30), "over"),
         ((100, 10.0, 5, _flat_forecast(24, 1.0, 1.0), 30), "25 days"),
     ],
@@ -507,21 +538,21 @@ def test_month_period():
             month_period(bad, date(2026, 12, 1))
 
 
-def _store_orders(
-    first: date, last: date
-) -> tuple[duckdb.DuckDBPyConnection, dict[date, float], dict[date, float]]:
+def _store_orders(first: date, last: date) -> tuple[MetricsEngine, dict[date, float], dict[date, float]]:
     """Two orders a day (one more on Saturdays) of a value growing with the day, plus one cancelled
-    order and one unconvertible (NULL value) order a day; returns the revenue and the orders by day."""
-    rows, revenue, orders = [], {}, {}
+    order and one unconvertible (NULL value) order a day, and a refund of 25 every Monday; returns
+    the net revenue and the orders by day."""
+    rows, refunds, revenue, orders = [], [], {}, {}
     d = first
     while d <= last:
         k = (d - first).days
         values = [Decimal(100 + k), Decimal(50 + k % 7 * 10)] + ([Decimal(300)] if d.weekday() == 5 else [])
         rows += [(d, v, False) for v in values] + [(d, Decimal(999), True), (d, None, False)]
-        revenue[d] = float(sum(values))
+        refunds += [(d, Decimal(25))] if d.weekday() == 0 else []
+        revenue[d] = float(sum(values)) - (25.0 if d.weekday() == 0 else 0.0)
         orders[d] = len(values) + 1.0
         d += timedelta(days=1)
-    return _orders_db(rows), revenue, orders
+    return _orders_db(rows, refunds), revenue, orders
 
 
 def test_month_pace_reads_the_store():
@@ -534,13 +565,18 @@ def test_month_pace_reads_the_store():
     assert p.actual_to_date == pytest.approx(actual) and p.elapsed_days == 10 and p.period_days == 31
     history_days = [date(2026, 7, 1) + timedelta(days=i) for i in range((as_of - date(2026, 7, 1)).days)]
     expected = forecast_series(_days(len(history_days), np.datetime64("2026-07-01")),
-                               np.array([revenue[d] for d in history_days]), horizon=21)  # fmt: skip
+                               np.array([revenue[d] for d in history_days]), horizon=21, nonnegative=False)  # fmt: skip
     assert p.projected.value == pytest.approx(actual + expected.total.value)
     assert p.projected.upper == pytest.approx(actual + expected.total.upper)
+    assert isinstance(p.actual_to_date, Decimal)  # exact, as the metrics query shows it
 
     orders = month_pace(con, "orders", "2026-12", 200, as_of)
     saturdays = sum(1 for i in range(10) if date(2026, 12, 1 + i).weekday() == 5)
     assert orders.actual_to_date == 3 * 10 + saturdays  # NULL-valued orders count; cancelled do not
+
+    # Several months from one forecast: the same paces as one month at a time.
+    both = fc.month_paces(con, "orders", {"2026-12": 200, "2027-01": 300}, as_of)
+    assert both["2026-12"] == orders
 
     # A month that starts after as_of: the forecast's days of that month only.
     later = month_pace(con, "orders", "2027-01", 300, as_of)
@@ -550,6 +586,7 @@ def test_month_pace_reads_the_store():
     assert later.elapsed_days == 0 and later.actual_to_date == 0
     assert later.projected.value == pytest.approx(window.total.value)
     assert later.projected.lower == pytest.approx(window.total.lower)
+    assert both["2027-01"].projected.value == pytest.approx(later.projected.value, rel=1e-12)
 
     # A month already over: the actual, no forecast.
     past = month_pace(con, "revenue", "2026-08", Decimal("1"), as_of)
@@ -658,6 +695,27 @@ def test_forecasts_cannot_go_below_zero():
     assert np.all(f.value >= 0) and np.all(f.lower >= 0) and np.all(f.upper >= 0)
     assert np.all(f.value[f.mean < 0] == 0)
     assert f.total.lower >= 0
+
+
+def test_net_revenue_is_not_clipped():
+    """Refunds take some days' net revenue below zero: with ``nonnegative=False`` negative days are
+    history like any other and nothing is clipped; the fit is the same as for a clipped series."""
+    n = 90
+    y = 30 + np.random.default_rng(8).normal(0, 40, n)
+    assert (y < 0).sum() > 10
+    with pytest.raises(InvalidInput, match="negative"):
+        forecast_series(_days(n), y, horizon=30)
+    f = forecast_series(_days(n), y, horizon=30, nonnegative=False)
+    assert f.history_days == n
+    np.testing.assert_array_equal(f.value, f.mean)
+    assert (f.lower < 0).all()
+    assert f.total.value == pytest.approx(f.mean.sum())
+    assert any((fold.forecast < 0).any() or (fold.lower < 0).any() for fold in f.backtest.folds)
+    positive = _synthetic(8, n)
+    clipped = forecast_series(_days(n), positive, horizon=30, folds=0)
+    signed = forecast_series(_days(n), positive, horizon=30, folds=0, nonnegative=False)
+    assert signed.model == clipped.model
+    np.testing.assert_array_equal(signed.mean, clipped.mean)
 
 
 # -- any series ----------------------------------------------------------------------------------
