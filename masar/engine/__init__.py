@@ -12,7 +12,14 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
-from masar.engine.customer_runners import run_cohorts, run_ltv_fit, run_rfm, run_rfm_customers
+from masar.engine.customer_runners import (
+    run_audience,
+    run_cohorts,
+    run_customer,
+    run_ltv_fit,
+    run_rfm,
+    run_rfm_customers,
+)
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
@@ -22,7 +29,9 @@ from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
 from masar.model.sales_queries import (
     AcquisitionQuery,
+    AudienceQuery,
     CohortsQuery,
+    CustomerQuery,
     EmailQuery,
     LtvFitQuery,
     MetricsQuery,
@@ -44,7 +53,9 @@ Query = Annotated[
     | CohortsQuery
     | RfmQuery
     | RfmCustomersQuery
-    | LtvFitQuery,
+    | LtvFitQuery
+    | AudienceQuery
+    | CustomerQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -61,6 +72,8 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,
     "ltv_fit": run_ltv_fit,
+    "audience": run_audience,
+    "customer": run_customer,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 
