@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from masar.errors import InvalidInput, MasarError
@@ -62,7 +63,9 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MasarError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            # Escaped: a message quoting JSON ([conditions...]) is text, not Rich markup. soft_wrap:
+            # one line whatever the width, for a terminal to wrap and a script to grep.
+            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except FileNotFoundError as exc:
             err.print(f"[red]error:[/red] no such file: {exc.filename}", highlight=False)
@@ -647,9 +650,9 @@ def demo(
 
 
 def main() -> None:
-    # Under ``python -m masar.cli`` this module is ``__main__``; the sales commands register on
-    # the ``masar.cli`` module's app, so run that one.
-    from masar import cli_sales
+    # Under ``python -m masar.cli`` this module is ``__main__``; the sales and audience commands
+    # register on the ``masar.cli`` module's app, so run that one.
+    from masar import cli_audiences, cli_sales  # noqa: F401 - both register on the app they share
 
     cli_sales.app()
 
@@ -657,6 +660,7 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-# Sales commands register themselves on the same app.
+# Sales and audience commands register themselves on the same app.
+import masar.cli_audiences  # noqa: E402, F401
 import masar.cli_sales  # noqa: E402, F401
 import masar.cli_web  # noqa: E402, F401

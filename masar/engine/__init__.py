@@ -12,7 +12,14 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
-from masar.engine.customer_runners import run_cohorts, run_ltv_fit, run_rfm, run_rfm_customers
+from masar.engine.customer_runners import (
+    run_audience,
+    run_cohorts,
+    run_customer,
+    run_ltv_fit,
+    run_rfm,
+    run_rfm_customers,
+)
 from masar.engine.forecast_runners import run_forecast, run_targets
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
@@ -23,7 +30,9 @@ from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
 from masar.model.sales_queries import (
     AcquisitionQuery,
+    AudienceQuery,
     CohortsQuery,
+    CustomerQuery,
     EmailQuery,
     ForecastQuery,
     LtvFitQuery,
@@ -49,7 +58,9 @@ Query = Annotated[
     | RfmCustomersQuery
     | LtvFitQuery
     | ForecastQuery
-    | TargetsQuery,
+    | TargetsQuery
+    | AudienceQuery
+    | CustomerQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -68,6 +79,8 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "ltv_fit": run_ltv_fit,
     "forecast": run_forecast,
     "targets": run_targets,
+    "audience": run_audience,
+    "customer": run_customer,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

@@ -14,6 +14,7 @@ Values are always bound as parameters (``$p0``, ``$p1``, ...); property names pa
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -40,6 +41,7 @@ ORDER_COMPLETED = "Order Completed"
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
 MAX_WINDOW_DAYS = 36_600
+MAX_NAME = 200  # characters of a saved audience's name (the metadata column's width)
 
 # The columns of ``events`` a filter may name (docs/audiences.md); numeric ones compare as numbers.
 EVENT_COLUMNS = {
@@ -432,6 +434,19 @@ def _message(error: dict[str, Any]) -> str:
     return error["msg"].removeprefix("Value error, ")
 
 
+def check_audience_name(name: Any) -> str:
+    """A saved audience's name as stored: surrounding spaces dropped, 1 to 200 characters, any
+    script (Arabic included), no control characters (a name is shown on one line)."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"an audience name is text, got {type(name).__name__}")
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME:
+        raise InvalidInput(f"an audience name is 1 to {MAX_NAME} characters, got {len(name)}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidInput("an audience name cannot hold control characters (line breaks, tabs)")
+    return name
+
+
 def _check_as_of(as_of: Any) -> date:
     if isinstance(as_of, datetime) or not isinstance(as_of, date):
         raise InvalidInput(f"as_of is a date (the store's local day), got {as_of!r}", code="invalid_query")
@@ -687,6 +702,7 @@ class AudienceResult:
     rows: pa.Table  # the page, by person id (MEMBER_SCHEMA): kept columnar, an export can be large
     limit: int | None = None
     offset: int = 0
+    name: str | None = None  # the saved audience's name, when it was run by name
 
     @property
     def members(self) -> list[Member]:
@@ -695,6 +711,7 @@ class AudienceResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "audience",
+            "name": self.name,
             "as_of": self.as_of.isoformat(),
             "definition": self.definition.to_dict(),
             "count": self.count,

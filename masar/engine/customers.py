@@ -4,25 +4,31 @@ they are in — as of a day, from the sales facts (docs/audiences.md, "The custo
 A handful of small queries, each restricted to the one person (``person = $person``): the
 tables are sorted by nothing in particular, so every query is a filtered scan, and the
 audiences are checked with the one-person form of their query (``audiences.is_member``).
+
+``Customer`` is the answer of the ``customer`` query: the profile with the person's RFM scores
+(``rfm.rfm_customer``) and the value the lifetime-value models predict for them (``ltv``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from masar.engine.audiences import ORDER_COMPLETED, AudienceDefinition, is_member, parse_audience
+from masar.engine.ltv import LtvFit, predict
 from masar.errors import InvalidInput, NotFound
 
 _MILLS = Decimal("0.001")  # the storage scale of amounts (DECIMAL(18,3))
 MAX_TIMELINE = 10_000
+PREDICTION_WEEKS = 52  # the predicted value is for the year after as_of
 
 TIMELINE_SCHEMA = pa.schema(
     [
@@ -306,6 +312,66 @@ def _timeline(con: duckdb.DuckDBPyConnection, params: dict[str, Any], limit: int
         )  # fmt: skip
         entries.append(entry)
     return entries
+
+
+@dataclass
+class Customer:
+    """One person as the ``customer`` query answers: the profile, the RFM scores as of the same
+    day, and the value predicted for the year after it."""
+
+    profile: Profile
+    rfm: dict[str, Any] | None  # rfm.rfm_customer's row; None when they had no order by as_of
+    prediction: dict[str, Any] | None  # predict_customer; None with a note saying why
+    prediction_note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        rfm = None
+        if self.rfm is not None:
+            rfm = {k: _money(v) if k == "monetary" else v for k, v in self.rfm.items() if k != "person"}
+        return {
+            **self.profile.to_dict(),
+            "kind": "customer",
+            "rfm": rfm,
+            "prediction": self.prediction,
+            "prediction_note": self.prediction_note,
+        }
+
+    def table(self) -> pa.Table:
+        """The timeline, one row per event (newest first)."""
+        return self.profile.table()
+
+
+def predict_customer(fit: LtvFit, person: int, weeks: float = PREDICTION_WEEKS) -> dict[str, Any] | None:
+    """The BG/NBD and Gamma-Gamma predictions (docs/ltv.md) of one customer of the fit's summary,
+    over ``weeks`` after its calibration end; None when they had bought nothing by then. Raises
+    InvalidInput when the models give no finite figure (the Gamma-Gamma's q ≤ 1, or a BG/NBD fit
+    at its parameters' bounds)."""
+    s = fit.summary
+    at = int(np.searchsorted(s.person, person))  # the summary is sorted by person
+    if at == len(s) or s.person[at] != person:
+        return None
+    one = slice(at, at + 1)
+    mine = replace(s, person=s.person[one], first_day=s.first_day[one], x=s.x[one], t_x=s.t_x[one], T=s.T[one],
+                   m=s.m[one], m_count=s.m_count[one])  # fmt: skip
+    p = predict(mine, fit.bgnbd, fit.gamma_gamma, weeks)
+    figures = (p.p_alive[0], p.expected_purchases[0], p.expected_value[0], p.predicted_value[0])
+    if not np.isfinite(figures).all():
+        # Seen when the BG/NBD's r and α run to their bounds (every customer buying at one rate):
+        # the formulas overflow there. No number beats a wrong one.
+        b = fit.bgnbd
+        raise InvalidInput(
+            f"the fitted models give no finite prediction for this customer (BG/NBD r = {b.r:.3g}, "
+            f"α = {b.alpha:.3g}, a = {b.a:.3g}, b = {b.b:.3g})",
+            code="invalid_query",
+        )
+    return {
+        "calibration_end": s.calibration_end.isoformat(),
+        "horizon_weeks": weeks,
+        "p_alive": float(p.p_alive[0]),
+        "expected_purchases": float(p.expected_purchases[0]),
+        "expected_value_per_purchase": float(p.expected_value[0]),
+        "predicted_value": float(p.predicted_value[0]),
+    }
 
 
 def _entry_dict(e: dict[str, Any]) -> dict[str, Any]:

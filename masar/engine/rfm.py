@@ -306,6 +306,24 @@ def rfm_customers(
     )
 
 
+def rfm_customer(
+    con: duckdb.DuckDBPyConnection, as_of: date, person: int, *, since: date | None = None
+) -> dict[str, Any] | None:
+    """One customer's row of ``rfm_customers`` (scored among every customer), without the identity
+    columns; None when the person has no order that counts."""
+    params = _params(as_of, since)
+    params["person"] = person
+    rows = con.execute(
+        f"SELECT recency_days, frequency, monetary::DECIMAL(38, 3), r, f, m, segment FROM ({_SCORED}) "
+        "WHERE person = $person",
+        params,
+    ).fetchall()
+    if not rows:
+        return None
+    names = ("recency_days", "frequency", "monetary", "r", "f", "m", "segment")
+    return {"person": person, **dict(zip(names, rows[0], strict=True))}
+
+
 def _count(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
     params = {k: params[k] for k in ("as_of", "since", "grid", "segment")}
     sql = f"SELECT count(*) FROM ({_SCORED}) WHERE $segment IS NULL OR segment = $segment"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -145,3 +145,62 @@ class TargetsQuery(_Model):
         if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
             raise ValueError(f"a month is written YYYY-MM, got {value!r}")
         return value
+
+
+class AudienceQuery(_Model):
+    """An audience's members (docs/audiences.md): a saved one by ``name`` or an inline
+    ``definition``; ``as_of`` defaults to the data's last day. ``limit`` None lists every member
+    (an export); 0 only counts."""
+
+    kind: Literal["audience"] = "audience"
+    source: str
+    name: str | None = None
+    definition: dict[str, Any] | None = None
+    as_of: date | None = None
+    limit: int | None = Field(default=100, ge=0, le=1_000_000)
+    offset: int = Field(default=0, ge=0)
+
+    @field_validator("definition")
+    @classmethod
+    def _parsed(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from masar.engine.audiences import parse_audience
+        from masar.errors import InvalidInput
+
+        if value is None:
+            return None
+        try:
+            return parse_audience(value).to_dict()
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _one(self) -> AudienceQuery:
+        if (self.name is None) == (self.definition is None):
+            raise ValueError("give the name of a saved audience or a definition: one of the two")
+        return self
+
+
+PersonBy = Literal["person", "user_id", "email", "anonymous_id"]
+
+
+class CustomerQuery(_Model):
+    """One customer's profile, RFM segment and lifetime value (docs/audiences.md, "The customer
+    query"). ``person`` is a person id, a user id, an email or an anonymous id; ``by`` says which
+    when one text could be several."""
+
+    kind: Literal["customer"] = "customer"
+    source: str
+    person: int | str
+    by: PersonBy | None = None
+    as_of: date | None = None
+    timeline_limit: int = Field(default=200, ge=0, le=10_000)
+    predict: bool = True  # the predicted value needs the store's BG/NBD fit (once per data version)
+
+    @field_validator("person", mode="before")
+    @classmethod
+    def _person(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("a person id, a user id, an email or an anonymous id (a number or text)")
+        if isinstance(value, str) and not 1 <= len(value.strip()) <= 500:
+            raise ValueError("1 to 500 characters")
+        return value.strip() if isinstance(value, str) else value

@@ -41,6 +41,18 @@ class ApiKey:
     source_id: int | None
 
 
+@dataclass(frozen=True)
+class SavedAudience:
+    """An audience definition saved by name for one source (docs/audiences.md)."""
+
+    name: str
+    definition: dict[str, Any]  # as parsed, every default spelt out
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "definition": self.definition, "updated_at": self.updated_at.isoformat()}
+
+
 @dataclass
 class WriteResult:
     written: int = 0
@@ -66,5 +78,10 @@ class Store(Protocol):
     def event_counts(self, source: Source) -> list[tuple[str, int]]: ...
     def tail(self, source: Source, *, limit: int = 20) -> list[dict[str, Any]]: ...
     def rejected(self, source: Source | None, *, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    def save_audience(self, source: Source, name: str, definition: Any) -> SavedAudience: ...
+    def audiences(self, source: Source) -> list[SavedAudience]: ...
+    def audience(self, source: Source, name: str) -> SavedAudience: ...
+    def delete_audience(self, source: Source, name: str) -> None: ...
 
     def close(self) -> None: ...

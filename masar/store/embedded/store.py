@@ -7,6 +7,7 @@ shared state is a short SQLite transaction.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import secrets
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from masar.config import Settings
 from masar.engine import RUNNERS, QueryContext, parse_query
+from masar.engine.audiences import check_audience_name, parse_audience
 from masar.engine.facts import Rate
 from masar.engine.frame import EventFrame, build_frame, extend_frame
 from masar.engine.templates import expand_template, validate_steps
@@ -35,11 +37,12 @@ from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, Source
 from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
 from masar.store.accounts import Accounts
-from masar.store.base import ApiKey, Source, WriteResult
+from masar.store.base import ApiKey, SavedAudience, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
 from masar.store.metadata import (
     ad_spend,
     api_keys,
+    audiences,
     create_engine,
     exchange_rates,
     funnel_templates,
@@ -66,6 +69,12 @@ def _source(row: Any) -> Source:
         channel_rules=row.channel_rules,
         created_at=row.created_at,
     )
+
+
+def _saved_audience(row: Any) -> SavedAudience:
+    # SQLite hands back naive datetimes; every time Masar writes is UTC.
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+    return SavedAudience(row.name, row.definition, updated)
 
 
 @dataclass
@@ -584,6 +593,51 @@ class EmbeddedStore:
                         orders=orders, updated_at=datetime.now(UTC),
                     )
                 )  # fmt: skip
+
+    # -- saved audiences -------------------------------------------------------------------------
+
+    def save_audience(self, source: Source, name: str, definition: Any) -> SavedAudience:
+        """Save an audience under a name, replacing one of the same name. The definition is checked
+        first and kept as parsed, defaults spelt out, so it reads back meaning what it meant."""
+        name = check_audience_name(name)
+        parsed = parse_audience(definition).to_dict()
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(audiences.delete().where(audiences.c.source_id == source.id, audiences.c.name == name))
+            conn.execute(
+                audiences.insert().values(source_id=source.id, name=name, definition=parsed, updated_at=now)
+            )
+        return SavedAudience(name, parsed, now)
+
+    def audiences(self, source: Source) -> list[SavedAudience]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(audiences).where(audiences.c.source_id == source.id).order_by(audiences.c.name)
+            )
+            return [_saved_audience(r) for r in rows]
+
+    def audience(self, source: Source, name: str) -> SavedAudience:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(audiences).where(audiences.c.source_id == source.id, audiences.c.name == name.strip())
+            ).first()
+        if row is None:
+            raise self._no_audience(source, name)
+        return _saved_audience(row)
+
+    def delete_audience(self, source: Source, name: str) -> None:
+        with self.engine.begin() as conn:
+            deleted = conn.execute(
+                audiences.delete().where(audiences.c.source_id == source.id, audiences.c.name == name.strip())
+            ).rowcount
+        if not deleted:
+            raise self._no_audience(source, name)
+
+    def _no_audience(self, source: Source, name: str) -> NotFound:
+        names = [a.name for a in self.audiences(source)]
+        close = difflib.get_close_matches(name.strip(), names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; `masar audiences list --source {source.name!r}` shows them"
+        return NotFound(f"{source.name!r} has no audience named {name!r}{hint}", code="audience_not_found")
 
     def identities_of(self, source: Source, persons: list[int]) -> dict[int, dict[str, Any]]:
         """user id and anonymous ids of persons (through merges), for people lists."""
