@@ -169,7 +169,7 @@ METRICS: dict[str, Metric] = {
         Metric("session_conversion_rate", "Session conversion rate", "rate", ("sessions",),
                lambda c: _ratio(c.get("converted_sessions"), c.get("sessions"))),
         Metric("visitor_conversion_rate", "Visitor → buyer rate", "rate", ("sessions", "orders"),
-               lambda c: _ratio(c.get("buyers"), c.get("visitors"))),
+               lambda c: _ratio(c.get("buyers") or 0, c.get("visitors"))),
         Metric("leads", "Leads", "count", ("leads",), lambda c: c.get("leads") or 0, True),
         Metric("lead_conversion_rate", "Lead → customer rate", "rate", ("leads",),
                lambda c: _ratio(c.get("lead_customers"), c.get("leads"))),
