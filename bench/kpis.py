@@ -190,6 +190,7 @@ def pandas_overview(df: pd.DataFrame, end: date) -> dict[str, float]:
     orders_all = orders_all.sort_values(["person_id", "ts"])
     orders_all["n"] = orders_all.groupby("person_id").cumcount() + 1
     refunds_all = df[df["event"] == "Order Refunded"].assign(day=local_day, value=value)
+    refunds_all = refunds_all[~refunds_all["order_id"].isin(cancelled)]  # a cancelled order's refund is out
     visits = df[df["session_id"].notna()].assign(day=local_day)
     sessions_all = visits.groupby("session_id").agg(person=("person_id", "first"), day=("day", "min"))
     sessions_all["orders"] = sessions_all.index.isin(orders_all["session_id"])
@@ -253,7 +254,90 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-EXTRAS: list = []
+def pandas_cohorts(df: pd.DataFrame, as_of: date) -> dict[tuple[date, int], int]:
+    """12×12 monthly first-order cohorts, purchasing, the way an analyst would: {(cohort month,
+    N): members who ordered in month N}."""
+    local_day = df["ts"].dt.tz_convert("Asia/Riyadh").dt.tz_localize(None)
+    cancelled = set(df.loc[df["event"] == "Order Cancelled", "order_id"])
+    o = df[(df["event"] == "Order Completed") & ~df["order_id"].isin(cancelled)].assign(day=local_day)
+    o = o[o["day"].dt.date <= as_of].drop_duplicates("order_id")
+    o["month"] = o["day"].dt.year * 12 + o["day"].dt.month - 1
+    o["cohort"] = o.groupby("person_id")["month"].transform("min")
+    o["n"] = o["month"] - o["cohort"]
+    last = as_of.year * 12 + as_of.month - 1
+    # Only months that are over (as_of's month when as_of is its last day), as the engine shows.
+    complete = last if (as_of + timedelta(days=1)).day == 1 else last - 1
+    o = o[(o["cohort"] > last - 12) & (o["n"] < 12) & (o["month"] <= complete)]
+    cells = o.groupby(["cohort", "n"])["person_id"].nunique()
+    return {(date(c // 12, c % 12 + 1, 1), int(n)): int(v) for (c, n), v in cells.items()}
+
+
+def cohorts_on_the_store(store, data: pa.Table, args) -> None:
+    """The 12×12 monthly cohort table on the 10M-event store, through the query API."""
+    query = {"kind": "cohorts", "source": "Bench", "by": "first_order", "period": "month",
+             "measure": "purchasing", "periods": 12}  # fmt: skip
+    seconds, result = best(lambda: store.run(query), args.repeat)
+    df = data.select(["event", "ts", "person_id", "order_id"]).to_pandas()
+    pd_time, cells = best(lambda: pandas_cohorts(df, result.as_of), 1)
+    ours = {
+        (row.cohort, n): row.counts[n]
+        for row in result.rows
+        for n in range(result.periods)
+        if row.counts[n] is not None
+    }
+    same = all(ours.get(k, 0) == v for k, v in cells.items()) and all(
+        v == cells.get(k, 0) for k, v in ours.items()
+    )
+    if not same:
+        diff = sorted((k, ours.get(k), cells.get(k)) for k in set(ours) | set(cells) if ours.get(k, 0) != cells.get(k, 0))
+        print("  cohort cells that differ (cohort, N), Masar, pandas:", diff[:10])
+    members = sum(row.size for row in result.rows)
+    print(f"cohorts (12×12 monthly, first order, purchasing, {members:,} customers): warm {seconds * 1000:,.0f} ms; "
+          f"pandas on the events in memory {pd_time * 1000:,.0f} ms (ratio {seconds / pd_time:.3f}); "
+          f"cells equal: {'yes' if same else 'NO'}")  # fmt: skip
+
+
+def pandas_rfm(orders: pd.DataFrame, as_of: date) -> pd.Series:
+    """RFM segment sizes the way an analyst would: a groupby, ranks for the quintiles (equal
+    values share a score, as docs/segments.md defines), the R×F grid."""
+    from masar.engine.rfm import GRID
+
+    live = orders[~orders["cancelled"] & (orders["day"] <= pd.Timestamp(as_of))]
+    live = live.assign(net=live["value"] - live["refunded"].fillna(0))
+    c = live.groupby("person").agg(last=("day", "max"), frequency=("day", "size"), monetary=("net", "sum"))
+    c["recency"] = (pd.Timestamp(as_of) - c["last"]).dt.days
+    n = len(c)
+    worse_r = c["recency"].rank(method="min", ascending=False) - 1
+    worse_f = c["frequency"].rank(method="min") - 1
+    r = (1 + (5 * worse_r.astype(np.int64)) // n).astype(int)
+    f = (1 + (5 * worse_f.astype(np.int64)) // n).astype(int)
+    segment = pd.Series(np.array(GRID, dtype=object)[(r - 1) * 5 + (f - 1)], index=c.index)
+    return segment.value_counts()
+
+
+def rfm_for_a_million(store, data: pa.Table, args) -> None:
+    """RFM for ``--customers`` customers: bench/segments.py's synthetic facts (≈3 orders each)."""
+    import duckdb
+    from segments import AS_OF, build
+
+    from masar.engine.rfm import rfm_segments
+
+    con = duckdb.connect()
+    build(con, args.customers)
+    seconds, result = best(lambda: rfm_segments(con, AS_OF), args.repeat)
+    orders = con.execute(
+        "SELECT person, day::TIMESTAMP AS day, value::DOUBLE AS value, refunded::DOUBLE AS refunded, cancelled "
+        "FROM orders"
+    ).df()
+    pd_time, sizes = best(lambda: pandas_rfm(orders, AS_OF), 1)
+    same = all(int(sizes.get(s.segment, 0)) == s.customers for s in result.segments)
+    print(f"RFM ({result.customers:,} customers, {len(orders):,} orders): warm {seconds * 1000:,.0f} ms; "
+          f"pandas on the orders in memory {pd_time * 1000:,.0f} ms (ratio {seconds / pd_time:.3f}); "
+          f"segment sizes equal: {'yes' if same else 'NO'}")  # fmt: skip
+    con.close()
+
+
+EXTRAS: list = [cohorts_on_the_store, rfm_for_a_million]
 
 if __name__ == "__main__":
     main()

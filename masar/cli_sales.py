@@ -121,8 +121,11 @@ def metrics(
             by.add_row(label, *[_show(units[n], row["values"].get(n)) for n in names])
         out.print(by)
     for item in result["unconverted"]:
-        out.print(f"[yellow]{item['orders']} orders in {item['currency']} have no exchange rate: "
-                  f"their value is left out (masar rates import).[/yellow]")  # fmt: skip
+        counts = [f"{item[k]} {what}" for k, what in
+                  (("orders", "orders"), ("refunds", "refunds"), ("spend_rows", "spend rows"), ("cart_lines", "cart lines"))
+                  if item.get(k)]  # fmt: skip
+        out.print(f"[yellow]{', '.join(counts)} in {item['currency']} have no exchange rate: "
+                  f"their amounts are left out (masar rates import).[/yellow]")  # fmt: skip
 
 
 def _show(metric: dict[str, Any], value: Any) -> str:

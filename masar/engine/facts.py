@@ -22,7 +22,7 @@ minor unit, order by order; an amount with no rate stays NULL and is reported, n
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from masar.engine.context import QueryContext
+from masar.enrich.channels import CHANNEL_BY_LOWER
 from masar.model.money import minor_units
 from masar.store.schema import EVENTS
 
@@ -59,7 +60,6 @@ class Facts:
     people: pa.Table
     spend: pa.Table
     rates: pa.Table
-    unconverted: list[dict[str, Any]] = field(default_factory=list)
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         for name in ("orders", "refunds", "sessions", "people", "spend"):
@@ -119,8 +119,10 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
     con.register("_rates", rates_table)
     register_events(ctx)
     orders_raw = f"""
-        SELECT event, coalesce(order_id, message_id) AS order_key, person, ts, day, session_id, currency,
+        SELECT event, message_id, coalesce(order_id, message_id) AS order_key, person, ts, day, session_id,
+               currency,
                coalesce(total, revenue, subtotal - coalesce(discount, 0)) AS amount,
+               coalesce(total, revenue, subtotal - coalesce(discount, 0)) IS NOT NULL AS has_amount,
                discount,
                coalesce(
                    list_sum(list_transform(
@@ -134,6 +136,8 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _order_events AS {_convert(f'({orders_raw})', currency, ['amount', 'discount'])}"
     )
+    # The value is the latest amount sent, even when it cannot be converted (then the order has
+    # no known value and is reported), never an older amount that could be.
     orders = con.sql(
         """
         WITH completed AS (
@@ -146,53 +150,75 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         ),
         valued AS (
             SELECT order_key,
-                   arg_max(amount, ts) FILTER (WHERE amount IS NOT NULL OR unconvertible) AS value,
-                   arg_max(unconvertible, ts) FILTER (WHERE amount IS NOT NULL OR unconvertible) AS unconvertible,
+                   arg_max_null(amount, (ts, event = 'Order Updated', message_id)) FILTER (WHERE has_amount) AS value,
+                   arg_max(unconvertible, (ts, event = 'Order Updated', message_id)) FILTER (WHERE has_amount)
+                       AS unconvertible,
+                   arg_max(currency, (ts, event = 'Order Updated', message_id)) FILTER (WHERE has_amount)
+                       AS value_currency,
                    arg_max(discount, ts) FILTER (WHERE discount IS NOT NULL) AS discount,
                    arg_max(items, ts) FILTER (WHERE items IS NOT NULL) AS items
             FROM _order_events WHERE event IN ('Order Completed', 'Order Updated') GROUP BY order_key
         ),
         ended AS (
-            SELECT order_key,
-                   bool_or(event = 'Order Cancelled') AS cancelled,
-                   coalesce(sum(amount) FILTER (WHERE event = 'Order Refunded'), 0) AS refunded
-            FROM _order_events WHERE event IN ('Order Cancelled', 'Order Refunded') GROUP BY order_key
+            SELECT order_key, bool_or(event = 'Order Cancelled') AS cancelled
+            FROM _order_events WHERE event = 'Order Cancelled' GROUP BY order_key
         )
         SELECT c.order_key, c.person, c.ts, c.day,
                v.value, coalesce(v.discount, 0) AS discount, v.items,
-               CAST(coalesce(e.refunded, 0) AS DECIMAL(18,3)) AS refunded,
                coalesce(e.cancelled, false) AS cancelled,
                CASE WHEN NOT coalesce(e.cancelled, false) THEN
                    CAST(row_number() OVER (PARTITION BY c.person, coalesce(e.cancelled, false)
                                            ORDER BY c.ts, c.order_key) AS INTEGER) END AS order_number,
                coalesce(c.channel, 'Unassigned') AS channel, c.campaign, c.device_type, c.country, c.session_id,
-               c.order_currency AS currency, coalesce(v.unconvertible, false) AS unconvertible
+               coalesce(v.value_currency, c.order_currency) AS currency,
+               coalesce(v.unconvertible, false) AS unconvertible
         FROM completed c
         LEFT JOIN valued v USING (order_key)
         LEFT JOIN ended e USING (order_key)
-        ORDER BY c.ts, c.order_key
         """
     ).to_arrow_table()
     con.register("_orders0", orders)
-    orders = con.sql(
-        """
-        SELECT *, CASE WHEN NOT cancelled THEN
-                   lag(ts) OVER (PARTITION BY person, cancelled ORDER BY ts, order_key) END AS previous_ts
-        FROM _orders0 ORDER BY ts, order_key
-        """
-    ).to_arrow_table()
+    # A refund without an amount (GA4's refund of a whole transaction) refunds what is left of
+    # the order's value; it has no value when the order's is unknown.
     refunds = con.sql(
         """
-        SELECT order_key, person, ts, day, amount AS value, currency, unconvertible
-        FROM _order_events WHERE event = 'Order Refunded' ORDER BY ts
+        WITH r AS (
+            SELECT e.order_key, e.person, e.ts, e.day, e.message_id, e.has_amount, e.amount,
+                   e.currency, e.unconvertible AND e.has_amount AS unconvertible,
+                   o.value AS order_value, o.unconvertible AS order_unconvertible, o.currency AS order_currency,
+                   coalesce(o.cancelled, false) AS cancelled, o.order_key IS NOT NULL AS known_order,
+                   coalesce(sum(e.amount) OVER (PARTITION BY e.order_key ORDER BY e.ts, e.message_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                       AS refunded_before,
+                   coalesce(bool_or(NOT e.has_amount) OVER (PARTITION BY e.order_key ORDER BY e.ts, e.message_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)
+                       AS refunded_in_full_before
+            FROM _order_events e LEFT JOIN _orders0 o USING (order_key)
+            WHERE e.event = 'Order Refunded'
+        )
+        SELECT order_key, person, ts, day,
+               CAST(CASE WHEN has_amount THEN amount
+                         WHEN refunded_in_full_before THEN 0
+                         ELSE greatest(order_value - refunded_before, 0) END AS DECIMAL(18,3)) AS value,
+               CASE WHEN has_amount THEN currency ELSE order_currency END AS currency,
+               CASE WHEN has_amount THEN unconvertible ELSE coalesce(order_unconvertible, false) END
+                   AS unconvertible,
+               cancelled, known_order
+        FROM r ORDER BY ts, message_id
         """
     ).to_arrow_table()
-    unconverted = con.sql(
+    con.register("refunds", refunds)
+    orders = con.sql(
         """
-        SELECT currency, count(*) AS orders FROM _order_events
-        WHERE unconvertible AND event = 'Order Completed' GROUP BY currency ORDER BY currency
+        SELECT o.*,
+               CAST(coalesce(r.refunded, 0) AS DECIMAL(18,3)) AS refunded,
+               CASE WHEN NOT o.cancelled THEN
+                   lag(o.ts) OVER (PARTITION BY o.person, o.cancelled ORDER BY o.ts, o.order_key) END AS previous_ts
+        FROM _orders0 o
+        LEFT JOIN (SELECT order_key, sum(value) AS refunded FROM refunds GROUP BY order_key) r USING (order_key)
+        ORDER BY o.ts, o.order_key
         """
-    ).fetchall()
+    ).to_arrow_table()
     con.register("orders", orders)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _cart_lines AS "
@@ -225,13 +251,18 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         placed AS (
             SELECT session_id, count(*) AS orders FROM orders WHERE NOT cancelled GROUP BY session_id
         ),
-        carts AS (SELECT session_id, sum(line) AS cart_value FROM _cart_lines GROUP BY session_id)
+        carts AS (
+            SELECT session_id, sum(line) AS cart_value,
+                   count(*) FILTER (WHERE unconvertible) AS cart_lines_unconverted,
+                   any_value(currency) FILTER (WHERE unconvertible) AS cart_unconverted_currency
+            FROM _cart_lines GROUP BY session_id
+        )
         SELECT v.session_id, v.person, v.ts, CAST(timezone({sql_text(ctx.tz.key)}, v.ts) AS DATE) AS day,
                coalesce(v.channel, 'Unassigned') AS channel, v.source, v.medium, v.campaign,
                v.device_type, v.country, v.events, v.product_views, coalesce(p.orders, 0) AS orders,
-               v.cart_ts, v.checkout_ts, CAST(coalesce(c.cart_value, 0) AS DECIMAL(18,3)) AS cart_value
+               v.cart_ts, v.checkout_ts, CAST(coalesce(c.cart_value, 0) AS DECIMAL(18,3)) AS cart_value,
+               coalesce(c.cart_lines_unconverted, 0) AS cart_lines_unconverted, c.cart_unconverted_currency
         FROM visits v LEFT JOIN placed p USING (session_id) LEFT JOIN carts c USING (session_id)
-        ORDER BY v.person, v.ts
         """
     ).to_arrow_table()
     con.register("_sessions0", sessions)
@@ -275,23 +306,28 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         known AS (
             SELECT person,
                    arg_max(user_id, ts) FILTER (WHERE user_id IS NOT NULL) AS user_id,
-                   arg_max(json_extract_string(traits, '$.email'), ts)
-                       FILTER (WHERE json_extract_string(traits, '$.email') IS NOT NULL) AS email,
-                   least(min(ts) FILTER (WHERE json_extract_string(traits, '$.email') IS NOT NULL),
-                         min(ts) FILTER (WHERE type = 'track' AND event IN ({", ".join(sql_text(e) for e in SIGNUP_EVENTS)})))
-                       AS signup_ts,
+                   min(ts) FILTER (WHERE type = 'track' AND event IN ({", ".join(sql_text(e) for e in SIGNUP_EVENTS)}))
+                       AS signed_up_ts,
                    min(ts) AS first_event
             FROM events GROUP BY person
+        ),
+        -- Only events that carry traits are parsed for an email.
+        emails AS (
+            SELECT person, arg_max(email, ts) AS email, min(ts) AS email_ts
+            FROM (SELECT person, ts, json_extract_string(traits, '$.email') AS email
+                  FROM events WHERE traits IS NOT NULL)
+            WHERE email IS NOT NULL GROUP BY person
         )
-        SELECT k.person, k.user_id, k.email,
-               coalesce(s.first_seen, b.first_order_ts, k.first_event) AS first_seen,
-               CAST(timezone({sql_text(ctx.tz.key)}, coalesce(s.first_seen, b.first_order_ts, k.first_event)) AS DATE)
-                   AS first_day,
+        SELECT k.person, k.user_id, m.email, least(m.email_ts, k.signed_up_ts) AS signup_ts,
+               coalesce(least(s.first_seen, b.first_order_ts), k.first_event) AS first_seen,
+               CAST(timezone({sql_text(ctx.tz.key)}, coalesce(least(s.first_seen, b.first_order_ts), k.first_event))
+                    AS DATE) AS first_day,
                coalesce(s.first_channel, 'Unassigned') AS first_channel, s.first_campaign,
-               k.signup_ts, b.first_order_ts, b.last_order_ts,
+               b.first_order_ts, b.last_order_ts,
                coalesce(b.orders, 0) AS orders, coalesce(b.revenue, 0) AS revenue,
                coalesce(b.refunded, 0) AS refunded, coalesce(s.sessions, 0) AS sessions
         FROM known k LEFT JOIN seen s USING (person) LEFT JOIN bought b USING (person)
+        LEFT JOIN emails m USING (person)
         ORDER BY k.person
         """
     ).to_arrow_table()
@@ -304,15 +340,18 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
         people=people,
         spend=spend,
         rates=rates_table,
-        unconverted=[{"currency": c, "orders": int(n)} for c, n in unconverted],
     )
 
 
 def _spend_table(con: duckdb.DuckDBPyConnection, currency: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Spend rows converted; ``named_channel`` when the row's channel is one of the channel
+    groups (docs/channels.md), spelled as the groups are, else kept as given (a platform name)."""
+    named = [CHANNEL_BY_LOWER.get(str(r["channel"]).strip().lower()) for r in rows]
     raw = pa.table(
         {
             "day": pa.array([r["day"] for r in rows], type=pa.date32()),
-            "channel": pa.array([r["channel"] for r in rows], type=pa.string()),
+            "channel": pa.array([n or r["channel"] for n, r in zip(named, rows, strict=True)], type=pa.string()),
+            "named_channel": pa.array([n is not None for n in named], type=pa.bool_()),
             "campaign": pa.array([r["campaign"] for r in rows], type=pa.string()),
             "spend": pa.array([Decimal(r["spend"]) for r in rows], type=pa.decimal128(18, 3)),
             "currency": pa.array([r["currency"] for r in rows], type=pa.string()),

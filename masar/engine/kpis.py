@@ -107,7 +107,7 @@ def run_metrics(ctx: QueryContext, query: MetricsQuery) -> MetricsResult:
         breakdown=breakdown,
         breakdown_property=query.breakdown,
         churn_days=churn_days,
-        unconverted=facts.unconverted,
+        unconverted=engine.unconverted(window),
     )
 
 

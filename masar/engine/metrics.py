@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import duckdb
@@ -40,6 +40,7 @@ _REFUNDS = """
            CASE WHEN o.order_number = 1 THEN 'new' ELSE 'returning' END AS customer_type,
            p.first_channel, p.first_campaign
     FROM refunds r LEFT JOIN orders o USING (order_key) LEFT JOIN people p ON p.person = r.person
+    WHERE NOT r.cancelled
 """
 _SESSIONS = """
     SELECT s.*, s.day AS _day, p.first_channel, p.first_campaign,
@@ -53,13 +54,17 @@ _LEADS = """
     FROM people p WHERE p.signup_ts IS NOT NULL
 """
 _SPEND = """
-    SELECT s.spend, s.day AS _day, coalesce(m.channel, s.channel) AS channel, s.campaign,
+    SELECT s.spend, s.day AS _day, s.channel, s.campaign,
            CAST(NULL AS VARCHAR) AS device_type, CAST(NULL AS VARCHAR) AS country,
            CAST(NULL AS VARCHAR) AS customer_type, CAST(NULL AS BIGINT) AS person,
-           coalesce(m.channel, s.channel) AS first_channel, s.campaign AS first_campaign
-    FROM spend s LEFT JOIN (
-        SELECT campaign, mode(channel) AS channel FROM sessions WHERE campaign IS NOT NULL GROUP BY campaign
-    ) m USING (campaign)
+           s.channel AS first_channel, s.campaign AS first_campaign
+    FROM (
+        SELECT s.* EXCLUDE (channel),
+               CASE WHEN s.named_channel THEN s.channel ELSE coalesce(m.channel, s.channel) END AS channel
+        FROM spend s LEFT JOIN (
+            SELECT campaign, mode(channel) AS channel FROM sessions WHERE campaign IS NOT NULL GROUP BY campaign
+        ) m USING (campaign)
+    ) s
 """
 
 
@@ -76,6 +81,7 @@ FAMILIES: dict[str, Family] = {
         _ORDERS,
         {
             "orders": "count(*)",
+            "valued_orders": "count(value)",
             "gross_revenue": "sum(value)",
             "discount": "sum(discount)",
             "items": "sum(items)",
@@ -162,14 +168,14 @@ class Metric:
     additive: bool = False
 
 
-def _ratio(num: Any, den: Any) -> float | None:
+def _ratio(num: Any, den: Any) -> Any:
+    """num / den; exact (a Decimal, 28 digits) when either is money, so money ratios round once,
+    half away from zero, when shown."""
     if num is None or den is None or den == 0:
         return None
-    return (
-        float(Decimal(num) / Decimal(den))
-        if isinstance(num, Decimal) or isinstance(den, Decimal)
-        else num / den
-    )
+    if isinstance(num, Decimal) or isinstance(den, Decimal):
+        return Decimal(num) / Decimal(den)
+    return num / den
 
 
 def _money(c: Components, key: str) -> Decimal:
@@ -189,7 +195,7 @@ METRICS: dict[str, Metric] = {
         Metric("net_revenue", "Net revenue", "money", ("orders", "refunds"), _net, True),
         Metric("orders", "Orders", "count", ("orders",), lambda c: c.get("orders") or 0, True),
         Metric("average_order_value", "Average order value", "money", ("orders",),
-               lambda c: _ratio(_money(c, "gross_revenue"), c.get("orders"))),
+               lambda c: _ratio(_money(c, "gross_revenue"), c.get("valued_orders"))),
         Metric("items_per_order", "Items per order", "count", ("orders",),
                lambda c: _ratio(c.get("items"), c.get("orders_with_items"))),
         Metric("discount", "Discounts given", "money", ("orders",), lambda c: _money(c, "discount"), True),
@@ -422,6 +428,36 @@ class MetricsEngine:
         rows = self.con.execute(sql, [*key_params, start, end, start, start, end]).fetchall()
         return {row[0]: {"active_at_start": row[1], "churned": row[2]} for row in rows}
 
+    def unconverted(self, window: Window) -> list[dict[str, Any]]:
+        """Per currency, the range's amounts that have no rate and are left out of every sum:
+        orders (not cancelled) whose value is unknown, refunds (of orders not cancelled), spend
+        rows and cart lines."""
+        rows = self.con.execute(
+            """
+            SELECT currency, sum(orders)::BIGINT, sum(refunds)::BIGINT, sum(spend_rows)::BIGINT,
+                   sum(cart_lines)::BIGINT
+            FROM (
+                SELECT currency, count(*) AS orders, 0 AS refunds, 0 AS spend_rows, 0 AS cart_lines FROM orders
+                WHERE unconvertible AND NOT cancelled AND day BETWEEN ?::DATE AND ?::DATE GROUP BY currency
+                UNION ALL
+                SELECT currency, 0, count(*), 0, 0 FROM refunds
+                WHERE unconvertible AND NOT cancelled AND day BETWEEN ?::DATE AND ?::DATE GROUP BY currency
+                UNION ALL
+                SELECT currency, 0, 0, count(*), 0 FROM spend
+                WHERE unconvertible AND day BETWEEN ?::DATE AND ?::DATE GROUP BY currency
+                UNION ALL
+                SELECT cart_unconverted_currency, 0, 0, 0, sum(cart_lines_unconverted) FROM sessions
+                WHERE cart_lines_unconverted > 0 AND day BETWEEN ?::DATE AND ?::DATE
+                GROUP BY cart_unconverted_currency
+            ) GROUP BY currency ORDER BY currency
+            """,
+            [window.start, window.end] * 4,
+        ).fetchall()
+        return [
+            {"currency": c, "orders": o, "refunds": r, "spend_rows": sp, "cart_lines": cl}
+            for c, o, r, sp, cl in rows
+        ]
+
     # -- values -----------------------------------------------------------------------------------
 
     def shown(self, metric: Metric, value: Any) -> Any:
@@ -429,7 +465,7 @@ class MetricsEngine:
         if value is None:
             return None
         if metric.unit == "money":
-            return str(Decimal(value).quantize(Decimal(1).scaleb(-self.places)))
+            return str(Decimal(value).quantize(Decimal(1).scaleb(-self.places), rounding=ROUND_HALF_UP))
         if metric.unit in ("rate", "ratio"):
             return round(float(value), 6)
         if metric.unit == "days":

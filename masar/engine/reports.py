@@ -15,6 +15,7 @@ import pyarrow as pa
 from masar.engine.context import QueryContext
 from masar.engine.facts import sql_text
 from masar.engine.kpis import data_window, sales_facts
+from masar.engine.metrics import MetricsEngine
 from masar.enrich.channels import ChannelRules, is_paid_medium
 from masar.model.money import minor_units
 from masar.model.sales_queries import AcquisitionQuery, EmailQuery, PlatformsQuery, ProductsQuery
@@ -352,7 +353,9 @@ def run_platforms(ctx: QueryContext, query: PlatformsQuery) -> TableResult:
     result = con.execute(sql, [*w, *w, *w])
     columns = [d[0] for d in result.description]
     rows = _jsonable(result.fetchall(), columns, {"revenue", "ad_spend"}, places)
-    return TableResult("platforms", facts.currency, window.to_dict(), rows, {"unconverted": facts.unconverted})
+    # The metrics query's report of amounts without a rate, for the same range (churn plays no part).
+    unconverted = MetricsEngine(con, currency=facts.currency, tz=ctx.tz.key, churn_days=1).unconverted(window)
+    return TableResult("platforms", facts.currency, window.to_dict(), rows, {"unconverted": unconverted})
 
 
 def _register_session_platforms(con: duckdb.DuckDBPyConnection, rules: ChannelRules) -> None:

@@ -199,7 +199,7 @@ _SITE_LIST_KEYS = {
 _OVERRIDE_KEYS = (*_SITE_LIST_KEYS, "extra", "rules")
 _RULE_FIELDS = ("source", "medium", "campaign")
 _RULE_KEYS = ("channel", *_RULE_FIELDS, *(f"{f}_regex" for f in _RULE_FIELDS))
-_CHANNEL_BY_LOWER = {c.lower(): c for c in CHANNELS}
+CHANNEL_BY_LOWER = {c.lower(): c for c in CHANNELS}
 
 
 def referrer_domain(url: str | None) -> str | None:
@@ -684,7 +684,7 @@ def _parse_rules(value: Any) -> tuple[_Rule, ...]:
             if k not in _RULE_KEYS:
                 raise ValueError(f"{where}: unknown key {k!r}; allowed keys: {', '.join(_RULE_KEYS)}")
         channel = raw.get("channel")
-        if not isinstance(channel, str) or channel.strip().lower() not in _CHANNEL_BY_LOWER:
+        if not isinstance(channel, str) or channel.strip().lower() not in CHANNEL_BY_LOWER:
             raise ValueError(f"{where}: unknown channel {channel!r}; expected one of: {', '.join(CHANNELS)}")
         exact: list[tuple[int, frozenset[str]]] = []
         regex: list[tuple[int, re.Pattern[str]]] = []
@@ -712,5 +712,5 @@ def _parse_rules(value: Any) -> tuple[_Rule, ...]:
                     ) from None
         if not exact and not regex:
             raise ValueError(f"{where} needs at least one condition: {', '.join(_RULE_KEYS[1:])}")
-        rules.append(_Rule(_CHANNEL_BY_LOWER[channel.strip().lower()], tuple(exact), tuple(regex)))
+        rules.append(_Rule(CHANNEL_BY_LOWER[channel.strip().lower()], tuple(exact), tuple(regex)))
     return tuple(rules)

@@ -88,15 +88,36 @@ def stream(url: str, write_key: str, thread: int, round_: int, ledger: Ledger, s
                     ledger.acked.add(key)
 
 
-def stream_and_kill(srv, write_key: str, ledger: Ledger, round_: int, kill_after: float) -> int:
+def acked_in_round(ledger: Ledger, round_: int) -> int:
+    with ledger.lock:
+        return sum(key.startswith(f"r{round_}-") for key in ledger.acked)
+
+
+def log_segment(srv) -> int:
+    return int(srv.health()["wal_position"][0])
+
+
+def stream_and_kill(srv, write_key: str, ledger: Ledger, round_: int, acks: int, rotated: bool) -> int:
+    """Stream until ``acks`` batches of this round are acknowledged (and, with ``rotated``, the
+    log has moved to a new segment), then SIGKILL the server mid-stream. Waiting on these rather
+    than sleeping a fixed time keeps the test meaningful on a slow or loaded machine."""
     stop = threading.Event()
+    first_segment = log_segment(srv) if rotated else 0
     threads = [
         threading.Thread(target=stream, args=(srv.url, write_key, t, round_, ledger, stop), daemon=True)
         for t in range(THREADS)
     ]
     for thread in threads:
         thread.start()
-    time.sleep(kill_after)
+    deadline = time.monotonic() + 90
+    while acked_in_round(ledger, round_) < acks or (rotated and log_segment(srv) <= first_segment):
+        if time.monotonic() > deadline or not any(t.is_alive() for t in threads):
+            stop.set()
+            pytest.fail(
+                f"the precondition of the kill never held: {acked_in_round(ledger, round_)} of {acks} "
+                f"batches acknowledged, rotation wanted={rotated}; bad answers: {ledger.bad_answers[:3]}"
+            )
+        time.sleep(0.01)
     pid = srv.pid
     os.kill(pid, signal.SIGKILL)
     srv.proc.wait(timeout=30)
@@ -119,23 +140,24 @@ def resend_unacknowledged(srv, write_key: str, ledger: Ledger) -> None:
 SMALL_WAL = {"MASAR_WAL_SEGMENT_BYTES": str(1024 * 1024)}  # rotate the log every ~1 MB (~30 batches)
 
 
+# Each kill: (batches acknowledged in the round before it, whether the log must have rotated).
 @pytest.mark.parametrize(
-    ("kill_after", "env"),
+    ("kills", "env"),
     [
-        pytest.param((0.6,), {}, id="early"),
-        pytest.param((2.5,), {}, id="late"),
-        pytest.param((1.2, 1.8), {}, id="twice"),
-        pytest.param((2.0,), SMALL_WAL, id="rotating-log"),
+        pytest.param(((2, False),), {}, id="early"),
+        pytest.param(((80, False),), {}, id="late"),
+        pytest.param(((20, False), (30, False)), {}, id="twice"),
+        pytest.param(((5, True),), SMALL_WAL, id="rotating-log"),
     ],
 )
-def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(data_dir, server, kill_after, env):
+def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(data_dir, server, kills, env):
     src = make_source(data_dir, SOURCE)
     srv = server(data_dir, env=env)
     ledger = Ledger()
 
-    for round_, delay in enumerate(kill_after):
+    for round_, (acks, rotated) in enumerate(kills):
         before = len(ledger.acked)
-        stream_and_kill(srv, src["write_key"], ledger, round_, delay)
+        stream_and_kill(srv, src["write_key"], ledger, round_, acks, rotated)
         assert ledger.bad_answers == []
         assert len(ledger.acked) > before, (
             "no batch was acknowledged before the kill; the test proves nothing"

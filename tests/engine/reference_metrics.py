@@ -42,7 +42,7 @@ class Refund:
     order_id: str
     person: str
     ts: datetime
-    amount: Decimal
+    amount: Decimal | None  # None: whatever is left of the order's value
     currency: str
 
 
@@ -131,16 +131,14 @@ class Sales:
         for v in sorted(self.visits, key=lambda v: v.ts):
             first_seen.setdefault(v.person, v.ts)
         for person, ts in first_order.items():
-            first_seen.setdefault(person, ts)
+            first_seen[person] = min(first_seen.get(person, ts), ts)
 
         orders = [o for o in live if in_range(o.ts)]
         values = {o.order_id: self.value(o) for o in orders}
         gross = sum((v for v in values.values() if v is not None), Decimal(0))
         refunds = sum(
-            (a for r in self.refunds if in_range(r.ts)
-             if (a := self.convert(r.amount, r.currency, self.day(r.ts))) is not None),
-            Decimal(0),
-        )  # fmt: skip
+            (a for r, a in self.refund_values() if in_range(r.ts) if a is not None), Decimal(0)
+        )
         net = gross - refunds
         discount = sum(
             (d for o in orders if (d := self.convert(o.discount, o.currency, self.day(o.ts))) is not None),
@@ -223,7 +221,7 @@ class Sales:
             "refunds": refunds,
             "net_revenue": net,
             "orders": len(orders),
-            "average_order_value": ratio(gross, len(orders)),
+            "average_order_value": ratio(gross, sum(v is not None for v in values.values())),
             "items_per_order": ratio(sum(with_items), len(with_items)),
             "discount": discount,
             "buyers": len(buyers),
@@ -295,6 +293,31 @@ class Sales:
                 seen = max((p for p in self.places if p[0] == person), key=lambda p: p[1], default=None)
                 given = trait("city")[1] or (seen[2] if seen else None)
                 out[person] = CITIES[given] if given is not None else "unknown"
+        return out
+
+
+    def refund_values(self) -> list[tuple[Refund, Decimal | None]]:
+        """Each refund of an order that is not cancelled with its converted value: its own amount,
+        or (without one) what is left of the order's value after the refunds before it."""
+        orders = {o.order_id: o for o in self.orders}
+        out: list[tuple[Refund, Decimal | None]] = []
+        refunded: dict[str, Decimal] = defaultdict(Decimal)
+        in_full: set[str] = set()
+        for r in sorted(self.refunds, key=lambda r: r.ts):
+            order = orders.get(r.order_id)
+            if order is not None and order.cancelled:
+                continue
+            if r.amount is not None:
+                value = self.convert(r.amount, r.currency, self.day(r.ts))
+            elif r.order_id in in_full:
+                value = Decimal(0)
+            else:
+                whole = self.value(order) if order is not None else None
+                value = None if whole is None else max(whole - refunded[r.order_id], Decimal(0))
+                in_full.add(r.order_id)
+            out.append((r, value))
+            if value is not None:
+                refunded[r.order_id] += value
         return out
 
 

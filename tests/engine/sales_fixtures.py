@@ -366,13 +366,18 @@ def plan_store(directory: Path, plan: dict[str, Any]) -> tuple[Any, Any]:
             m.track(who, at(8), "Order Cancelled", server=True, order_id=order_id)
         orders.append(Order(order_id, name, at(5), amount, o["currency"], o["discount"],
                             sum(o["items"]) if o["items"] else None, o["cancelled"], visit.visit))  # fmt: skip
-        if o["refund"] is not None and not o["cancelled"]:
+        if o["refund"] is not None:
+            # A share of the order, or (share None) a refund without an amount: the whole order.
             share, days_later = o["refund"]
-            refund = (amount * share).quantize(Decimal("0.01"))
             when = start + timedelta(days=days_later, hours=1)
-            m.track(who, when, "Order Refunded", server=True, order_id=order_id, total=str(refund),
-                    currency=o["currency"])  # fmt: skip
-            refunds.append(Refund(order_id, name, when, refund, o["currency"]))
+            if share is None:
+                m.track(who, when, "Order Refunded", server=True, order_id=order_id)
+                refunds.append(Refund(order_id, name, when, None, o["currency"]))
+            else:
+                refund = (amount * share).quantize(Decimal("0.01"))
+                m.track(who, when, "Order Refunded", server=True, order_id=order_id, total=str(refund),
+                        currency=o["currency"])  # fmt: skip
+                refunds.append(Refund(order_id, name, when, refund, o["currency"]))
     spend_rows = [
         {"day": PLAN_START + timedelta(days=s["day"]), "channel": SPEND_CAMPAIGNS[s["campaign"]],
          "campaign": s["campaign"], "spend": s["spend"], "currency": s["currency"]}

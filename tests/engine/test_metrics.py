@@ -91,8 +91,8 @@ EXPECTED: dict[str, tuple[Any, Any, Any]] = {
     "net_revenue": ("960.03", "302.00", 2.178907),
     # O10 O4 O2 O6 O8 O5 O9 O7 O3 O13 O11 O15: the duplicate O8 once, cancelled O12 and O14 (Apr 1) out.
     "orders": (12, 2, 5.0),
-    # March's value: test_bug_average_order_value_counts_orders_without_a_value. Feb: 302 / 2.
-    "average_order_value": (None, "151.00", None),
+    # 1111.56 over the 11 orders with a known value (O15 has no rate); Feb: 302 / 2.
+    "average_order_value": ("101.05", "151.00", -0.330789),
     # O2's products (2 + 1) and O3's quantity 1 over the 2 orders that say: 4 / 2. Feb: none say.
     "items_per_order": (2, None, None),
     "discount": ("10.00", "0.00", None),  # O2's
@@ -170,9 +170,8 @@ def test_every_metric_is_worked_out_by_hand(store):
     assert result["churn_days"] == 30
     shown = {m["name"]: m for m in result["metrics"]}
     for name, (value, previous, delta) in EXPECTED.items():
-        if name != "average_order_value":
-            assert shown[name]["value"] == value, name
-            assert shown[name]["change"] == delta, name
+        assert shown[name]["value"] == value, name
+        assert shown[name]["change"] == delta, name
         assert shown[name]["previous"] == previous, name
         assert shown[name]["unit"] == METRICS[name].unit
 
@@ -181,7 +180,7 @@ def test_an_order_without_a_rate_counts_and_is_reported(store):
     result = run(store, ["orders", "gross_revenue"])
     # O15 (500 EGP) is one of the 12 orders but adds nothing to 1111.56: it is reported instead.
     assert values(result) == {"orders": 12, "gross_revenue": "1111.56"}
-    assert result["unconverted"] == [{"currency": "EGP", "orders": 1}]
+    assert result["unconverted"] == [{"currency": "EGP", "orders": 1, "refunds": 0, "spend_rows": 0, "cart_lines": 0}]
 
 
 def test_days_are_the_store_days(store):
@@ -497,9 +496,9 @@ _orders = st.fixed_dictionaries(
         "duplicate": st.booleans(),
         "updated": st.none() | _money,
         "cancelled": st.sampled_from([False, False, False, True]),
-        # (share of the order refunded, days after the order)
+        # (share of the order refunded, None: a refund without an amount; days after the order)
         "refund": st.none()
-        | st.tuples(st.sampled_from([Decimal("0.25"), Decimal("0.5"), Decimal(1)]), _days_later),
+        | st.tuples(st.sampled_from([Decimal("0.25"), Decimal("0.5"), Decimal(1), None]), _days_later),
     }
 )
 _visits = st.fixed_dictionaries(
@@ -662,8 +661,8 @@ def test_one_plan_by_hand(tmp_path):
         assert_matches(name, got[name], expected)
 
 
-# -- questionable definitions and bugs: each test states what the engine should do ------------------
-# They fail today; they are marked so that the suite stays green and turn red (strict) once fixed.
+# -- edge cases: unknown values, cancellations, refunds without amounts, spend channels, rounding ----
+# Each was a strict xfail (a pinned bug) until the engine was fixed; docs/metrics.md has the rules.
 
 
 def _small_store(tmp_path, build) -> Any:
@@ -676,15 +675,13 @@ A = Person("u1", None, "desktop", "SA")
 B = Person("u2", None, "desktop", "SA")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AOV divides by orders whose value is unknown (no rate)")
-def test_bug_average_order_value_counts_orders_without_a_value(store):
-    # Gross revenue leaves O15 (EGP, no rate) out, but the engine divides it by all 12 orders:
-    # 1111.56 / 12 = 92.63. The average of the orders whose value is known is 1111.56 / 11.
+def test_average_order_value_counts_only_orders_with_a_value(store):
+    # Gross revenue leaves O15 (EGP, no rate) out, so the average divides it by the 11 orders
+    # whose value is known: 1111.56 / 11 = 101.05 (not / 12 = 92.63).
     assert values(run(store, ["average_order_value"]))["average_order_value"] == "101.05"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `unconverted` counts Order Completed messages of all time")
-def test_bug_unconverted_counts_orders_of_the_range(tmp_path):
+def test_unconverted_counts_orders_of_the_range(tmp_path):
     def build(m: Messages) -> None:
         # One EGP order sent twice (a retry), in March.
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="E1", total=100, currency="EGP")
@@ -697,32 +694,34 @@ def test_bug_unconverted_counts_orders_of_the_range(tmp_path):
     finally:
         s.close()
     assert values(march) == {"orders": 1}
-    # Today: [{"currency": "EGP", "orders": 2}] for March, and the same for April (no orders).
-    assert march["unconverted"] == [{"currency": "EGP", "orders": 1}]
+    # One order (not two messages), and only in the range that has it.
+    assert march["unconverted"] == [{"currency": "EGP", "orders": 1, "refunds": 0, "spend_rows": 0, "cart_lines": 0}]
     assert april["unconverted"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: refunds and spend without a rate vanish silently")
-def test_bug_refunds_and_spend_without_a_rate_are_reported(tmp_path):
+def test_refunds_spend_and_cart_lines_without_a_rate_are_reported(tmp_path):
     m = Messages()
+    m.page(A, "2026-03-05T09:00:00Z")
+    m.track(A, "2026-03-05T09:01:00Z", "Product Added", product_id="p", price=30, quantity=2, currency="EGP")
+    m.track(A, "2026-03-05T09:02:00Z", "Product Added", product_id="q", price=20, currency="SAR")
     m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="S1", total=100, currency="SAR")
     m.track(A, "2026-03-08T09:00:00Z", "Order Refunded", server=True, order_id="S1", total=50, currency="EGP")
     spend = [{"day": date(2026, 3, 3), "channel": "Paid Search", "campaign": "brand", "spend": Decimal("500"),
               "currency": "EGP"}]  # fmt: skip
     s = build_store(tmp_path, m, spend=spend)
     try:
-        result = run(s, ["net_revenue", "refunds", "ad_spend"])
+        result = run(s, ["net_revenue", "refunds", "ad_spend", "abandoned_cart_value"])
+        bought = run(s, ["orders"], **{"from": "2026-03-13", "to": "2026-03-20"})
     finally:
         s.close()
-    # Today net revenue is 100.00, refunds and spend 0.00, and `unconverted` is empty: the refund
-    # and the spend are dropped without a word. Amounts that cannot be converted must be reported.
-    assert {u["currency"] for u in result["unconverted"]} == {"EGP"}
+    # The amounts without a rate are left out of the sums, and each is reported.
+    assert values(result) == {"net_revenue": "100.00", "refunds": "0.00", "ad_spend": "0.00",
+                              "abandoned_cart_value": "0.00"}  # fmt: skip
+    assert result["unconverted"] == [{"currency": "EGP", "orders": 0, "refunds": 1, "spend_rows": 1, "cart_lines": 1}]
+    assert bought["unconverted"] == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: an Order Updated into a currency without a rate keeps the old value"
-)
-def test_bug_order_updated_to_a_currency_without_a_rate(tmp_path):
+def test_order_updated_to_a_currency_without_a_rate(tmp_path):
     def build(m: Messages) -> None:
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="X1", total=100, currency="SAR")
         m.track(
@@ -734,16 +733,12 @@ def test_bug_order_updated_to_a_currency_without_a_rate(tmp_path):
         result = run(s, ["gross_revenue", "orders"])
     finally:
         s.close()
-    # arg_max(amount, ts) skips the NULL (unconvertible) amount, so the stale 100.00 stays and
-    # nothing is reported. The order's latest value is unknown: no value, reported.
+    # The order's latest value is unknown: no value (not the stale 100.00), reported.
     assert values(result) == {"gross_revenue": "0.00", "orders": 1}
-    assert result["unconverted"] == [{"currency": "EGP", "orders": 1}]
+    assert result["unconverted"] == [{"currency": "EGP", "orders": 1, "refunds": 0, "spend_rows": 0, "cart_lines": 0}]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a cancelled order's refund is subtracted from revenue it never added"
-)
-def test_bug_refund_of_a_cancelled_order(tmp_path):
+def test_refund_of_a_cancelled_order(tmp_path):
     def build(m: Messages) -> None:
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="X1", total=100)
         m.track(A, "2026-03-06T09:00:00Z", "Order Cancelled", server=True, order_id="X1")
@@ -756,30 +751,31 @@ def test_bug_refund_of_a_cancelled_order(tmp_path):
         result = run(s, ["gross_revenue", "refunds", "net_revenue"])
     finally:
         s.close()
-    # Cancelled (and refunded, as shops do on a cancellation): gross revenue leaves it out, but
-    # the refund still counts, so net revenue is -100.00 for an order that never counted.
-    assert values(result)["net_revenue"] == "0.00"
+    # Cancelled (and refunded, as shops do on a cancellation): the order is out of gross revenue,
+    # so its refund is out of refunds too; net revenue is not -100.00.
+    assert values(result) == {"gross_revenue": "0.00", "refunds": "0.00", "net_revenue": "0.00"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an Order Refunded without an amount refunds nothing")
-def test_bug_full_refund_without_an_amount(tmp_path):
+def test_full_refund_without_an_amount(tmp_path):
     def build(m: Messages) -> None:
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="X1", total=80)
         # GA4's refund (aliased to Order Refunded) of a whole transaction carries no value.
         m.track(A, "2026-03-07T09:00:00Z", "Order Refunded", server=True, order_id="X1")
+        # A partial refund, then a full one: the full one refunds what is left, then nothing more.
+        m.track(A, "2026-03-05T09:20:00Z", "Order Completed", order_id="X2", total=50)
+        m.track(A, "2026-03-06T09:00:00Z", "Order Refunded", server=True, order_id="X2", total=20)
+        m.track(A, "2026-03-07T09:00:00Z", "Order Refunded", server=True, order_id="X2")
+        m.track(A, "2026-03-08T09:00:00Z", "Order Refunded", server=True, order_id="X2")
 
     s = _small_store(tmp_path, build)
     try:
         result = run(s, ["refunds", "net_revenue"])
     finally:
         s.close()
-    assert values(result) == {"refunds": "80.00", "net_revenue": "0.00"}  # today: 0.00 and 80.00
+    assert values(result) == {"refunds": "130.00", "net_revenue": "0.00"}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: spend takes its campaign's most common visit channel over its own"
-)
-def test_bug_spend_keeps_its_own_channel(tmp_path):
+def test_spend_keeps_its_own_channel(tmp_path):
     m = Messages()
     # "ramadan" runs on Google and on Meta; two Meta visits, one Google visit.
     m.page(A, "2026-03-05T09:00:00Z", campaign={"source": "facebook", "medium": "cpc", "name": "ramadan"})
@@ -795,14 +791,12 @@ def test_bug_spend_keeps_its_own_channel(tmp_path):
         result = run(s, ["ad_spend"], breakdown="channel")
     finally:
         s.close()
-    # Today all 300 lands on Paid Social (the campaign's most common visit channel).
+    # Each row names a channel group, so each keeps its own (not all 300 on Paid Social, the
+    # campaign's most common visit channel).
     assert rows(result) == {"Paid Social": {"ad_spend": "200.00"}, "Paid Search": {"ad_spend": "100.00"}}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: the sales cycle is negative when the first visit follows the first order"
-)
-def test_bug_sales_cycle_is_never_negative(tmp_path):
+def test_sales_cycle_is_never_negative(tmp_path):
     def build(m: Messages) -> None:
         # An order sent from the server (a phone order), then the customer's first visit.
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", server=True, order_id="Z1", total=100)
@@ -813,13 +807,12 @@ def test_bug_sales_cycle_is_never_negative(tmp_path):
         result = run(s, ["sales_cycle_median"])
     finally:
         s.close()
-    # first_seen is the first visit when there is one, not the earliest of visit and order:
-    # -4.993 days today. The person was first seen at the order: 0 days.
+    # first_seen is the earliest of the first visit and the first order (not the later visit,
+    # which gave -4.993 days): the person was first seen at the order, 0 days.
     assert values(result)["sales_cycle_median"] == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: money ratios are shown rounded half to even, through a float")
-def test_bug_money_ratios_round_half_away_from_zero(tmp_path):
+def test_money_ratios_round_half_away_from_zero(tmp_path):
     def build(m: Messages) -> None:
         m.track(A, "2026-03-05T09:10:00Z", "Order Completed", order_id="R1", total=10)
         m.track(A, "2026-03-06T09:10:00Z", "Order Completed", order_id="R2", total=10.25)
@@ -829,6 +822,6 @@ def test_bug_money_ratios_round_half_away_from_zero(tmp_path):
         result = run(s, ["average_order_value"])
     finally:
         s.close()
-    # 20.25 / 2 = 10.125: every other amount rounds half away from zero (10.13); the ratio is
-    # quantized with Python's default half-to-even context: 10.12.
+    # 20.25 / 2 = 10.125: exact, then rounded half away from zero like every amount (not the
+    # half-to-even 10.12 a float path gave).
     assert values(result)["average_order_value"] == "10.13"

@@ -156,6 +156,7 @@ def test_platform_rows_by_hand(store):
     assert result["currency"] == "SAR"
     assert result["range"] == MARCH
     assert result["rows"] == EXPECTED
+    assert result["unconverted"] == []  # every amount is in SAR
 
 
 def test_platform_rows_add_up_to_the_metrics(store):
