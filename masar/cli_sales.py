@@ -73,7 +73,8 @@ def metrics(
     granularity: Annotated[str, typer.Option(help="day, week, month or none.")] = "day",
     breakdown: Annotated[
         str | None,
-        typer.Option(help="channel, campaign, device, country, customer_type, first_channel, person.TRAIT."),
+        typer.Option(help="channel, campaign, device, country, customer_type, first_channel, first_campaign, "
+                     "age_band, gender, city, person.TRAIT."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Breakdown values shown before Other.")] = 10,
     no_compare: Annotated[bool, typer.Option("--no-compare", help="Skip the previous period.")] = False,
@@ -139,6 +140,37 @@ def _show(metric: dict[str, Any], value: Any) -> str:
     if metric["unit"] == "ratio":
         return f"{value:.2f}×"
     return f"{value:,}"
+
+
+@app.command("platforms")
+@edge
+def platforms(
+    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    query_file: QueryFile = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Sessions, conversion, orders, revenue, ad spend and ROAS per social and ad platform, paid
+    and organic apart."""
+    query = _build_query("platforms", query_file, {"source": source, "from": date_from, "to": date_to}, {})
+    result = _run(data_dir, query, export)
+    if json:
+        _print_json(result)
+        return
+    table = Table(title=f"Platforms {result['range']['from']} – {result['range']['to']} ({result['currency']})")
+    table.add_column("Platform", no_wrap=True)
+    for column in ("Sessions", "Conv.", "Orders", "Revenue", "Spend", "ROAS"):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        table.add_row(
+            f"{row['platform'] or '(none)'} {row['traffic']}", f"{row['sessions']:,}", _pct(row["conversion_rate"]),
+            f"{row['orders']:,}", f"{Decimal(row['revenue']):,}", f"{Decimal(row['ad_spend']):,}",
+            "–" if row["roas"] is None else f"{row['roas']:.2f}×",
+        )  # fmt: skip
+    out.print(table)
 
 
 @rates_app.command("import")

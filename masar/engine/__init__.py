@@ -25,7 +25,7 @@ from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
 from masar.engine.paths import run_paths
-from masar.engine.reports import run_acquisition, run_email, run_products
+from masar.engine.reports import run_acquisition, run_email, run_platforms, run_products
 from masar.errors import InvalidInput
 from masar.model.queries import CorrelationQuery, FunnelPeopleQuery, FunnelQuery, LeaksQuery, PathsQuery
 from masar.model.sales_queries import (
@@ -37,6 +37,7 @@ from masar.model.sales_queries import (
     ForecastQuery,
     LtvFitQuery,
     MetricsQuery,
+    PlatformsQuery,
     ProductsQuery,
     RfmCustomersQuery,
     RfmQuery,
@@ -53,6 +54,7 @@ Query = Annotated[
     | ProductsQuery
     | EmailQuery
     | AcquisitionQuery
+    | PlatformsQuery
     | CohortsQuery
     | RfmQuery
     | RfmCustomersQuery
@@ -73,6 +75,7 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "products": run_products,
     "email": run_email,
     "acquisition": run_acquisition,
+    "platforms": run_platforms,
     "cohorts": run_cohorts,
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,

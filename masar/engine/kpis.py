@@ -8,6 +8,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from masar.engine.characteristics import CHARACTERISTICS, person_characteristic
 from masar.engine.context import QueryContext
 from masar.engine.facts import Facts, build_facts, register_events
 from masar.engine.metrics import (
@@ -150,7 +151,10 @@ def _breakdown(ctx: QueryContext, engine: MetricsEngine, metrics: list, families
     if prop.startswith("person."):
         persons, values = person_values(ctx.con, ctx.relation, resolve(prop), ctx.overrides)
         ctx.con.register("_trait", pa.table({"person": persons, "value": values}))
-    person_level = prop.startswith("person.") or column in _PERSON_LEVEL
+    elif prop in CHARACTERISTICS:
+        # One value per person, ages on the range's last day: each person is in one row.
+        ctx.con.register("_trait", person_characteristic(ctx.con, prop, window.end))
+    person_level = prop.startswith("person.") or prop in CHARACTERISTICS or column in _PERSON_LEVEL
     plain = families if person_level else families - {"churn"}
     # Churn belongs to customers, so it breaks down only by a person's own attributes.
     raw = engine.components(plain, window, (column, []))

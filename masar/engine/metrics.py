@@ -127,6 +127,36 @@ FAMILIES: dict[str, Family] = {
     "spend": Family("spend", _SPEND, {"spend": "coalesce(sum(spend), 0)"}),
 }
 
+# Pipeline velocity (docs/metrics.md): a visit with a cart or a checkout is an opportunity; it is
+# won when the cart or the checkout was bought (the cart window of facts.py), by the person's first
+# order at or after the Product Added (else the Checkout Started). The cycle counts the local days
+# from the opportunity's start to that order, both included: an order the same day takes 1 day.
+_PIPELINE = f"""
+    SELECT s.*, least(s.cart_ts, s.checkout_ts) AS opened_ts, (s.cart_bought OR s.checkout_bought) AS won,
+           CASE WHEN s.cart_bought THEN c.ts ELSE k.ts END AS won_ts,
+           CASE WHEN s.cart_bought THEN c.value ELSE k.value END AS won_value
+    FROM ({_SESSIONS}) s
+    ASOF LEFT JOIN (SELECT person, ts, value FROM orders WHERE NOT cancelled) c
+         ON c.person = s.person AND c.ts >= s.cart_ts
+    ASOF LEFT JOIN (SELECT person, ts, value FROM orders WHERE NOT cancelled) k
+         ON k.person = s.person AND k.ts >= s.checkout_ts
+    WHERE s.cart_ts IS NOT NULL OR s.checkout_ts IS NOT NULL
+"""
+FAMILIES["pipeline"] = Family(
+    "pipeline",
+    _PIPELINE,
+    {
+        "opportunities": "count(*)",
+        "won_opportunities": "count(*) FILTER (WHERE won)",
+        "open_opportunities": "count(*) FILTER (WHERE NOT won)",
+        # Won opportunities whose order has a known value, and the sum of those values.
+        "won_valued": "count(won_value) FILTER (WHERE won)",
+        "won_value": "sum(won_value) FILTER (WHERE won)",
+        "won_cycle_median": "median(CAST(CAST(timezone({tz}, won_ts) AS DATE) - CAST(timezone({tz}, opened_ts) AS DATE)"
+        " + 1 AS DOUBLE)) FILTER (WHERE won)",
+    },
+)
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -175,7 +205,7 @@ METRICS: dict[str, Metric] = {
         Metric("session_conversion_rate", "Session conversion rate", "rate", ("sessions",),
                lambda c: _ratio(c.get("converted_sessions"), c.get("sessions"))),
         Metric("visitor_conversion_rate", "Visitor → buyer rate", "rate", ("sessions", "orders"),
-               lambda c: _ratio(c.get("buyers"), c.get("visitors"))),
+               lambda c: _ratio(c.get("buyers") or 0, c.get("visitors"))),
         Metric("leads", "Leads", "count", ("leads",), lambda c: c.get("leads") or 0, True),
         Metric("lead_conversion_rate", "Lead → customer rate", "rate", ("leads",),
                lambda c: _ratio(c.get("lead_customers"), c.get("leads"))),
@@ -214,6 +244,39 @@ METRICS["sales_growth_rate"] = Metric(
     "sales_growth_rate", "Sales growth rate", "rate", ("orders", "refunds"), _net
 )
 
+
+def _won_value(c: Components) -> Decimal | None:
+    """The average value of the orders that won opportunities (those with a known value)."""
+    if not c.get("won_valued"):
+        return None
+    return Decimal(c["won_value"]) / Decimal(c["won_valued"])
+
+
+def _pipeline_velocity(c: Components) -> Decimal | None:
+    """open opportunities × win rate × average won value ÷ cycle days: revenue per day."""
+    value, cycle = _won_value(c), c.get("won_cycle_median")
+    if value is None or not cycle or not c.get("opportunities"):
+        return None
+    win_rate = Decimal(c["won_opportunities"]) / Decimal(c["opportunities"])
+    return Decimal(c.get("open_opportunities") or 0) * win_rate * value / Decimal(str(cycle))
+
+
+METRICS.update(
+    {
+        m.name: m
+        for m in [
+            Metric("open_opportunities", "Open opportunities", "count", ("pipeline",),
+                   lambda c: c.get("open_opportunities") or 0, True),
+            Metric("opportunity_win_rate", "Opportunity win rate", "rate", ("pipeline",),
+                   lambda c: _ratio(c.get("won_opportunities"), c.get("opportunities"))),
+            Metric("average_won_value", "Average won opportunity value", "money", ("pipeline",), _won_value),
+            Metric("pipeline_cycle_days", "Opportunity cycle, days (median)", "days", ("pipeline",),
+                   lambda c: c.get("won_cycle_median")),
+            Metric("pipeline_velocity", "Pipeline velocity (per day)", "money", ("pipeline",), _pipeline_velocity),
+        ]
+    }
+)  # fmt: skip
+
 HEADLINE = (
     "net_revenue", "orders", "average_order_value", "session_conversion_rate", "visitors",
     "cart_abandonment_rate", "new_customers", "repeat_purchase_rate", "ad_spend", "roas",
@@ -230,6 +293,10 @@ DIMENSIONS = {
     "new_vs_returning": "customer_type",
     "first_channel": "first_channel",
     "first_campaign": "first_campaign",
+    # A person's characteristics from their traits (masar/engine/characteristics.py), joined as _trait.
+    "age_band": "_trait.value",
+    "gender": "_trait.value",
+    "city": "_trait.value",
 }
 OTHER = "$other"
 

@@ -1,19 +1,24 @@
 """Sales reports that are tables rather than headline numbers: products and categories, email
-campaigns, acquisition by campaign, and pipeline velocity (docs/metrics.md)."""
+campaigns, acquisition by campaign, and social and ad platforms (docs/metrics.md). Pipeline
+velocity is a metric of the metrics engine (masar/engine/metrics.py)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from masar.engine.context import QueryContext
 from masar.engine.facts import sql_text
 from masar.engine.kpis import data_window, sales_facts
+from masar.engine.metrics import MetricsEngine
+from masar.enrich.channels import ChannelRules, is_paid_medium
 from masar.model.money import minor_units
-from masar.model.sales_queries import AcquisitionQuery, EmailQuery, ProductsQuery
+from masar.model.sales_queries import AcquisitionQuery, EmailQuery, PlatformsQuery, ProductsQuery
 
 
 @dataclass
@@ -256,3 +261,141 @@ def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
     names = [d[0] for d in result.description]
     rows = _jsonable(result.fetchall(), names, {"spend", "revenue", "cac", "cost_per_lead"}, places)
     return TableResult("acquisition", facts.currency, window.to_dict(), rows, {})
+
+
+# What ad platforms' own exports append to their name ("Google Ads", "TikTok Ads Manager"): a
+# spend row's channel names its platform once these are dropped.
+_AD_WORDS = re.compile(r"(\s+(ads?|advertising|ads manager|marketing))+$")
+
+
+def run_platforms(ctx: QueryContext, query: PlatformsQuery) -> TableResult:
+    """Per platform a visit came from (instagram, google, snapchat, ...; docs/metrics.md,
+    platforms), paid and organic apart: sessions, visitors, sessions with an order, conversion
+    rate, orders and revenue of the orders placed in those sessions, ad spend and ROAS. Rows
+    without a platform hold the rest (direct, email, plain referrals, spend matched to no
+    platform), so every additive column adds up to the store's total."""
+    facts = sales_facts(ctx)
+    con = ctx.con
+    window = data_window(con, query.date_from, query.date_to)
+    places = minor_units(facts.currency)
+    rules = ChannelRules.from_overrides(ctx.source.channel_rules)
+    _register_session_platforms(con, rules)
+    names = [r[0] for r in con.execute("SELECT DISTINCT channel FROM spend").fetchall()]
+    named = [rules.site(_AD_WORDS.sub("", n.strip().lower())) for n in names]
+    con.register(
+        "_spend_names",
+        pa.table(
+            {
+                "channel": pa.array(names, pa.string()),
+                "platform": pa.array([n[0] if n else None for n in named], pa.string()),
+                "category": pa.array([n[1] if n else None for n in named], pa.string()),
+            }
+        ),
+    )
+    sql = """
+        WITH spent AS (
+            SELECT row_number() OVER (ORDER BY s.day, s.channel, s.campaign) AS row_id, s.channel, s.campaign,
+                   s.spend, n.platform AS named, n.category AS named_category
+            FROM spend s LEFT JOIN _spend_names n USING (channel)
+            WHERE s.day BETWEEN ?::DATE AND ?::DATE
+        ),
+        -- The platforms of the visits that carry each campaign, over all of the store's visits.
+        carried AS (
+            SELECT v.campaign, v.channel, p.platform, p.category, p.paid, count(*) AS visits
+            FROM sessions v JOIN _session_platforms p USING (session_id)
+            WHERE v.campaign IS NOT NULL AND p.platform IS NOT NULL
+            GROUP BY ALL
+        ),
+        -- A spend row's platform: among the visits carrying its campaign, the platform its channel
+        -- names, then the platform of visits of its channel, then of paid visits, then the most
+        -- visits; with no such visit, the platform its channel names, else none.
+        ranked AS (
+            SELECT r.row_id, c.platform, c.category,
+                   row_number() OVER (PARTITION BY r.row_id
+                                      ORDER BY coalesce(c.platform = r.named, false) DESC,
+                                               coalesce(c.channel = r.channel, false) DESC,
+                                               c.paid DESC, c.visits DESC, c.platform) AS rank
+            FROM spent r JOIN carried c ON c.campaign = r.campaign
+        ),
+        parts AS (
+            SELECT 'visit' AS part, p.platform, p.category, coalesce(p.paid, false) AS paid, v.person,
+                   v.orders > 0 AS converted, CAST(NULL AS DECIMAL(18,3)) AS amount
+            FROM sessions v LEFT JOIN _session_platforms p USING (session_id)
+            WHERE v.day BETWEEN ?::DATE AND ?::DATE
+            UNION ALL
+            SELECT 'order', p.platform, p.category, coalesce(p.paid, false), NULL, NULL, o.value
+            FROM orders o LEFT JOIN _session_platforms p USING (session_id)
+            WHERE NOT o.cancelled AND o.day BETWEEN ?::DATE AND ?::DATE
+            UNION ALL
+            SELECT 'spend', coalesce(k.platform, r.named), coalesce(k.category, r.named_category), true,
+                   NULL, NULL, r.spend
+            FROM spent r LEFT JOIN ranked k ON k.row_id = r.row_id AND k.rank = 1
+        ),
+        totals AS (
+            SELECT platform, category, paid,
+                   count(*) FILTER (WHERE part = 'visit') AS sessions,
+                   count(DISTINCT person) AS visitors,
+                   count(*) FILTER (WHERE part = 'visit' AND converted) AS converted_sessions,
+                   count(*) FILTER (WHERE part = 'order') AS orders,
+                   CAST(coalesce(sum(amount) FILTER (WHERE part = 'order'), 0) AS DECIMAL(18,3)) AS revenue,
+                   CAST(coalesce(sum(amount) FILTER (WHERE part = 'spend'), 0) AS DECIMAL(18,3)) AS ad_spend
+            FROM parts GROUP BY ALL
+        )
+        SELECT platform, category, CASE WHEN paid THEN 'paid' ELSE 'organic' END AS traffic,
+               sessions, visitors, converted_sessions,
+               converted_sessions / nullif(sessions, 0) AS conversion_rate,
+               orders, revenue, ad_spend,
+               CAST(revenue AS DOUBLE) / nullif(CAST(ad_spend AS DOUBLE), 0) AS roas
+        FROM totals
+        ORDER BY platform IS NULL, revenue DESC, sessions DESC, platform, paid DESC
+    """
+    w = [window.start, window.end]
+    result = con.execute(sql, [*w, *w, *w])
+    columns = [d[0] for d in result.description]
+    rows = _jsonable(result.fetchall(), columns, {"revenue", "ad_spend"}, places)
+    # The metrics query's report of amounts without a rate, for the same range (churn plays no part).
+    unconverted = MetricsEngine(con, currency=facts.currency, tz=ctx.tz.key, churn_days=1).unconverted(window)
+    return TableResult("platforms", facts.currency, window.to_dict(), rows, {"unconverted": unconverted})
+
+
+def _register_session_platforms(con: duckdb.DuckDBPyConnection, rules: ChannelRules) -> None:
+    """``_session_platforms``: every session's platform, its site list and whether it was paid,
+    from the session's first event: its source, else its click id or referrer (ChannelRules.platform);
+    paid when its medium is a paid medium (docs/channels.md)."""
+    touches = con.sql(
+        """
+        SELECT session_id,
+               first(session_source ORDER BY ts) AS source, first(session_medium ORDER BY ts) AS medium,
+               first(click_id ORDER BY ts) AS click_id, first(referrer_domain ORDER BY ts) AS referrer
+        FROM events WHERE session_id IS NOT NULL GROUP BY session_id
+        """
+    ).to_arrow_table()
+    con.register("_touches", touches)
+    # The rules run once per distinct touch: a store has few.
+    distinct = con.execute("SELECT DISTINCT source, medium, click_id, referrer FROM _touches").fetchall()
+    found = [rules.platform(source, click_id, referrer) for source, _medium, click_id, referrer in distinct]
+    con.register(
+        "_touch_platforms",
+        pa.table(
+            {
+                "source": pa.array([d[0] for d in distinct], pa.string()),
+                "medium": pa.array([d[1] for d in distinct], pa.string()),
+                "click_id": pa.array([d[2] for d in distinct], pa.string()),
+                "referrer": pa.array([d[3] for d in distinct], pa.string()),
+                "platform": pa.array([f[0] if f else None for f in found], pa.string()),
+                "category": pa.array([f[1] if f else None for f in found], pa.string()),
+                "paid": pa.array([is_paid_medium(d[1]) for d in distinct], pa.bool_()),
+            }
+        ),
+    )
+    con.register(
+        "_session_platforms",
+        con.sql(
+            """
+            SELECT t.session_id, p.platform, p.category, p.paid
+            FROM _touches t JOIN _touch_platforms p
+              ON t.source IS NOT DISTINCT FROM p.source AND t.medium IS NOT DISTINCT FROM p.medium
+             AND t.click_id IS NOT DISTINCT FROM p.click_id AND t.referrer IS NOT DISTINCT FROM p.referrer
+            """
+        ).to_arrow_table(),
+    )

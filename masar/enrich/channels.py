@@ -23,6 +23,7 @@ __all__ = [
     "ChannelRules",
     "Touch",
     "click_id_from_query",
+    "is_paid_medium",
     "referrer_domain",
 ]
 
@@ -264,6 +265,13 @@ def click_id_from_query(params: Mapping[str, Any]) -> str | None:
     return None
 
 
+def is_paid_medium(medium: str | None) -> bool:
+    """Whether a medium says the click was bought: GA4's paid-medium regex or a display medium,
+    the mediums that stop ``classify`` before its organic rows (custom rules do not change it)."""
+    m = _clean(medium)
+    return _PAID_MEDIUM.match(m) is not None or m in _DISPLAY_MEDIA
+
+
 def _clean(value: object) -> str:
     """Lowercased, stripped text; '' for None so rules can compare without None checks."""
     if value is None:
@@ -430,6 +438,35 @@ class ChannelRules:
             return self._classify_cached(source, medium, campaign)
         except TypeError:
             return self._classify_uncached(source, medium, campaign)
+
+    def site(self, value: str | None) -> tuple[str, str] | None:
+        """(name, category) of the site list ``value`` is on, or None.
+
+        ``value`` is a source name (``ig``, ``twitter``, ``meta``) or a host (``l.instagram.com``,
+        ``google.com.sa``, ``amazon.sa``); the name is the list's own (``instagram``, ``x``,
+        ``facebook``, ``google``, ``amazon``) and the category one of shopping, search, social,
+        video. Shopping is looked up first, as for referrers, so ``shopping.google.com`` is Google
+        Shopping, not Google Search.
+        """
+        clean = _clean(value)
+        clean = clean[4:] if clean.startswith("www.") else clean
+        for category in _CATEGORIES:
+            name = self._site(category, clean)
+            if name:
+                return name, category
+        return None
+
+    def platform(
+        self, source: str | None, click_id: str | None = None, referrer: str | None = None
+    ) -> tuple[str, str] | None:
+        """(name, category) of the platform a session came from, or None (direct, email, a plain
+        referral): its source when that is on a site list, else what its click id or referrer
+        alone would make the source. The fallback matters when UTM tags win with a source no list
+        knows (``utm_source=summer_promo`` on a landing URL with a ``ttclid``: TikTok)."""
+        found = self.site(source)
+        if found is None and (click_id or referrer):
+            found = self.site(self.attribute(Touch(click_id=click_id, referrer_domain=referrer)).source)
+        return found
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -75,6 +75,12 @@ class AcquisitionQuery(_Ranged):
     kind: Literal["acquisition"] = "acquisition"
 
 
+class PlatformsQuery(_Ranged):
+    """Sessions, orders, revenue, spend and ROAS per social and ad platform, paid and organic."""
+
+    kind: Literal["platforms"] = "platforms"
+
+
 class CohortsQuery(_Model):
     """Retention by cohort (docs/cohorts.md); ``as_of`` defaults to the data's last day."""
 

@@ -140,3 +140,36 @@ def test_an_acknowledged_event_shows_in_funnels_within_5_seconds(store_with_key)
             break
         assert time.monotonic() - t0 < 5.0, f"the order was not in the funnel 5 s after it was acknowledged ({count})"
         time.sleep(0.1)
+
+
+def test_platforms_over_http_equal_the_cli(store_with_key):
+    """Visits from an Instagram ad and a Google ad click, a day apart from the other tests' events."""
+    data_dir, srv, shop, secret, _ = store_with_key
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    key = shop["write_key"]
+    batch = [
+        {"type": "page", "userId": "ig-buyer", "timestamp": at.isoformat(), "properties": {"url": "https://shop.test/"},
+         "context": {"campaign": {"source": "ig", "medium": "paid_social", "name": "spring"}}},
+        {"type": "track", "userId": "ig-buyer", "event": "Order Completed", "timestamp": (at + timedelta(minutes=5)).isoformat(),
+         "properties": {"order_id": "IG-1", "total": 120, "currency": "USD"}},
+        {"type": "page", "userId": "google-visitor", "timestamp": at.isoformat(),
+         "properties": {"url": "https://shop.test/?gclid=abc"}},
+    ]  # fmt: skip
+    acked = httpx.post(f"{srv.url}/v1/batch", json={"batch": batch, "writeKey": key})
+    assert acked.status_code == 200, acked.text
+    srv.wait_ingested()
+    body = {"kind": "platforms", "source": "Shop", "from": "2026-03-02", "to": "2026-03-02"}
+    response = _query(srv, secret, body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["currency"] == "USD"
+    assert [(r["platform"], r["traffic"], r["sessions"], r["orders"], r["revenue"], r["ad_spend"], r["roas"])
+            for r in result["rows"]] == [
+        ("instagram", "paid", 1, 1, "120.00", "0.00", None),  # utm_source "ig" is Instagram
+        ("google", "paid", 1, 0, "0.00", "0.00", None),  # the gclid
+    ]  # fmt: skip
+    cli = masar_cli_json("platforms", "--source", "Shop", "--from", "2026-03-02", "--to", "2026-03-02",
+                         "--data-dir", data_dir)  # fmt: skip
+    assert cli == result
+    bad = _query(srv, secret, {**body, "from": "2026-03-03"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"

@@ -74,6 +74,8 @@ class Sales:
     signups: dict[str, datetime]  # person → first identify with an email, or first "Signed Up"
     spend: list[Spend]
     rates: list[Rate]
+    identities: list[tuple[str, datetime, dict[str, Any]]] = field(default_factory=list)  # identify calls' traits
+    places: list[tuple[str, datetime, str]] = field(default_factory=list)  # a visit's location city
 
     # -- days and money ---------------------------------------------------------------------------
 
@@ -188,6 +190,28 @@ class Sales:
                 if by_end + timedelta(days=churn_days) <= end:  # type: ignore[operator]
                     churned += 1
 
+        # Pipeline velocity: a visit with a cart or a checkout is an opportunity; won when either
+        # was bought, by the first order at or after the cart (else the checkout).
+        opportunities = [v for v in visits if v.cart_ts is not None or v.checkout_ts is not None]
+        won_orders = []
+        for v in opportunities:
+            for since in (v.cart_ts, v.checkout_ts):
+                if since is not None and bought(v.person, since):
+                    winner = min((o for o in live if o.person == v.person and o.ts >= since), key=lambda o: o.ts)
+                    opened = min(t for t in (v.cart_ts, v.checkout_ts) if t is not None)
+                    won_orders.append((winner, (self.day(winner.ts) - self.day(opened)).days + 1))
+                    break
+        open_count = len(opportunities) - len(won_orders)
+        won_values = [value for o, _ in won_orders if (value := self.value(o)) is not None]
+        won_average = ratio(sum(won_values, Decimal(0)), len(won_values))
+        cycle = statistics.median(span for _, span in won_orders) if won_orders else None
+        win_rate = ratio(len(won_orders), len(opportunities))
+        velocity = (
+            Decimal(open_count) * Decimal(len(won_orders)) / Decimal(len(opportunities)) * won_average
+            / Decimal(str(cycle))
+            if won_average is not None and cycle else None
+        )  # fmt: skip
+
         first_revenue = sum((v for o in orders if number[o.order_id] == 1 if (v := values[o.order_id]) is not None),
                             Decimal(0))  # fmt: skip
         repeat_revenue = sum((v for o in orders if number[o.order_id] >= 2 if (v := values[o.order_id]) is not None),
@@ -224,7 +248,52 @@ class Sales:
             "cac": ratio(spend, len(new)),
             "cost_per_lead": ratio(spend, len(leads)),
             "roas": ratio(gross, spend),
+            "open_opportunities": open_count,
+            "opportunity_win_rate": win_rate,
+            "average_won_value": won_average,
+            "pipeline_cycle_days": cycle,
+            "pipeline_velocity": velocity,
         }
+
+    def only(self, persons: set[str], *, spend: bool = False) -> Sales:
+        """The same store seen through some persons: their orders, refunds, visits and sign-ups (all
+        of their history), and the spend only when asked — what a breakdown row by a person's own
+        characteristic holds (the spend is in the null row)."""
+        return Sales(
+            currency=self.currency,
+            timezone=self.timezone,
+            orders=[o for o in self.orders if o.person in persons],
+            refunds=[r for r in self.refunds if r.person in persons],
+            visits=[v for v in self.visits if v.person in persons],
+            signups={p: ts for p, ts in self.signups.items() if p in persons},
+            spend=self.spend if spend else [],
+            rates=self.rates,
+        )
+
+    def characteristic(self, name: str, as_of: date) -> dict[str, str]:
+        """Every person's age_band, gender or city: from their latest identify call that sent it."""
+        people = {o.person for o in self.orders} | {v.person for v in self.visits} | {p for p, _, _ in self.identities}
+        latest: dict[tuple[str, str], tuple[datetime, Any]] = {}
+        for person, ts, traits in self.identities:
+            sent = {**traits, "city": (traits.get("address") or {}).get("city")}
+            for key, value in sent.items():
+                if value is not None and ((person, key) not in latest or latest[(person, key)][0] < ts):
+                    latest[(person, key)] = (ts, value)
+        out = {}
+        for person in people:
+            trait = lambda key, person=person: latest.get((person, key), (None, None))  # noqa: E731
+            if name == "gender":
+                out[person] = GENDERS[trait("gender")[1]] if trait("gender")[1] is not None else "unknown"
+            elif name == "age_band":
+                birthday = trait("birthday")[1]
+                age_ts, age = trait("age")
+                out[person] = age_band_on(as_of, date.fromisoformat(birthday) if birthday else None,
+                                          (int(age), self.day(age_ts)) if age is not None else None)  # fmt: skip
+            else:
+                seen = max((p for p in self.places if p[0] == person), key=lambda p: p[1], default=None)
+                given = trait("city")[1] or (seen[2] if seen else None)
+                out[person] = CITIES[given] if given is not None else "unknown"
+        return out
 
 
     def refund_values(self) -> list[tuple[Refund, Decimal | None]]:
@@ -276,3 +345,26 @@ def change(value: Any, before: Any) -> float | None:
     if value is None or before is None or before == 0:
         return None
     return (float(value) - float(before)) / abs(float(before))
+
+
+# -- customer characteristics, plainly ---------------------------------------------------------------
+
+GENDERS = {"male": "male", "M": "male", "ذكر": "male", "أنثى": "female", "انثي": "female", "F": "female",
+           "Non-Binary": "other", "zz": "unknown"}  # fmt: skip
+CITIES = {"riyadh": "Riyadh", "RIYADH": "Riyadh", "Riyadh": "Riyadh", "الرياض": "الرياض", "jeddah": "Jeddah"}
+
+
+def age_band_on(as_of: date, birthday: date | None, age: tuple[int, date] | None) -> str:
+    """The band of a person on ``as_of`` from a birthday, else an age sent on a day."""
+    if birthday is not None:
+        years = as_of.year - birthday.year - ((as_of.month, as_of.day) < (birthday.month, birthday.day))
+    elif age is not None:
+        sent, day = age
+        years = sent + max(0, as_of.year - day.year - ((as_of.month, as_of.day) < (day.month, day.day)))
+    else:
+        return "unknown"
+    for low, high, band in ((0, 17, "under 18"), (18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"),
+                            (45, 54, "45-54"), (55, 64, "55-64"), (65, 120, "65+")):  # fmt: skip
+        if low <= years <= high:
+            return band
+    return "unknown"

@@ -76,6 +76,7 @@ class Person:
     anonymous_id: str | None = None
     device: str | None = "desktop"
     country: str | None = "SA"
+    city: str | None = None  # context.location.city of browser messages
 
     def ids(self, *, anonymous: bool = False) -> dict[str, str]:
         """Browser messages carry the anonymous id, and the user id once known (Segment's clients)."""
@@ -106,14 +107,18 @@ class Messages:
             context["userAgent"] = DEVICE_UA[person.device]
         if browser and person.country:
             context["location"] = {"country": person.country}
+        if browser and person.city:
+            context.setdefault("location", {})["city"] = person.city
         if campaign:
             context["campaign"] = campaign
         return context
 
     def page(self, person: Person, at: datetime | str, *, campaign: dict[str, str] | None = None,
-             anonymous: bool = False) -> None:  # fmt: skip
-        """A browser page view (a visit), optionally landing from a campaign."""
-        self._add({"type": "page", **person.ids(anonymous=anonymous), "properties": {"url": "https://shop.sa/"},
+             anonymous: bool = False, url: str = "https://shop.sa/", referrer: str | None = None) -> None:  # fmt: skip
+        """A browser page view (a visit), optionally landing from a campaign, a URL with a click id
+        (``https://shop.sa/?ttclid=1``) or a referrer."""
+        properties = {"url": url, **({"referrer": referrer} if referrer else {})}
+        self._add({"type": "page", **person.ids(anonymous=anonymous), "properties": properties,
                    "context": self._context(person, browser=True, campaign=campaign)}, at)  # fmt: skip
 
     def identify(self, person: Person, at: datetime | str, **traits: Any) -> None:
@@ -308,17 +313,28 @@ def plan_store(directory: Path, plan: dict[str, Any]) -> tuple[Any, Any]:
 
     m = Messages()
     orders, refunds, visits, signups = [], [], [], {}
+    identities: list[tuple[str, datetime, dict[str, Any]]] = []
+    places: list[tuple[str, datetime, str]] = []
     for n, v in enumerate(plan["visits"]):
         base = plan_person(v["person"])
-        who = Person(base.user_id, base.anonymous_id, v["device"], v["country"])
+        who = Person(base.user_id, base.anonymous_id, v["device"], v["country"], v.get("city"))
         name = who.user_id or who.anonymous_id
         start = datetime.combine(PLAN_START + timedelta(days=v["day"]), time(v["hour"]), tzinfo=UTC)
         at = lambda minutes, start=start: start + timedelta(minutes=minutes)  # noqa: E731
         m.page(who, at(0), campaign=CAMPAIGNS.get(v["channel"]))
+        if who.city:
+            places.append((name, at(0), who.city))  # every browser event of the visit carries it
         visit = Visit(f"v{n}", name, at(0), v["channel"] or "Direct")
         if v["identify"] and who.user_id:
             traits = {"email": f"{who.user_id}@example.com", **({"tier": v["tier"]} if v["tier"] else {})}
+            # Customer characteristics (drawn by the property test of age band, gender and city).
+            traits.update({key: v[key] for key in ("gender", "age") if v.get(key) is not None})
+            if v.get("birthday") is not None:
+                traits["birthday"] = v["birthday"].isoformat()
+            if v.get("address_city") is not None:
+                traits["address"] = {"city": v["address_city"]}
             m.identify(who, at(1), **traits)
+            identities.append((name, at(1), traits))
             signups[name] = min(signups.get(name, at(1)), at(1))  # visits are drawn in any order
         for i, (price, quantity, currency) in enumerate(v["cart"]):
             m.track(who, at(2 + i), "Product Added", product_id=f"p{i}", price=str(price), quantity=quantity,
@@ -377,5 +393,7 @@ def plan_store(directory: Path, plan: dict[str, Any]) -> tuple[Any, Any]:
         signups=signups,
         spend=[Spend(r["day"], r["spend"], r["currency"]) for r in spend_rows],
         rates=PLAN_RATES,
+        identities=identities,
+        places=places,
     )
     return store, sales

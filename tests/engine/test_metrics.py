@@ -43,8 +43,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from masar.engine.facts import Rate
-from masar.engine.metrics import METRICS
-from tests.engine.reference_metrics import change
+from masar.engine.metrics import METRICS, OTHER
+from tests.engine.reference_metrics import CITIES, GENDERS, change
 from tests.engine.sales_fixtures import (
     SPEND_CAMPAIGNS,
     Messages,
@@ -149,6 +149,15 @@ EXPECTED: dict[str, tuple[Any, Any, Any]] = {
     "roas": (2.758213, 1.51, 0.826631),  # 1111.56 / 403; 302 / 200
     # The net revenue's change against the previous period: (960.03 - 302) / 302.
     "sales_growth_rate": (2.178907, None, None),
+    # Pipeline: March's visits with a cart or a checkout are P2 Mar 2 (won by O4 8 minutes later),
+    # P5 Mar 3 (never bought), P6 Mar 6 (O9 came 9 days later: open), P4 Mar 10 (won by O8) and P7
+    # Mar 22 (won by O11 on Mar 27). February has none.
+    "open_opportunities": (2, 0, None),  # P5, P6
+    "opportunity_win_rate": (0.6, None, None),  # 3 / 5
+    "average_won_value": ("84.00", None, None),  # (O4 102 + O8 80 + O11 70) / 3
+    # Local days from the cart to its order, both counted: 1, 1 and 6 (Mar 22 → Mar 27).
+    "pipeline_cycle_days": (1.0, None, None),
+    "pipeline_velocity": ("100.80", None, None),  # 2 × 0.6 × 84 / 1 per day
 }
 
 
@@ -376,6 +385,60 @@ def test_breakdown_by_first_channel(store):
     }
 
 
+PIPELINE = ["open_opportunities", "opportunity_win_rate", "average_won_value", "pipeline_cycle_days",
+            "pipeline_velocity"]  # fmt: skip
+
+
+def test_pipeline_velocity_by_channel_and_week(store):
+    result = run(store, PIPELINE, breakdown="channel", granularity="week")
+    # Direct: P6 (open), P4 (won, 1 day, O8 80), P7 (won, 6 days, O11 70): 1 × 2/3 × 75 / 3.5.
+    # Paid Social: P2's won cart, nothing open: 0 per day. Paid Search: P5's cart, none won, so no
+    # value or cycle to measure velocity by.
+    assert rows(result) == {
+        "Paid Search": {"open_opportunities": 1, "opportunity_win_rate": 0.0, "average_won_value": None,
+                        "pipeline_cycle_days": None, "pipeline_velocity": None},
+        "Direct": {"open_opportunities": 1, "opportunity_win_rate": 0.666667, "average_won_value": "75.00",
+                   "pipeline_cycle_days": 3.5, "pipeline_velocity": "14.29"},
+        "Paid Social": {"open_opportunities": 0, "opportunity_win_rate": 1.0, "average_won_value": "102.00",
+                        "pipeline_cycle_days": 1.0, "pipeline_velocity": "0.00"},
+    }  # fmt: skip
+    assert_rows_add_up(result, ["open_opportunities"])
+    weeks = {row["period"]: row["values"] for row in result["series"]}
+    # Week of Mar 2: P2 won, P5 and P6 open: 2 × 1/3 × 102 / 1 = 68.
+    assert weeks["2026-03-02"] == {"open_opportunities": 2, "opportunity_win_rate": 0.333333,
+                                   "average_won_value": "102.00", "pipeline_cycle_days": 1.0,
+                                   "pipeline_velocity": "68.00"}  # fmt: skip
+    assert weeks["2026-03-16"]["pipeline_cycle_days"] == 6.0  # P7's cart of Sunday Mar 22
+
+
+def test_pipeline_velocity_in_a_small_store(tmp_path):
+    m = Messages()
+    a, b, c, d = (Person(f"v{i}", None, "desktop", "SA") for i in range(4))
+    # a: a cart at 23:50 local, bought at 00:10 the next local day: 2 days of cycle.
+    m.page(a, "2026-03-05T20:45:00Z")
+    m.track(a, "2026-03-05T20:50:00Z", "Product Added", product_id="p", price=100)
+    m.track(a, "2026-03-05T21:10:00Z", "Order Completed", order_id="A1", total=100)
+    # b: a checkout without a Product Added, bought 4 days later in another visit: 5 days.
+    m.page(b, "2026-03-05T09:00:00Z")
+    m.track(b, "2026-03-05T09:01:00Z", "Checkout Started")
+    m.page(b, "2026-03-09T09:00:00Z")
+    m.track(b, "2026-03-09T09:05:00Z", "Order Completed", order_id="B1", total=50)
+    # c: a cart never bought; d: a cart bought one second after its 7 days: both open.
+    m.page(c, "2026-03-06T09:00:00Z")
+    m.track(c, "2026-03-06T09:01:00Z", "Product Added", product_id="p", price=10)
+    m.page(d, "2026-03-07T09:00:00Z")
+    m.track(d, "2026-03-07T09:01:00Z", "Product Added", product_id="p", price=30)
+    m.track(d, "2026-03-14T09:01:01Z", "Order Completed", order_id="D1", total=30)
+    s = build_store(tmp_path, m)
+    try:
+        result = run(s, PIPELINE)
+    finally:
+        s.close()
+    # 2 open × 2/4 won × (100 + 50) / 2 ÷ median(2, 5) = 2 × 0.5 × 75 / 3.5 = 21.43 per day.
+    assert values(result) == {"open_opportunities": 2, "opportunity_win_rate": 0.5, "average_won_value": "75.00",
+                              "pipeline_cycle_days": 3.5, "pipeline_velocity": "21.43"}  # fmt: skip
+
+
 # -- money and windows in small stores ---------------------------------------------------------------
 
 
@@ -451,6 +514,14 @@ _visits = st.fixed_dictionaries(
         "cart": st.lists(st.tuples(_money, st.integers(1, 3), st.sampled_from(["SAR", "AED"])), max_size=2),
         "checkout": st.booleans(),
         "order": st.one_of(st.none(), _orders, _orders),  # two in three visits order
+        # Customer characteristics: identify traits and the browser's location city.
+        "gender": st.sampled_from([None, *GENDERS]),
+        # Some birthdays fall on the range's last day, Mar 14 (an 18th and a 25th birthday).
+        "birthday": st.none() | st.sampled_from([date(2008, 3, 14), date(2008, 3, 15), date(2001, 3, 14)])
+        | st.dates(date(1940, 1, 1), date(2015, 12, 31)),
+        "age": st.none() | st.integers(10, 90),
+        "address_city": st.sampled_from([None, *CITIES]),
+        "city": st.sampled_from([None, "jeddah", "Riyadh"]),
     }
 )
 _plans = st.fixed_dictionaries(
@@ -473,7 +544,8 @@ _plans = st.fixed_dictionaries(
     }
 )
 DIMENSIONS = ["channel", "campaign", "device", "country", "customer_type", "first_channel", "first_campaign",
-              "person.tier"]  # fmt: skip
+              "person.tier", "age_band", "gender", "city"]  # fmt: skip
+CHARACTERISTICS = ["age_band", "gender", "city"]
 REFERENCE_ADDITIVE = ["gross_revenue", "orders", "refunds", "net_revenue", "discount", "sessions", "ad_spend",
                       "new_customer_revenue", "returning_customer_revenue", "abandoned_cart_value"]  # fmt: skip
 START, END = date(2026, 3, 1), date(2026, 3, 14)
@@ -527,6 +599,38 @@ def test_generated_stores_match_the_reference(tmp_path_factory, plan, dimension,
     named = [k for k in keys if k not in ("$other", None)]
     assert len(named) <= limit and keys == named + [k for k in ("$other", None) if k in keys]
     assert_rows_add_up(result, REFERENCE_ADDITIVE)
+    if dimension in CHARACTERISTICS:
+        assert_rows_are_their_people(result, sales, dimension, END)
+
+
+def assert_rows_are_their_people(result: dict[str, Any], sales: Any, dimension: str, as_of: date) -> None:
+    """By a customer characteristic each row is the reference over its own people (the null row
+    over the spend alone), and every person is in one row, so distinct counts add up too."""
+    of = sales.characteristic(dimension, as_of)
+    named = {b["value"] for b in result["breakdown"]} - {OTHER, None}
+    for b in result["breakdown"]:
+        if b["value"] is None:
+            expected = sales.only(set(), spend=True).metrics(START, END, CHURN_DAYS)
+        else:
+            wanted = {b["value"]} if b["value"] != OTHER else set(of.values()) - named
+            expected = sales.only({p for p, v in of.items() if v in wanted}).metrics(START, END, CHURN_DAYS)
+        for name, shown in b["values"].items():
+            assert_matches(name, shown, expected[name])
+    assert_rows_add_up(result, ["buyers", "visitors", "new_customers", "returning_customers", "leads"])
+
+
+@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(plan=_plans, dimension=st.sampled_from(CHARACTERISTICS), limit=st.integers(1, 4))
+def test_customer_characteristics_match_the_reference(tmp_path_factory, plan, dimension, limit):
+    store, sales = plan_store(tmp_path_factory.mktemp("plan"), plan)
+    try:
+        result = run(store, **{"from": START.isoformat(), "to": END.isoformat()}, compare=False,
+                     churn_days=CHURN_DAYS, breakdown=dimension, breakdown_limit=limit)  # fmt: skip
+    finally:
+        store.close()
+    assert_rows_add_up(result, REFERENCE_ADDITIVE)
+    assert_rows_are_their_people(result, sales, dimension, END)
 
 
 def test_one_plan_by_hand(tmp_path):

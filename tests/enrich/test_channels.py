@@ -13,6 +13,7 @@ from masar.enrich.channels import (
     ChannelRules,
     Touch,
     click_id_from_query,
+    is_paid_medium,
     referrer_domain,
 )
 
@@ -414,3 +415,43 @@ def test_classify_always_returns_a_known_channel(
     source: str | None, medium: str | None, campaign: str | None
 ) -> None:
     assert RULES.classify(source, medium, campaign) in CHANNELS
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("instagram", ("instagram", "social")), ("IG", ("instagram", "social")), ("l.instagram.com", ("instagram", "social")),
+        ("meta", ("facebook", "social")), ("twitter", ("x", "social")), ("t.co", ("x", "social")),
+        ("www.google.com.sa", ("google", "search")), ("shopping.google.com", ("google shopping", "shopping")),
+        ("amazon.sa", ("amazon", "shopping")), ("m.youtube.com", ("youtube", "video")), ("wa.me", ("whatsapp", "social")),
+        ("mail.google.com", None), ("newsletter", None), ("(direct)", None), ("", None), (None, None),
+    ],
+)  # fmt: skip
+def test_site_names_the_list_entry(value: str | None, expected: tuple[str, str] | None) -> None:
+    assert ChannelRules.default().site(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "click_id", "referrer", "expected"),
+    [
+        ("tiktok", None, None, ("tiktok", "social")),
+        # A UTM source no list knows: the click id, else the referrer, names the platform.
+        ("summer_promo", "ttclid", None, ("tiktok", "social")),
+        ("summer_promo", "fbclid", "l.instagram.com", ("instagram", "social")),
+        ("summer_promo", None, "snapchat.com", ("snapchat", "social")),
+        ("summer_promo", None, "blog.example.com", None),
+        ("(direct)", None, None, None),
+    ],
+)
+def test_platform_of_a_session(source: str, click_id: str | None, referrer: str | None,
+                               expected: tuple[str, str] | None) -> None:  # fmt: skip
+    assert ChannelRules.default().platform(source, click_id, referrer) == expected
+
+
+@pytest.mark.parametrize(
+    ("medium", "paid"),
+    [("cpc", True), ("PPC", True), ("paid_social", True), ("retargeting", True), ("cpm", True), ("banner", True),
+     ("social", False), ("organic", False), ("referral", False), ("influencer", False), (None, False)],
+)  # fmt: skip
+def test_is_paid_medium(medium: str | None, paid: bool) -> None:
+    assert is_paid_medium(medium) is paid
