@@ -25,6 +25,7 @@ from masar.config import Settings
 from masar.errors import MasarError
 from masar.web.api import router as dashboard_api
 from masar.web.auth import LoginLimiter, require
+from masar.web.funnels_api import router as funnels_api
 from masar.web.pages import render
 from masar.web.pages import router as pages_router
 
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app.include_router(capture_router)
     app.include_router(query_router)
     app.include_router(dashboard_api)
+    app.include_router(funnels_api)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.login_limiter = LoginLimiter()

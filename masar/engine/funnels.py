@@ -452,12 +452,63 @@ def _range_dict(date_from, date_to) -> dict[str, str | None]:
     return {"from": date_from.isoformat() if date_from else None, "to": date_to.isoformat() if date_to else None}
 
 
+_STEP_COLUMNS = ("step", "name", "event", "count", "conversion_from_start", "conversion_from_previous", "drop_off",
+                 "drop_off_rate", "median_seconds_from_previous", "average_seconds_from_previous",
+                 "p90_seconds_from_previous")  # fmt: skip
+_STEP_SCHEMA = pa.schema(
+    [("period", pa.string()), ("segment", pa.string()), ("breakdown_value", pa.string()),
+     ("step", pa.int64()), ("name", pa.string()), ("event", pa.string()), ("count", pa.int64()),
+     *[(c, pa.float64()) for c in ("conversion_from_start", "conversion_from_previous")],
+     ("drop_off", pa.int64()),
+     *[(c, pa.float64()) for c in _STEP_COLUMNS[7:]]]
+)  # fmt: skip
+_TABLES = {
+    "trend": pa.schema([("period", pa.string()), ("entered", pa.int64()), ("converted", pa.int64()),
+                        ("conversion", pa.float64())]),  # fmt: skip
+    "time_to_convert": pa.schema([("period", pa.string()), ("from_seconds", pa.int64()), ("to_seconds", pa.int64()),
+                                  ("count", pa.int64())]),  # fmt: skip
+    "people": pa.schema([("person_id", pa.int64()), ("user_id", pa.string()), ("anonymous_ids", pa.string()),
+                         ("deepest_step", pa.int64()), ("last_step_at", pa.string())]),  # fmt: skip
+}
+FUNNEL_TABLES = ("steps", "trend", "time_to_convert")
+
+
 @dataclass
 class FunnelResult:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
+
+    def table(self, part: str = "steps") -> pa.Table:
+        """One table of the result, for CSV and Excel: a people list's people; a funnel's ``steps``
+        (the whole funnel, then each breakdown value, then the compared range: ``period`` is
+        ``this`` or ``previous``, ``segment`` is ``all`` or ``breakdown``), ``trend`` or
+        ``time_to_convert``."""
+        data = self.data
+        if data["kind"] == "funnel_people":
+            rows = [{**p, "anonymous_ids": " ".join(p["anonymous_ids"])} for p in data["people"]]
+            return pa.Table.from_pylist(rows, schema=_TABLES["people"])
+        if part == "steps":
+            compared = data["compare"]["steps"] if data["compare"] else []
+            rows = [{"period": "this", "segment": "all", "breakdown_value": None, **s} for s in data["steps"]]
+            rows += [{"period": "this", "segment": "breakdown", "breakdown_value": _text(b["value"]), **s}
+                     for b in data["breakdown"] for s in b["steps"]]  # fmt: skip
+            rows += [{"period": "previous", "segment": "all", "breakdown_value": None, **s} for s in compared]
+            return pa.Table.from_pylist([{c: r.get(c) for c in _STEP_SCHEMA.names} for r in rows], schema=_STEP_SCHEMA)
+        if part == "trend":
+            return pa.Table.from_pylist(data["trend"], schema=_TABLES["trend"])
+        if part == "time_to_convert":
+            periods = [("this", data["time_to_convert"])]
+            if data["compare"]:
+                periods.append(("previous", data["compare"]["time_to_convert"]))
+            rows = [{"period": name, **b} for name, ttc in periods for b in ttc["bins"]]
+            return pa.Table.from_pylist(rows, schema=_TABLES["time_to_convert"])
+        raise InvalidInput(f"a funnel's tables are {', '.join(FUNNEL_TABLES)}, not {part!r}", code="invalid_table")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _held_for(q: FunnelQuery) -> list[str]:

@@ -53,6 +53,21 @@ class SavedAudience:
         return {"name": self.name, "definition": self.definition, "updated_at": self.updated_at.isoformat()}
 
 
+@dataclass(frozen=True)
+class SavedFunnel:
+    """A funnel definition saved by name for one source: the funnel query's fields but its kind
+    and source, as parsed (docs/funnels.md, "Saved funnels")."""
+
+    name: str
+    definition: dict[str, Any]
+    saved_by: str | None
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "definition": self.definition, "saved_by": self.saved_by,
+                "updated_at": self.updated_at.isoformat()}  # fmt: skip
+
+
 @dataclass
 class WriteResult:
     written: int = 0
@@ -83,5 +98,10 @@ class Store(Protocol):
     def audiences(self, source: Source) -> list[SavedAudience]: ...
     def audience(self, source: Source, name: str) -> SavedAudience: ...
     def delete_audience(self, source: Source, name: str) -> None: ...
+
+    def save_funnel(self, source: Source, name: str, definition: Any, *, saved_by: str | None = None) -> SavedFunnel: ...
+    def saved_funnels(self, source: Source) -> list[SavedFunnel]: ...
+    def saved_funnel(self, source: Source, name: str) -> SavedFunnel: ...
+    def delete_saved_funnel(self, source: Source, name: str) -> None: ...
 
     def close(self) -> None: ...

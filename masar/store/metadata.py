@@ -108,6 +108,16 @@ audiences = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+saved_funnels = sa.Table(
+    "saved_funnels",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.JSON, nullable=False),  # a funnel query without kind and source
+    sa.Column("saved_by", sa.String(320), nullable=True),  # the dashboard user's email
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 users = sa.Table(
     "users",
     metadata,

@@ -30,6 +30,7 @@ from masar.engine import RUNNERS, QueryContext, parse_query
 from masar.engine.audiences import check_audience_name, parse_audience
 from masar.engine.facts import Rate
 from masar.engine.frame import EventFrame, build_frame, extend_frame
+from masar.engine.saved_funnels import check_funnel_name, funnel_definition
 from masar.engine.templates import expand_template, validate_steps
 from masar.enrich.channels import Attribution, ChannelRules
 from masar.enrich.identity import IdentityStore
@@ -37,7 +38,7 @@ from masar.enrich.pipeline import CarriedSession, Enricher, SessionState, Source
 from masar.errors import Conflict, InvalidInput, NotFound
 from masar.model.money import MoneyError, normalize_currency
 from masar.store.accounts import Accounts
-from masar.store.base import ApiKey, SavedAudience, Source, WriteResult
+from masar.store.base import ApiKey, SavedAudience, SavedFunnel, Source, WriteResult
 from masar.store.embedded.segments import ROW_GROUP_ROWS, Segment, SegmentStore, level_for_rows
 from masar.store.metadata import (
     ad_spend,
@@ -50,6 +51,7 @@ from masar.store.metadata import (
     person_overrides,
     rejected,
     sales_targets,
+    saved_funnels,
     sources,
 )
 from masar.store.migrations import migrate
@@ -75,6 +77,11 @@ def _saved_audience(row: Any) -> SavedAudience:
     # SQLite hands back naive datetimes; every time Masar writes is UTC.
     updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
     return SavedAudience(row.name, row.definition, updated)
+
+
+def _saved_funnel(row: Any) -> SavedFunnel:
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+    return SavedFunnel(row.name, row.definition, row.saved_by, updated)
 
 
 @dataclass
@@ -657,6 +664,47 @@ class EmbeddedStore:
         close = difflib.get_close_matches(name.strip(), names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; `masar audiences list --source {source.name!r}` shows them"
         return NotFound(f"{source.name!r} has no audience named {name!r}{hint}", code="audience_not_found")
+
+    # -- saved funnels ---------------------------------------------------------------------------
+
+    def save_funnel(self, source: Source, name: str, definition: Any, *, saved_by: str | None = None) -> SavedFunnel:
+        """Save a funnel under a name, replacing one of the same name; the definition is checked
+        as a funnel query first and kept as parsed."""
+        name = check_funnel_name(name)
+        parsed = funnel_definition(self, source.name, definition)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(saved_funnels.delete().where(saved_funnels.c.source_id == source.id,
+                                                      saved_funnels.c.name == name))  # fmt: skip
+            conn.execute(saved_funnels.insert().values(source_id=source.id, name=name, definition=parsed,
+                                                       saved_by=saved_by, updated_at=now))  # fmt: skip
+        return SavedFunnel(name, parsed, saved_by, now)
+
+    def saved_funnels(self, source: Source) -> list[SavedFunnel]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(saved_funnels).where(saved_funnels.c.source_id == source.id).order_by(saved_funnels.c.name)
+            )
+            return [_saved_funnel(r) for r in rows]
+
+    def saved_funnel(self, source: Source, name: str) -> SavedFunnel:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(saved_funnels).where(saved_funnels.c.source_id == source.id,
+                                               saved_funnels.c.name == name.strip())  # fmt: skip
+            ).first()
+        if row is None:
+            raise NotFound(f"{source.name!r} has no saved funnel named {name!r}", code="funnel_not_found")
+        return _saved_funnel(row)
+
+    def delete_saved_funnel(self, source: Source, name: str) -> None:
+        with self.engine.begin() as conn:
+            deleted = conn.execute(
+                saved_funnels.delete().where(saved_funnels.c.source_id == source.id,
+                                             saved_funnels.c.name == name.strip())  # fmt: skip
+            ).rowcount
+        if not deleted:
+            raise NotFound(f"{source.name!r} has no saved funnel named {name!r}", code="funnel_not_found")
 
     def identities_of(self, source: Source, persons: list[int]) -> dict[int, dict[str, Any]]:
         """user id and anonymous ids of persons (through merges), for people lists."""

@@ -4,7 +4,7 @@
  *   t(msgid, values)        a label from the page's catalogue (server-sent), with %(name)s values
  *   query(q)                POST /api/v1/query with the session's CSRF token; rejects with the
  *                           server's one-sentence error
- *   download(q, format)     the query's table as CSV or Excel (POST /api/v1/export)
+ *   download(q, format, url)  the query's table as CSV or Excel (POST /api/v1/export, or url)
  *   state / setState(obj)   the page's state, kept in its URL (shareable links)
  *   fmt.number/money/percent/date   Intl formatting in the page's locale and digits
  *   chart(el, option)       an ECharts chart (SVG), mirrored for right-to-left pages
@@ -63,9 +63,10 @@
     return (await post("/api/v1/query", body)).json();
   }
 
-  async function download(q, format) {
+  async function download(q, format, url) {
     const body = Object.assign({ source: state().source || config.source }, q);
-    const response = await post("/api/v1/export?format=" + encodeURIComponent(format), body);
+    const target = url || "/api/v1/export";
+    const response = await post(target + (target.includes("?") ? "&" : "?") + "format=" + encodeURIComponent(format), body);
     const blob = await response.blob();
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
@@ -306,8 +307,9 @@
     }
   }
 
-  /* An "Export" menu: CSV and Excel of the query that filled a chart or table. */
-  function exportButtons(el, queryFn) {
+  /* An "Export" menu: CSV and Excel of the query that filled a chart or table (url: another
+   * export endpoint than /api/v1/export, e.g. one of a result's other tables). */
+  function exportButtons(el, queryFn, url) {
     const wrap = document.createElement("div");
     wrap.className = "exports";
     [["csv", t("CSV")], ["xlsx", t("Excel")]].forEach(([format, label]) => {
@@ -316,7 +318,7 @@
       button.className = "link";
       button.dataset.export = format;
       button.textContent = t("Export %(format)s", { format: label });
-      button.addEventListener("click", () => download(queryFn(), format).catch((e) => alert(e.message)));
+      button.addEventListener("click", () => download(queryFn(), format, url).catch((e) => alert(e.message)));
       wrap.appendChild(button);
     });
     el.appendChild(wrap);

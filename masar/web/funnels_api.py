@@ -1,0 +1,119 @@
+"""JSON endpoints of the Funnels page beside ``POST /api/v1/query``: a source's funnel templates,
+its saved funnels (list, save, delete) and a funnel's trend or time-to-convert table as CSV or
+Excel. The same authorisation as the query API (a secret key, or a signed-in session with its
+CSRF header); saving and deleting a funnel from the dashboard needs the analyst role."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from masar.api.query import MAX_QUERY_BYTES, _run, secret_key
+from masar.engine.funnels import FUNNEL_TABLES
+from masar.engine.templates import templates
+from masar.errors import Forbidden, InvalidInput
+from masar.store.base import ApiKey, Source
+from masar.web import auth
+from masar.web.api import EXPORTS
+
+router = APIRouter(prefix="/api/v1", tags=["dashboard"])
+Principal = Annotated[ApiKey, Depends(secret_key)]
+
+
+def _(message: str) -> str:
+    """Marks a msgid for extraction: the built-in templates' titles, translated in the page."""
+    return message
+
+
+TEMPLATE_TITLES = (
+    _("Store funnel: product to order"),
+    _("Awareness, Interest, Decision, Action"),
+    _("Six-stage marketing funnel"),
+    _("Trial to paid subscription"),
+)
+
+
+def _source(request: Request, key: ApiKey, name: str) -> Source:
+    found = request.app.state.store.source(name)
+    if key.source_id is not None and found.id != key.source_id:
+        raise Forbidden(f"this key is for another source, not {name!r}", code="wrong_source")
+    return found
+
+
+def _editor(request: Request) -> str | None:
+    """Who saves: a dashboard user needs the analyst role; a secret key may (it was made by the
+    owner on the command line). The email is kept with the funnel."""
+    if request.headers.get("authorization"):
+        return None
+    return auth.require(request, "analyst").email
+
+
+@router.get("/funnel-templates", summary="A source's funnel templates: built-in or its own definitions")
+async def funnel_templates(request: Request, key: Principal, source: str) -> list[dict[str, Any]]:
+    found = _source(request, key, source)
+    return await run_in_threadpool(templates, request.app.state.store, found)
+
+
+@router.get("/saved-funnels", summary="A source's saved funnels, by name")
+async def saved_funnels(request: Request, key: Principal, source: str) -> list[dict[str, Any]]:
+    found = _source(request, key, source)
+    return [f.to_dict() for f in await run_in_threadpool(request.app.state.store.saved_funnels, found)]
+
+
+@router.post("/saved-funnels", summary="Save a funnel by name (replacing one of that name)", status_code=201)
+async def save_funnel(request: Request, key: Principal, source: str) -> dict[str, Any]:
+    found = _source(request, key, source)
+    saved_by = _editor(request)
+    data = _json(await request.body())
+    if not isinstance(data, dict) or set(data) != {"name", "definition"}:
+        raise InvalidInput('send {"name": ..., "definition": {...the funnel...}}', code="invalid_input")
+    store = request.app.state.store
+    saved = await run_in_threadpool(store.save_funnel, found, data["name"], data["definition"], saved_by=saved_by)
+    return saved.to_dict()
+
+
+@router.delete("/saved-funnels", summary="Delete a saved funnel", status_code=204)
+async def delete_saved_funnel(request: Request, key: Principal, source: str, name: str) -> Response:
+    found = _source(request, key, source)
+    _editor(request)
+    await run_in_threadpool(request.app.state.store.delete_saved_funnel, found, name)
+    return Response(status_code=204)
+
+
+@router.post("/funnels/export", summary="Run a funnel and download one of its tables as CSV or Excel")
+async def export_funnel(request: Request, key: Principal, format: str = "csv", part: str = "steps") -> Response:
+    if format not in EXPORTS:
+        raise InvalidInput(f"export as csv or xlsx, not {format!r}", code="invalid_format")
+    if part not in FUNNEL_TABLES:
+        raise InvalidInput(f"a funnel's tables are {', '.join(FUNNEL_TABLES)}, not {part!r}", code="invalid_table")
+    data = _json(await request.body())
+    if not isinstance(data, dict) or data.get("kind") != "funnel":
+        raise InvalidInput("send a funnel query (kind funnel)", code="invalid_query")
+    content = await run_in_threadpool(_export, request.app.state.store, key, data, format, part)
+    return Response(content, media_type=EXPORTS[format],
+                    headers={"content-disposition": f'attachment; filename="masar-funnel-{part}.{format}"'})  # fmt: skip
+
+
+def _json(body: bytes) -> Any:
+    if len(body) > MAX_QUERY_BYTES:
+        raise InvalidInput(f"a request is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+
+
+def _export(store: Any, key: ApiKey, data: dict[str, Any], format: str, part: str) -> bytes:
+    from masar.exports import write_table
+
+    result = _run(store, key, data)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"export.{format}"
+        write_table(result.table(part), path)
+        return path.read_bytes()
