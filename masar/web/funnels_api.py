@@ -37,6 +37,8 @@ TEMPLATE_TITLES = (
     _("Six-stage marketing funnel"),
     _("Trial to paid subscription"),
 )
+# Device types (masar/enrich/useragent.py), shown in people's journeys.
+DEVICE_TYPES = (_("mobile"), _("tablet"), _("desktop"), _("bot"))
 
 
 def _source(request: Request, key: ApiKey, name: str) -> Source:

@@ -9,12 +9,15 @@
 (function () {
   "use strict";
   const M = window.masar;
-  const { t, query, fmt, chart, table, busy, state, setState, exportButtons, getJson } = M;
+  const { t, query, fmt, chart, drawn, table, busy, state, setState, exportButtons, getJson } = M;
   const $ = (id) => document.getElementById(id);
   const UNIT_SECONDS = { w: 604800, d: 86400, h: 3600, m: 60 };
   const PAGE = 25;
   const OTHER = "$other";
   const canEdit = M.config.role === "analyst" || M.config.role === "owner";
+  // The stylesheet's fonts, named: ECharts measures legend and label text on a canvas, where
+  // "inherit" means its own default font, and overlapping legends follow.
+  const FONT = 'system-ui, -apple-system, "Segoe UI", "Noto Sans Arabic", "Noto Sans", Tahoma, sans-serif';
   const COLORS = { reached: "#1f4fd1", dropped: "#f4b2a8", prevReached: "#8eaaf0", prevDropped: "#f9dcd7" };
 
   let timezone = "UTC";
@@ -55,7 +58,17 @@
 
   function stepLabel(step, steps) {
     if (result && result.order === "unordered") return t("Completed %(k)s of %(n)s steps", { k: fmt.number(step.step), n: fmt.number(steps.length) });
-    return t(step.name || step.event || "");
+    const label = step.name || step.event;
+    return t(label);
+  }
+
+  /* "2. Product Added", the name isolated so a right-to-left page keeps it whole and in place. */
+  function numbered(n, name) {
+    return fmt.number(n) + ". " + isolate(name);
+  }
+
+  function isolate(text) {
+    return "\u2068" + text + "\u2069";
   }
 
   function valueLabel(value) {
@@ -350,7 +363,8 @@
         series.push(bar("value:" + i, valueLabel(b.value), b.steps.map((s) => s.count), undefined, { cursor: listable ? "pointer" : "default", itemStyle: undefined }));
       });
     }
-    const instance = chart($("funnel-chart"), {
+    chart($("funnel-chart"), {
+      textStyle: { fontFamily: FONT },
       tooltip: { trigger: "item", confine: true, formatter: (p) => tooltip(r, p) },
       legend: { top: 0, type: "scroll", itemGap: 24 },
       grid: { left: 16, right: 16, top: 40, bottom: 8, containLabel: true },
@@ -360,19 +374,24 @@
       ariaLabel: t("Funnel of %(n)s steps: %(first)s at step 1, %(last)s at the last step", {
         n: fmt.number(r.steps.length), first: fmt.number(r.steps[0].count), last: fmt.number(r.steps[r.steps.length - 1].count),
       }),
+    }).then((instance) => {
+      instance.off("click");
+      instance.on("click", (p) => onBar(r, p));
     });
-    instance.off("click");
-    instance.on("click", (p) => {
-      const step = p.dataIndex + 1;
-      if (p.seriesId === "reached") listPeople({ step, status: "reached" });
-      else if (p.seriesId === "dropped" && step > 1) listPeople({ step, status: "dropped" });
-      else if (p.seriesId === "prev-reached") listPeople({ step, status: "reached", period: "previous" });
-      else if (p.seriesId === "prev-dropped" && step > 1) listPeople({ step, status: "dropped", period: "previous" });
-      else if (p.seriesId.startsWith("value:")) {
-        const value = r.breakdown[Number(p.seriesId.slice(6))].value;
-        if (value !== null && value !== OTHER) listPeople({ step, status: "reached", value });
-      }
-    });
+  }
+
+  /* A bar lists its people: reached, or dropped off at that step; of the previous period; of one
+   * breakdown value (not of "no value" or "other values", which the people query cannot name). */
+  function onBar(r, p) {
+    const step = p.dataIndex + 1;
+    if (p.seriesId === "reached") listPeople({ step, status: "reached" });
+    else if (p.seriesId === "dropped" && step > 1) listPeople({ step, status: "dropped" });
+    else if (p.seriesId === "prev-reached") listPeople({ step, status: "reached", period: "previous" });
+    else if (p.seriesId === "prev-dropped" && step > 1) listPeople({ step, status: "dropped", period: "previous" });
+    else if (p.seriesId.startsWith("value:")) {
+      const value = r.breakdown[Number(p.seriesId.slice(6))].value;
+      if (value !== null && value !== OTHER) listPeople({ step, status: "reached", value });
+    }
   }
 
   function tooltip(r, p) {
@@ -406,7 +425,7 @@
 
   function stepsTable(r) {
     const prev = r.compare ? r.compare.steps : null;
-    const rows = r.steps.map((s, i) => Object.assign({}, s, { label: fmt.number(s.step) + ". " + stepLabel(s, r.steps), prev: prev ? prev[i] : null }));
+    const rows = r.steps.map((s, i) => Object.assign({}, s, { label: numbered(s.step, stepLabel(s, r.steps)), prev: prev ? prev[i] : null }));
     const columns = [
       { key: "label", label: t("Step") },
       { key: "count", label: t("Reached"), unit: "count",
@@ -437,7 +456,7 @@
     $("breakdown-title").textContent = t("Broken down by %(property)s", { property: r.breakdown_property });
     const columns = [{ key: "value", label: t("Value"), format: (v) => valueLabel(v) }];
     r.steps.forEach((s, i) => columns.push({
-      key: "step" + i, label: fmt.number(i + 1) + ". " + stepLabel(s, r.steps), unit: "count",
+      key: "step" + i, label: numbered(i + 1, stepLabel(s, r.steps)), unit: "count",
       format: (v, row) => (row.value === null || row.value === OTHER ? fmt.number(v)
         : peopleButton(v, t("List the %(n)s of %(value)s who reached step %(k)s", { n: unitsLabel(v), value: valueLabel(row.value), k: fmt.number(i + 1) }),
           { step: i + 1, status: "reached", value: row.value })),
@@ -469,6 +488,7 @@
     const series = [{ id: "this", name: t("This period"), type: "bar", data: ttc.bins.map((b) => b.count) }];
     if (r.compare) series.push({ id: "previous", name: t("Previous period"), type: "bar", data: r.compare.time_to_convert.bins.map((b) => b.count) });
     chart($("ttc-chart"), {
+      textStyle: { fontFamily: FONT },
       tooltip: { trigger: "axis", formatter: (items) => esc(binRange(ttc.bins[items[0].dataIndex])) + "<br>" +
         items.map((i) => esc(i.seriesName + ": " + fmt.number(i.value))).join("<br>") },
       legend: r.compare ? { top: 0, itemGap: 24 } : undefined,
@@ -483,7 +503,7 @@
   function trendChart(r) {
     const box = $("trend-chart");
     if (!r.trend.length) {
-      const instance = window.echarts.getInstanceByDom(box);
+      const instance = window.echarts && window.echarts.getInstanceByDom(box);
       if (instance) instance.dispose();
       box.hidden = true;
       $("trend-export").hidden = true;
@@ -496,6 +516,7 @@
     $("trend-export").hidden = false;
     $("trend-note").textContent = t("People entering the funnel per period, and the share of them who reached the last step.");
     chart(box, {
+      textStyle: { fontFamily: FONT },
       tooltip: { trigger: "axis" },
       legend: { top: 0, itemGap: 24 },
       grid: { left: 16, right: 16, top: 32, bottom: 8, containLabel: true },
@@ -532,6 +553,8 @@
     breakdownTable(r);
     timeToConvert(r);
     trendChart(r);
+    await drawn();
+    if (my !== generation) return false;
     document.body.dataset.loaded = "funnels";
     return true;
   }
@@ -565,8 +588,8 @@
     const step = result.steps[n - 1];
     const name = step ? stepLabel(step, result.steps) : "";
     const title = s.status === "dropped"
-      ? t("Dropped off at step %(n)s: %(name)s", { n: fmt.number(n), name })
-      : t("Reached step %(n)s: %(name)s", { n: fmt.number(n), name });
+      ? t("Dropped off at step %(n)s: %(name)s", { n: fmt.number(n), name: isolate(name) })
+      : t("Reached step %(n)s: %(name)s", { n: fmt.number(n), name: isolate(name) });
     const qualifiers = [];
     if (s.value !== undefined) qualifiers.push(t("%(property)s is %(value)s", { property: result.breakdown_property || "", value: valueLabel(s.value) }));
     if (s.period === "previous") qualifiers.push(t("previous period"));
@@ -590,7 +613,7 @@
       { key: "person_id", label: t("Person") },
       { key: "user_id", label: t("User id"), format: (v) => v || "–" },
       { key: "anonymous_ids", label: t("Anonymous id"), format: (v) => (v.length ? el("span", { className: "ltr", title: v.join(" "), textContent: v[0].slice(0, 8) + "…" + (v.length > 1 ? " +" + fmt.number(v.length - 1) : "") }) : "–") },
-      { key: "deepest_step", label: t("Deepest step"), format: (v) => fmt.number(v) + ". " + (steps[v - 1] ? stepLabel(steps[v - 1], steps) : "") },
+      { key: "deepest_step", label: t("Deepest step"), format: (v) => numbered(v, steps[v - 1] ? stepLabel(steps[v - 1], steps) : "") },
       { key: "last_step_at", label: t("Reached the deepest step at"), format: (v) => when(v) },
       { key: "person_id", label: t("Journey"), format: (v) => {
         const b = el("button", { type: "button", className: "link", textContent: t("Open journey") });
