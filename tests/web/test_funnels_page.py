@@ -139,6 +139,11 @@ def test_the_store_template_shows_the_query_apis_numbers(site, page):
     for s in result["steps"][1:]:
         assert f"-{pct(s['drop_off_rate'])}" in texts
     assert page.locator("#builder .step-event").evaluate_all("(inputs) => inputs.map((i) => i.value)") == STORE_EVENTS
+    # The steps' export is the same funnel's.
+    with page.expect_download() as info:
+        page.click("#steps-export button[data-export=csv]")
+    rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
+    assert [(r["name"], int(r["count"])) for r in rows] == [(s["name"], s["count"]) for s in result["steps"]]
     assert page.errors == []
 
 
@@ -186,6 +191,12 @@ def test_the_url_holds_the_funnel_built_and_reproduces_it(site, page, chromium):
     assert [row[7] for row in shown] == [f"{s['count']:,}" for s in result["compare"]["steps"]]
     assert page.locator("#breakdown-table tbody tr").count() == len(result["breakdown"]) > 1
     assert len(result["trend"]) > 1 and page.locator("#trend-chart svg").count() == 1
+    with page.expect_download() as info:
+        page.click("#trend-export button[data-export=xlsx]")
+    assert info.value.suggested_filename == "masar-funnel.xlsx"
+    sheet = load_workbook(io.BytesIO(info.value.path().read_bytes())).active
+    assert [row[:3] for row in sheet.iter_rows(min_row=2, values_only=True)] == [
+        (p["period"], p["entered"], p["converted"]) for p in result["trend"]]  # fmt: skip
 
     # The link alone, in a browser that has seen nothing of it, shows the same funnel.
     other = chromium.new_context(viewport={"width": 1300, "height": 900}).new_page()
@@ -216,6 +227,13 @@ def test_the_url_holds_the_funnel_built_and_reproduces_it(site, page, chromium):
     page.click("#apply")
     page.wait_for_selector("#funnel-status .error")
     assert "counting totals needs an ordered or strict funnel" in page.inner_text("#funnel-status")
+    assert page.locator("#funnel-results").is_hidden()
+    # Comparing needs a range to compare.
+    page.select_option("#order", "ordered")
+    page.fill("#from", "")
+    page.click("#apply")
+    assert page.inner_text("#builder-error") == "Pick a date range to compare it with the previous period."
+    assert q_of(page)["counting"] == "totals"  # nothing applied
     assert page.errors == []
 
 
@@ -291,6 +309,12 @@ def test_a_click_on_a_bar_lists_its_people_and_opens_their_journeys(site, page):
     listed = [int(p) for p in page.locator("#people-table tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.person)")]
     assert listed == [p["person_id"] for p in people["people"]] and len(listed) == min(25, third["count"])
     assert parse_qs(urlparse(page.url).query)["step"] == ["3"]
+    page.click("#people-next")  # the next 25
+    page.wait_for_selector("body[data-people=loaded]")
+    following = api(client, token, {"kind": "funnel_people", **definition, "step": 3, "limit": 25, "offset": 25})
+    listed = [int(p) for p in page.locator("#people-table tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.person)")]
+    assert listed == [p["person_id"] for p in following["people"]] and listed
+    assert page.inner_text("#people-page") == f"Page 2 of {-(-third['count'] // 25)}"
 
     # The dropped-off part of step 2's bar: the people who reached step 1 and not step 2.
     second = result["steps"][1]

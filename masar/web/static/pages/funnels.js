@@ -71,6 +71,12 @@
     return "\u2068" + text + "\u2069";
   }
 
+  /* A property's name as the breakdown list labels it ("Device type"), else as given. */
+  function propertyLabel(name) {
+    const known = [...$("property-names").options].find((o) => o.value === name);
+    return known ? known.textContent : name;
+  }
+
   function valueLabel(value) {
     if (value === null || value === undefined) return t("(no value)");
     if (value === OTHER) return t("Other values");
@@ -453,7 +459,7 @@
     const section = $("breakdown-section");
     section.hidden = !r.breakdown.length;
     if (!r.breakdown.length) return;
-    $("breakdown-title").textContent = t("Broken down by %(property)s", { property: r.breakdown_property });
+    $("breakdown-title").textContent = t("Broken down by %(property)s", { property: propertyLabel(r.breakdown_property) });
     const columns = [{ key: "value", label: t("Value"), format: (v) => valueLabel(v) }];
     r.steps.forEach((s, i) => columns.push({
       key: "step" + i, label: numbered(i + 1, stepLabel(s, r.steps)), unit: "count",
@@ -535,6 +541,18 @@
     });
   }
 
+  /* CSV and Excel of what each chart and table shows: the funnel's steps (with the breakdown and
+   * the compared range) through the common export, its trend and time to convert through the
+   * funnel export's other tables. */
+  function exports(q) {
+    const parts = [["steps-export", null], ["breakdown-export", null], ["ttc-export", "time_to_convert"], ["trend-export", "trend"]];
+    parts.forEach(([id, part]) => {
+      const box = $(id);
+      box.replaceChildren();
+      exportButtons(box, () => q, part ? "/api/v1/funnels/export?part=" + part : undefined);
+    });
+  }
+
   async function runFunnel(def, my) {
     delete document.body.dataset.loaded;
     const q = Object.assign({ kind: "funnel" }, def);
@@ -542,17 +560,20 @@
     try {
       r = await busy($("funnel-status"), query(q));
     } catch (error) {
+      $("funnel-results").hidden = true; // the error says why; no figures of another funnel beside it
       return false;
     }
     if (my !== generation) return false;
     result = r;
     $("funnel-status").replaceChildren();
+    $("funnel-results").hidden = false;
     summary(r);
     funnelChart(r);
     stepsTable(r);
     breakdownTable(r);
     timeToConvert(r);
     trendChart(r);
+    exports(q);
     await drawn();
     if (my !== generation) return false;
     document.body.dataset.loaded = "funnels";
@@ -591,7 +612,7 @@
       ? t("Dropped off at step %(n)s: %(name)s", { n: fmt.number(n), name: isolate(name) })
       : t("Reached step %(n)s: %(name)s", { n: fmt.number(n), name: isolate(name) });
     const qualifiers = [];
-    if (s.value !== undefined) qualifiers.push(t("%(property)s is %(value)s", { property: result.breakdown_property || "", value: valueLabel(s.value) }));
+    if (s.value !== undefined) qualifiers.push(t("%(property)s is %(value)s", { property: propertyLabel(result.breakdown_property || ""), value: valueLabel(s.value) }));
     if (s.period === "previous") qualifiers.push(t("previous period"));
     $("people-title").textContent = qualifiers.length ? title + " (" + qualifiers.join(", ") + ")" : title;
     const offset = Math.max(0, Number(s.offset) || 0);
