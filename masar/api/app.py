@@ -23,6 +23,7 @@ from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_proc
 from masar.capture.service import WAL_NAME, CaptureService
 from masar.config import Settings
 from masar.errors import MasarError
+from masar.web.analyses_api import router as analyses_api
 from masar.web.api import router as dashboard_api
 from masar.web.auth import LoginLimiter, require
 from masar.web.pages import render
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app.include_router(capture_router)
     app.include_router(query_router)
     app.include_router(dashboard_api)
+    app.include_router(analyses_api)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.login_limiter = LoginLimiter()

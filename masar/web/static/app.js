@@ -313,5 +313,5 @@
     });
   });
 
-  window.masar = { t, query, download, getJson, state, setState, fmt, chart, table, busy, exportButtons, config, rtl, QueryError };
+  window.masar = { t, query, download, getJson, state, setState, fmt, chart, table, busy, exportButtons, config, rtl, QueryError, palette };
 })();
