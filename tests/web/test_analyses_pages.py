@@ -302,6 +302,8 @@ def test_journeys_after_dropping_out_from_the_form_and_the_url(site, api, page):
     note = page.locator("#journeys-note").inner_text()
     assert note.startswith(f"{number(result['funnel']['dropped'])} of {number(result['funnel']['entered'])} people")
     assert chart_option(page, "sankey")["series"][0]["links"][0]["value"] == result["sankey"]["edges"][0]["count"]
+    # Drawn again in place: the new Sankey is on the page, not only in the chart's memory.
+    assert page.locator("#sankey svg").is_visible() and page.locator("#sankey svg path").count() > len(result["sankey"]["nodes"])
     page.goto(page.url)
     page.wait_for_selector("body[data-loaded=journeys]", timeout=LOADED)
     assert page.locator("#mode").input_value() == "dropped" and page.locator("#dropped-after").input_value() == "2"

@@ -6,7 +6,7 @@
  */
 (function () {
   "use strict";
-  const { t, query, fmt, chart, table, busy, state, setState, exportButtons, rtl } = window.masar;
+  const { t, query, fmt, chart, drawn, table, busy, state, setState, exportButtons, rtl } = window.masar;
   const DEFAULTS = {
     by: "first_order", period: "month", measure: "purchasing", mode: "first_time", periods: "12", channel: "",
     group: "period", from: "", to: "",
@@ -168,10 +168,13 @@
     fillControls(s);
     const q = cohortsQuery(s);
     const heat = document.getElementById("heatmap");
+    const status = document.getElementById("heatmap-status");
     let result;
     try {
-      result = await busy(heat, query(q));
+      status.replaceChildren();
+      result = await busy(status, query(q));
     } catch (error) {
+      heat.hidden = true;
       document.body.dataset.loaded = "cohorts";
       return;
     }
@@ -183,14 +186,9 @@
     document.getElementById("cohorts-note").textContent = result.group === "channel"
       ? t("%(n)s first channels, over the cohorts from %(start)s to %(end)s; data as of %(as_of)s.", span)
       : t("%(n)s cohorts from %(start)s to %(end)s; data as of %(as_of)s.", span);
-    if (!rows.length) {
-      const instance = window.echarts && window.echarts.getInstanceByDom(heat);
-      if (instance) instance.dispose();
-      heat.textContent = t("No one started in this range.");
-    } else {
-      heat.textContent = "";
-      heatmap(heat, result, rows);
-    }
+    heat.hidden = !rows.length;
+    if (!rows.length) status.textContent = t("No one started in this range.");
+    else heatmap(heat, result, rows);
     document.getElementById("heatmap-note").textContent = result.group === "channel"
       ? t("… : period not complete yet (not a drop). * : only the cohorts of the row that have finished the period.")
       : t("… : period not complete yet (not a drop).");
@@ -202,6 +200,7 @@
       exportButtons(el, () => q);
     });
     exportButtons(document.getElementById("cohort-table"), () => q);
+    await drawn();
     document.body.dataset.loaded = "cohorts";
   }
 

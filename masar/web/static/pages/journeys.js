@@ -9,7 +9,7 @@
  */
 (function () {
   "use strict";
-  const { t, query, getJson, fmt, chart, table, busy, state, setState, exportButtons, config, rtl, palette } = window.masar;
+  const { t, query, getJson, fmt, chart, drawn, table, busy, state, setState, exportButtons, config, rtl, palette } = window.masar;
   const choice = window.masar.funnelChoice;
   const ARROW = rtl ? " ← " : " → ";
   const OTHER = "$other";
@@ -57,15 +57,14 @@
     return label === OTHER ? t("Other events") : label;
   }
 
-  function sankey(el, result) {
+  /* The chart's element holds only the chart: messages and progress go to its status line. */
+  async function sankey(el, status, result) {
     const nodes = result.sankey.nodes;
+    el.hidden = !nodes.length;
     if (!nodes.length) {
-      const instance = window.echarts && window.echarts.getInstanceByDom(el);
-      if (instance) instance.dispose();
-      el.textContent = t("No paths in this range.");
+      status.textContent = t("No paths in this range.");
       return;
     }
-    el.textContent = "";
     const positions = nodes.map((n) => n.position);
     const lo = Math.min(...positions);
     const hi = Math.max(...positions);
@@ -81,7 +80,7 @@
         : { source: e.source, target: e.target, value: e.count, from: e.source, to: e.target },
     );
     const side = 170;
-    const instance = chart(el, {
+    const instance = await chart(el, {
       tooltip: {
         trigger: "item",
         formatter: (p) => {
@@ -203,27 +202,31 @@
   async function load() {
     const s = state();
     const flow = document.getElementById("sankey");
+    const status = document.getElementById("sankey-status");
     const paths = document.getElementById("paths");
     let q;
     try {
       await fillControls(s);
       q = await pathsQuery(s);
     } catch (error) {
-      await busy(flow, Promise.reject(error)).catch(() => {});
+      await busy(status, Promise.reject(error)).catch(() => {});
+      flow.hidden = true;
       document.body.dataset.loaded = "journeys";
       return;
     }
     let result;
     try {
-      result = await busy(flow, query(q));
+      status.replaceChildren();
+      result = await busy(status, query(q));
     } catch (error) {
+      flow.hidden = true;
       paths.replaceChildren();
       document.getElementById("loops").textContent = "";
       document.body.dataset.loaded = "journeys";
       return;
     }
     document.getElementById("journeys-note").textContent = note(result);
-    sankey(flow, result);
+    await sankey(flow, status, result);
     document.getElementById("sankey-note").textContent = t(
       "Each column is one event further along the path; a band is as wide as the paths that take it. Other events gathers the smaller events of a column.",
     );
@@ -233,6 +236,7 @@
     exp.replaceChildren();
     exportButtons(exp, () => q);
     document.getElementById("loops").textContent = loops(result);
+    await drawn();
     document.body.dataset.loaded = "journeys";
   }
 
