@@ -29,6 +29,11 @@
     /* an old browser: country codes stay codes */
   }
 
+  /* A step's name: the catalogue's when it has one (as the Funnels page shows steps), isolated. */
+  function step(name) {
+    return isolate(t(name));
+  }
+
   function propertyLabel(name) {
     return PROPERTIES[name] || isolate(name);
   }
@@ -87,7 +92,7 @@
   function sentence(f, opts) {
     const options = opts || {};
     const values = {
-      who: who(f, options.counting), from: isolate(f.step_from), to: isolate(f.step_to),
+      who: who(f, options.counting), from: step(f.step_from), to: step(f.step_to),
       conversion: fmt.percent(f.conversion, 0), baseline: fmt.percent(f.baseline_conversion, 0),
     };
     const againstOwnDays = !f.segment || f.segment.property === "customer";
@@ -98,7 +103,7 @@
     ];
     const when = period(f.period);
     if (when) parts.push(when);
-    parts.push(t("about %(n)s fewer reached %(step)s", { n: about(f.lost_conversions), step: isolate(f.step_to) }));
+    parts.push(t("about %(n)s fewer reached %(step)s", { n: about(f.lost_conversions), step: step(f.step_to) }));
     if (f.lost_orders !== null && f.lost_orders !== undefined && f.step_to !== options.lastStep && f.lost_orders >= 0.5) {
       parts.push(t("about %(n)s lost orders", { n: about(f.lost_orders) }));
     }
@@ -114,5 +119,5 @@
     return steps.length ? steps[steps.length - 1].step_to : null;
   }
 
-  window.masar.leaks = { sentence, who, period, propertyLabel, valueLabel, lastStep, isolate };
+  window.masar.leaks = { sentence, who, period, propertyLabel, valueLabel, lastStep, isolate, step };
 })();

@@ -53,8 +53,9 @@
     return q;
   }
 
+  /* An event's name as shown: the catalogue's when it has one (as the Funnels page does). */
   function display(label) {
-    return label === OTHER ? t("Other events") : label;
+    return label === OTHER ? t("Other events") : t(label);
   }
 
   /* The chart's element holds only the chart: messages and progress go to its status line. */
@@ -121,7 +122,7 @@
 
   function pathsTable(el, result) {
     const rows = result.paths.map((p, i) => ({
-      rank: fmt.number(i + 1), path: p.events.map(isolate).join(ARROW), count: p.count, share: p.share,
+      rank: fmt.number(i + 1), path: p.events.map((e) => isolate(display(e))).join(ARROW), count: p.count, share: p.share,
     }));
     if (result.other_paths.count) {
       rows.push({
@@ -144,7 +145,7 @@
     if (result.funnel) {
       return t("%(dropped)s of %(entered)s people who entered the funnel dropped out after %(step)s (%(range)s): what they did next.", {
         dropped: fmt.number(result.funnel.dropped), entered: fmt.number(result.funnel.entered),
-        step: isolate(result.funnel.step), range,
+        step: isolate(display(result.funnel.step)), range,
       });
     }
     return t("%(total)s paths of %(people)s people (%(range)s).", {
@@ -156,7 +157,7 @@
     const found = result.loops;
     if (!found.paths) return t("No path comes back to an event it had left.");
     return t("%(share)s of paths come back to an event they had left; most often %(loop)s.", {
-      share: fmt.percent(found.share), loop: found.top[0].events.map(isolate).join(ARROW),
+      share: fmt.percent(found.share), loop: found.top[0].events.map((e) => isolate(display(e))).join(ARROW),
     });
   }
 
@@ -193,7 +194,7 @@
     select.replaceChildren(...f.steps.slice(0, -1).map((step, i) => {
       const o = document.createElement("option");
       o.value = String(i + 1);
-      o.textContent = t("Step %(n)s: %(step)s", { n: fmt.number(i + 1), step: choice.stepLabel(step) });
+      o.textContent = t("Step %(n)s: %(step)s", { n: fmt.number(i + 1), step: t(choice.stepLabel(step)) });
       return o;
     }));
     select.value = String(Number(s.dropped_after) || 1);

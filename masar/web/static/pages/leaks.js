@@ -33,11 +33,12 @@
     return q;
   }
 
-  /* The funnel a finding is about, as a funnel query: the same steps and counting, the finding's
-   * period (else the page's range), and its segment as a breakdown at the step it starts from —
-   * the breakdown's row for the segment's value then shows the finding's entrants and conversions. */
+  /* The funnel a finding is about, as the Funnels page's `q` (a funnel query without kind and
+   * source): the same steps and counting, the finding's period (else the page's range), and its
+   * segment as a breakdown at the step it starts from — the breakdown's row for the segment's
+   * value then shows the finding's entrants and conversions. */
   function findingFunnel(f, q, result, finding) {
-    const out = { kind: "funnel" };
+    const out = {};
     FUNNEL_FIELDS.forEach((k) => {
       if (f[k] !== undefined) out[k] = f[k];
     });
@@ -87,8 +88,8 @@
     return box;
   }
 
-  function relatedText(r) {
-    const parts = [text.who({ segment: r.segment }, last.result.counting)];
+  function relatedText(r, counting) {
+    const parts = [text.who({ segment: r.segment }, counting)];
     const when = text.period(r.period);
     if (when) parts.push(when);
     parts.push(fmt.percent(r.conversion, 0));
@@ -120,14 +121,14 @@
       fact(t("Lost conversions"), fmt.number(finding.lost_conversions), "lost-conversions"),
       fact(t("Lost orders"), fmt.number(finding.lost_orders), "lost-orders"),
       fact(t("Lost revenue"), fmt.money(finding.lost_revenue, finding.currency || result.currency), "lost-revenue"),
-      fact(t("Adjusted p-value"), fmt.number(finding.p_value, 3), "p-value"),
+      fact(t("Adjusted p-value"), finding.p_value < 0.001 ? "< " + fmt.number(0.001, 3) : fmt.number(finding.p_value, 3), "p-value"),
     );
     li.append(sentence, facts);
     if (finding.related && finding.related.length) {
       const related = document.createElement("p");
       related.className = "muted";
       related.textContent = t("Also lower, explained by this one: %(list)s", {
-        list: finding.related.map(relatedText).join(" · "),
+        list: finding.related.map((r) => relatedText(r, result.counting)).join(" · "),
       });
       li.appendChild(related);
     }
@@ -180,7 +181,7 @@
     panel.hidden = false;
     const fq = findingFunnel(f, q, result, finding);
     const about = t("%(who)s: %(from)s → %(to)s", {
-      who: text.who(finding, result.counting), from: text.isolate(finding.step_from), to: text.isolate(finding.step_to),
+      who: text.who(finding, result.counting), from: text.step(finding.step_from), to: text.step(finding.step_to),
     });
     document.getElementById("people-title").textContent = t("Who dropped out: %(finding)s", { finding: about });
     const el = document.getElementById("people");
@@ -193,7 +194,7 @@
     const holder = document.createElement("div");
     table(holder, [
       { key: "user_id", label: t("User id"), format: (v, row) => v || (row.anonymous_ids[0] ? t("anonymous %(id)s", { id: row.anonymous_ids[0] }) : "–") },
-      { key: "deepest_step", label: t("Deepest step"), format: (v) => text.isolate(stepLabel(f.steps[v - 1])) },
+      { key: "deepest_step", label: t("Deepest step"), format: (v) => text.step(stepLabel(f.steps[v - 1])) },
       { key: "last_step_at", label: t("Reached it at"), format: (v) => new Intl.DateTimeFormat(config.intl, { dateStyle: "medium", timeStyle: "short" }).format(new Date(v)) },
     ], found.people);
     el.replaceChildren(note, holder);
