@@ -214,6 +214,13 @@ async def settings_page(request: Request) -> Response:
     return _gate(request) or await run_in_threadpool(_page, request)
 
 
+@router.get("/settings/{form:path}")
+async def settings_form_address(request: Request, form: str) -> Response:
+    """A form's answer is shown at the form's address; a link made from it (the language links,
+    the store picker) comes back to the page."""
+    return RedirectResponse("/settings" + (f"?{request.url.query}" if request.url.query else ""), status_code=303)
+
+
 # -- sources (owner) --------------------------------------------------------------------------------
 
 

@@ -82,15 +82,14 @@
   function body(items) {
     return JSON.stringify({ batch: items, writeKey: writeKey, sentAt: new Date().toISOString() });
   }
-  function bytes(text) {
-    return new Blob([text]).size;
-  }
-  // Batches of at most `limit` bytes; a message too big for any batch is dropped (as Segment's clients do).
+  // Batches of at most `limit` bytes. A message the server would refuse (over 32 KB) or that
+  // cannot be written as JSON (a circular property) is dropped, as Segment's clients do.
   function chunks(items, limit) {
     var out = [], part = [], size = 0;
     items.forEach(function (m) {
-      var n = bytes(JSON.stringify(m)) + 1;
-      if (n > Math.min(limit, 32000)) return;
+      var n;
+      try { n = new Blob([JSON.stringify(m)]).size + 1; } catch (ignored) { return; }
+      if (n > 32000) return;
       if (size + n > limit && part.length) {
         out.push(part);
         part = [];

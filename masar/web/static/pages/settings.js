@@ -5,6 +5,12 @@
   "use strict";
   const { t, query, fmt } = window.masar;
 
+  // A form's answer is shown at the form's address (/settings/keys): put the page's own address
+  // back, without the one-time done=… notice, before the header's links are made from it.
+  const address = new URLSearchParams(location.search);
+  address.delete("done");
+  history.replaceState(null, "", "/settings" + (address.toString() ? "?" + address : "") + location.hash);
+
   async function copy(button) {
     const block = document.getElementById(button.dataset.copy);
     const text = block.textContent;
