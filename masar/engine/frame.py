@@ -35,6 +35,7 @@ from masar.store.embedded.segments import Segment
 ACTION_TYPES = ("track", "page", "screen")
 _ACTIONS_SQL = "type IN ('track', 'page', 'screen')"
 _EXPRESSION_CACHE = 64
+_RESULT_CACHE = 256  # query results (small) kept apart, so they never evict expressions or facts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -108,6 +109,7 @@ class EventFrame:
     perm: np.ndarray  # int64
     person_starts: np.ndarray  # int64, group offsets of persons
     _cache: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
+    _results: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -150,6 +152,22 @@ class EventFrame:
             self._cache.move_to_end(key)
             while len(self._cache) > _EXPRESSION_CACHE:
                 self._cache.popitem(last=False)
+        return value
+
+    def result(self, key: tuple[Any, ...]) -> Any | None:
+        """A query's result computed on this version of the events (None: not yet)."""
+        with self._lock:
+            value = self._results.get(key)
+            if value is not None:
+                self._results.move_to_end(key)
+            return value
+
+    def keep_result(self, key: tuple[Any, ...], value: Any) -> Any:
+        with self._lock:
+            self._results[key] = value
+            self._results.move_to_end(key)
+            while len(self._results) > _RESULT_CACHE:
+                self._results.popitem(last=False)
         return value
 
     def cached(self, key: tuple[Any, ...]) -> Any | None:

@@ -15,7 +15,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -525,10 +525,29 @@ class EmbeddedStore:
         return QueryContext(source, frame, cursor, relation, self.identities.overrides(source.id), self)
 
     def run(self, query: Any) -> Any:
-        """Run a query object (or its JSON as a dict): the one entry of the CLI, the API and Python."""
+        """Run a query object (or its JSON as a dict): the one entry of the CLI, the API and Python.
+
+        Results are kept per version of the source's events (on its frame: new segments or an
+        identity merge make a new frame, and a new cache) and of everything else a result reads —
+        the source's settings, rates, spend, targets, saved audiences, today's date — so the same
+        question on the same data is answered once."""
         parsed = parse_query(expand_template(self, query) if isinstance(query, dict) else query)
         source = self.source(parsed.source)
-        return RUNNERS[parsed.kind](self.query_context(source), parsed)
+        context = self.query_context(source)
+        key = (parsed.model_dump_json(), self._inputs_version(source), date.today())
+        found = context.frame.result(key)
+        if found is not None:
+            return found
+        return context.frame.keep_result(key, RUNNERS[parsed.kind](context, parsed))
+
+    def _inputs_version(self, source: Source) -> int:
+        """A hash of the metadata results read besides the events."""
+        return hash((
+            repr(source), tuple((r.day, r.base, r.quote, r.rate) for r in self.exchange_rates()),
+            tuple(tuple(sorted(r.items())) for r in self.ad_spend(source)),
+            tuple(tuple(sorted(t.items())) for t in self.targets(source)),
+            tuple(repr(a) for a in self.audiences(source)),
+        ))  # fmt: skip
 
     def funnel(self, **fields: Any) -> Any:
         """``store.funnel(source="My Store", steps=[...], window="7d")`` → a result with ``to_dict()``."""

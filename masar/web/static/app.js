@@ -192,8 +192,35 @@
     return option;
   }
 
+  /* ECharts (1 MB) loads beside the page's first queries, not before them. */
+  let echartsReady = null;
+  function loadCharts() {
+    if (!echartsReady) {
+      echartsReady = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = "/static/vendor/echarts.min.js?v=" + (config.version || "");
+        script.onload = () => resolve(window.echarts);
+        script.onerror = () => reject(new Error(t("The charts could not be loaded.")));
+        document.head.appendChild(script);
+      });
+    }
+    return echartsReady;
+  }
+  const pending = new Set();
+
+  /* Draws when the library is there; returns a promise of the chart. ``drawn()`` waits for all. */
   function chart(el, option) {
-    if (!window.echarts) throw new Error("charts did not load");
+    const done = loadCharts().then(() => draw(el, option));
+    pending.add(done);
+    done.finally(() => pending.delete(done));
+    return done;
+  }
+
+  function drawn() {
+    return Promise.allSettled([...pending]);
+  }
+
+  function draw(el, option) {
     let instance = window.echarts.getInstanceByDom(el);
     if (!instance) {
       instance = window.echarts.init(el, null, { renderer: "svg" });
@@ -296,6 +323,14 @@
     return wrap;
   }
 
+  // When a page marks its data as arrived (body[data-loaded]), note the time since navigation
+  // start: bench/dashboard.py reads it.
+  new MutationObserver(() => {
+    if (document.body && document.body.dataset.loaded && !window.__masarLoadedAt) {
+      window.__masarLoadedAt = performance.now();
+    }
+  }).observe(document.documentElement, { attributes: true, subtree: true, attributeFilter: ["data-loaded"] });
+
   // The store picker keeps the page and the rest of its state.
   document.addEventListener("DOMContentLoaded", () => {
     const picker = document.getElementById("source-select");
@@ -313,5 +348,6 @@
     });
   });
 
-  window.masar = { t, query, download, getJson, state, setState, fmt, chart, table, busy, exportButtons, config, rtl, QueryError };
+  loadCharts();
+  window.masar = { t, query, download, getJson, state, setState, fmt, chart, drawn, table, busy, exportButtons, config, rtl, QueryError };
 })();

@@ -17,6 +17,36 @@
     return q;
   }
 
+  /* A sparkline is a plain SVG polyline (ten charts' worth of ECharts would cost more than the data);
+   * it runs right to left on Arabic pages, like the charts. */
+  function sparkline(el, values, label) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 100 30");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", label);
+    svg.style.width = "100%";
+    svg.style.height = "100%";
+    if (values.length > 1) {
+      const low = Math.min(...values);
+      const span = Math.max(...values) - low || 1;
+      const step = 100 / (values.length - 1);
+      const points = values.map((v, i) => {
+        const x = window.masar.rtl ? 100 - i * step : i * step;
+        return x.toFixed(2) + "," + (28 - ((v - low) / span) * 26).toFixed(2);
+      });
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", points.join(" "));
+      line.setAttribute("fill", "none");
+      line.setAttribute("stroke", "#1f6feb");
+      line.setAttribute("stroke-width", "1.5");
+      line.setAttribute("vector-effect", "non-scaling-stroke");
+      svg.appendChild(line);
+    }
+    el.replaceChildren(svg);
+  }
+
   function card(metric, series) {
     const box = document.createElement("article");
     box.className = "kpi";
@@ -39,16 +69,7 @@
     const spark = document.createElement("div");
     spark.className = "spark";
     box.append(label, value, change, spark);
-    requestAnimationFrame(() =>
-      chart(spark, {
-        animation: false,
-        grid: { left: 0, right: 0, top: 2, bottom: 2 },
-        xAxis: { type: "category", show: false, data: series.map((r) => r.period) },
-        yAxis: { type: "value", show: false, scale: true },
-        series: [{ type: "line", showSymbol: false, data: series.map((r) => Number(r.values[metric.name]) || 0), lineStyle: { width: 1.5 } }],
-        ariaLabel: t("Trend of %(metric)s", { metric: t(metric.label) }),
-      }),
-    );
+    sparkline(spark, series.map((r) => Number(r.values[metric.name]) || 0), t("Trend of %(metric)s", { metric: t(metric.label) }));
     return box;
   }
 
@@ -80,6 +101,9 @@
     });
     document.getElementById("from").value = result.range.from;
     document.getElementById("to").value = result.range.to;
+    // Everything else asks at once, before anything is drawn.
+    const previousAsked = query(Object.assign({}, q, { from: result.previous_range.from, to: result.previous_range.to, compare: false, metrics: ["net_revenue", "orders"] }));
+    const others = Promise.allSettled([loadTarget(result.range), loadLeaks(result.range), loadChannels(result.range)]);
     kpis.replaceChildren(...result.metrics.map((m) => card(m, result.series)));
     if (result.unconverted && result.unconverted.length) {
       const warn = document.createElement("p");
@@ -89,12 +113,12 @@
       });
       kpis.after(warn);
     }
-    const previous = await query(Object.assign({}, q, { from: result.previous_range.from, to: result.previous_range.to, compare: false, metrics: ["net_revenue", "orders"] }));
+    const previous = await previousAsked;
     overTime(document.getElementById("revenue-chart"), result, previous, "net_revenue", "money");
     overTime(document.getElementById("orders-chart"), result, previous, "orders", "count");
     const exp = document.getElementById("revenue-export");
     if (!exp.children.length) exportButtons(exp, () => metricsQuery());
-    return result;
+    await others;
   }
 
   async function loadTarget(range) {
@@ -169,9 +193,8 @@
   async function load() {
     const s = state();
     if (s.granularity) document.getElementById("granularity").value = s.granularity;
-    const result = await loadKpis();
-    const range = result.range;
-    await Promise.allSettled([loadTarget(range), loadLeaks(range), loadChannels(range)]);
+    await loadKpis();
+    await window.masar.drawn();
     document.body.dataset.loaded = "overview";
   }
 
