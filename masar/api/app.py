@@ -28,6 +28,8 @@ from masar.web.api import router as dashboard_api
 from masar.web.auth import LoginLimiter, require
 from masar.web.pages import render
 from masar.web.pages import router as pages_router
+from masar.web.settings import router as settings_router
+from masar.web.snippet import router as snippet_router
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 
@@ -120,6 +122,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app.include_router(query_router)
     app.include_router(dashboard_api)
     app.include_router(analyses_api)
+    app.include_router(snippet_router)
+    app.include_router(settings_router)  # before pages_router: its GET /settings gives the page its data
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.login_limiter = LoginLimiter()
