@@ -261,6 +261,16 @@ def test_an_analyst_saves_an_audience_in_the_page_and_sees_its_members(site, own
     with page.expect_download() as download:
         page.click('#members button[data-export="xlsx"]')
     assert open(download.value.path(), "rb").read(2) == b"PK"
+    # Or as a JSON definition: the example's fields give way to the text box.
+    assert not page.is_visible("#audience-definition")
+    page.check("#audience-form input[name=how][value=definition]")
+    assert page.is_visible("#audience-definition") and not page.is_visible("#audience-example")
+    page.fill("#audience-name", "Lapsed twice over")
+    page.fill("#audience-definition", '{"all": [{"type": "lapsed", "factor": 2}]}')
+    page.click("#audience-form button[type=submit]")
+    page.wait_for_selector('#audiences tbody tr[data-audience="Lapsed twice over"]')
+    counted = owner.query(kind="audience", name="Lapsed twice over", limit=0)["count"]
+    assert page.locator("#audience-status").inner_text() == f"Saved Lapsed twice over: {counted} members."
     assert page.errors == []
 
 

@@ -661,7 +661,10 @@
     const ids = c.identity;
     const v = c.value;
     const head = el("header", null, "profile-head");
-    head.append(el("h2", ids.email || ids.user_id || t("Person %(id)s", { id: c.person }), "ltr"),
+    const name = el("h2");
+    if (ids.email || ids.user_id) name.appendChild(el("span", ids.email || ids.user_id, "ltr"));
+    else name.textContent = t("Person %(id)s", { id: c.person });
+    head.append(name,
       el("p", t("Person %(id)s, as of %(date)s", { id: c.person, date: fmt.date(c.as_of) }), "muted"));
     const kpis = el("div", null, "grid");
     kpis.append(
@@ -682,7 +685,12 @@
     if (c.prediction) {
       predicted.appendChild(el("div", t("Chance still active: %(p)s", { p: fmt.percent(c.prediction.p_alive) }), "change"));
     } else if (c.prediction_note) {
-      predicted.appendChild(el("div", t("No prediction: %(reason)s", { reason: c.prediction_note }), "change muted"));
+      // The engine's reason is an English sentence: kept apart, left to right, for Arabic pages.
+      const note = el("div", t("No prediction:") + " ", "change muted");
+      const reason = el("span", c.prediction_note, "ltr");
+      reason.lang = "en";
+      note.appendChild(reason);
+      predicted.appendChild(note);
     }
     kpis.append(rfm, predicted);
 
