@@ -90,12 +90,11 @@
       card.append(el("div", t(m.label), "label"), el("div", fmt.value(m.value, m.unit), "value"), change);
       return card;
     }));
-    return result.range;
   }
 
-  async function loadChannels(window_) {
+  async function loadChannels() {
     const box = document.getElementById("channels");
-    const q = { kind: "metrics", from: window_.from, to: window_.to, compare: false, granularity: null, metrics: BY_CHANNEL, breakdown: "channel", breakdown_limit: 100 };
+    const q = Object.assign({ kind: "metrics", compare: false, granularity: null, metrics: BY_CHANNEL, breakdown: "channel", breakdown_limit: 100 }, range());
     const result = await busy(box, query(q));
     const rows = result.breakdown.map((b) => Object.assign({ channel: b.value }, b.values));
     const label = (v) => (v === null ? t("Unassigned") : v === "$other" ? t("Other") : t(v));
@@ -126,9 +125,9 @@
     });
   }
 
-  async function loadCampaigns(window_) {
+  async function loadCampaigns() {
     const box = document.getElementById("campaigns");
-    const q = { kind: "acquisition", from: window_.from, to: window_.to };
+    const q = Object.assign({ kind: "acquisition" }, range());
     const result = await busy(box, query(q));
     table(box, [
       { key: "campaign", label: t("Campaign"), format: ltr },
@@ -148,9 +147,9 @@
     exportButtons(box, () => q);
   }
 
-  async function loadPlatforms(window_) {
+  async function loadPlatforms() {
     const box = document.getElementById("platforms");
-    const q = { kind: "platforms", from: window_.from, to: window_.to };
+    const q = Object.assign({ kind: "platforms" }, range());
     const result = await busy(box, query(q));
     const name = (row) => (row.platform === null ? t("Other sources") : row.platform);
     table(box, [
@@ -186,10 +185,10 @@
   }
 
   // -- email ------------------------------------------------------------------------------------
-  async function loadEmail(window_) {
+  async function loadEmail() {
     const box = document.getElementById("email");
     const days = attribution();
-    const q = { kind: "email", from: window_.from, to: window_.to, attribution_days: days };
+    const q = Object.assign({ kind: "email", attribution_days: days }, range());
     const result = await busy(box, query(q));
     table(box, [
       { key: "campaign", label: t("Campaign"), format: ltr },
@@ -279,14 +278,11 @@
   // -- the page ---------------------------------------------------------------------------------
   async function load() {
     document.getElementById("attribution").value = attribution();
-    try {
-      const window_ = await loadKpis();
-      await Promise.allSettled([loadChannels(window_), loadCampaigns(window_), loadPlatforms(window_), loadEmail(window_)]);
-    } catch (error) {
-      if (!(error instanceof window.masar.QueryError)) throw error;
-    } finally {
-      document.body.dataset.loaded = "channels";
-    }
+    // Every query is asked at once: they share the range's defaults (the 30 days ending on the
+    // data's last day), so their windows are the same without waiting for the first answer.
+    await Promise.allSettled([loadKpis(), loadChannels(), loadCampaigns(), loadPlatforms(), loadEmail()]);
+    await window.masar.drawn();
+    document.body.dataset.loaded = "channels";
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -184,8 +184,12 @@
   // -- RFM --------------------------------------------------------------------------------------
   async function loadRfm() {
     const s = state();
-    if (changed("rfm", [s.source])) await loadSegments();
-    if (changed("segment", [s.source, s.segment, s.seg_offset])) await loadSegmentCustomers();
+    // Both asked at once; the segment's rows are marked once the segments table is there.
+    await Promise.all([
+      changed("rfm", [s.source]) ? loadSegments() : null,
+      changed("segment", [s.source, s.segment, s.seg_offset]) ? loadSegmentCustomers() : null,
+    ]);
+    markSegment();
   }
 
   async function loadSegments() {
@@ -195,21 +199,21 @@
       customers: fmt.number(result.customers), date: fmt.date(result.as_of), revenue: money(result.revenue),
     });
     const names = result.segments.map((x) => x.segment);
-    const instance = chart(chartEl, {
+    chart(chartEl, {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: (v) => fmt.percent(v) },
       legend: { top: 0, itemGap: 28, data: [t("Share of customers"), t("Share of revenue")] },
       grid: { left: 24, right: 24, top: 32, bottom: 8, containLabel: true },
       xAxis: { type: "value", axisLabel: { formatter: (v) => fmt.percent(v, 0) } },
-      // Not on the value axis' zero: in Arabic that would put the labels inside the plot.
-      yAxis: { type: "category", inverse: true, data: names.map(segmentLabel), axisLine: { onZero: false } },
+      yAxis: { type: "category", inverse: true, data: names.map(segmentLabel) },
       series: [
         { name: t("Share of customers"), type: "bar", data: result.segments.map((x) => x.share || 0), cursor: "pointer" },
         { name: t("Share of revenue"), type: "bar", data: result.segments.map((x) => x.revenue_share || 0), cursor: "pointer" },
       ],
       ariaLabel: t("Share of customers and of revenue per RFM segment"),
+    }).then((instance) => {
+      instance.off("click");
+      instance.on("click", (p) => selectSegment(names[p.dataIndex]));
     });
-    instance.off("click");
-    instance.on("click", (p) => selectSegment(names[p.dataIndex]));
     const tableEl = document.getElementById("segments-table");
     table(tableEl, [
       { key: "segment", label: t("Segment"), format: (v) => actionButton(segmentLabel(v), () => selectSegment(v), { segment: v }) },
@@ -258,6 +262,14 @@
     }
   }
 
+  function markSegment() {
+    const chosen = state().segment;
+    document.querySelectorAll("#segments-table tbody tr").forEach((tr) => {
+      if (tr.dataset.segment === chosen) tr.setAttribute("aria-current", "true");
+      else tr.removeAttribute("aria-current");
+    });
+  }
+
   function selectSegment(name) {
     setState({ segment: name, seg_offset: null });
     document.getElementById("segment-customers-card").scrollIntoView({ block: "start" });
@@ -267,10 +279,6 @@
     const s = state();
     const box = document.getElementById("segment-customers");
     const title = document.getElementById("segment-customers-title");
-    document.querySelectorAll("#segments-table tbody tr").forEach((tr) => {
-      if (tr.dataset.segment === s.segment) tr.setAttribute("aria-current", "true");
-      else tr.removeAttribute("aria-current");
-    });
     if (!s.segment) {
       box.replaceChildren();
       return;
@@ -782,6 +790,7 @@
       // busy() shows the error where the data would be; the page stays usable.
       if (!(error instanceof window.masar.QueryError)) throw error;
     } finally {
+      await window.masar.drawn();
       document.body.dataset.loaded = "customers-" + tab;
     }
   }
