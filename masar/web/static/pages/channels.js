@@ -114,9 +114,9 @@
     chart(document.getElementById("channel-chart"), {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: (v) => fmt.money(v) },
       legend: { top: 0, itemGap: 28, data: [t("Ad spend"), t("Net revenue")] },
-      grid: { left: 8, right: 16, top: 32, bottom: 8, containLabel: true },
-      xAxis: { type: "category", data: rows.map((r) => label(r.channel)), axisLabel: { interval: 0, rotate: rows.length > 5 ? 30 : 0 } },
-      yAxis: { type: "value", axisLabel: { formatter: (v) => fmt.compactMoney(v) } },
+      grid: { left: 40, right: 40, top: 32, bottom: 8, containLabel: true },
+      xAxis: { type: "value", splitNumber: 4, axisLabel: { formatter: (v) => fmt.compactMoney(v), hideOverlap: true } },
+      yAxis: { type: "category", inverse: true, data: rows.map((r) => label(r.channel)) },
       series: [
         { name: t("Ad spend"), type: "bar", data: rows.map((r) => Number(r.ad_spend) || 0) },
         { name: t("Net revenue"), type: "bar", data: rows.map((r) => Number(r.net_revenue) || 0) },
@@ -172,13 +172,14 @@
     const shown = result.rows.filter((r) => r.platform !== null);
     chart(document.getElementById("platform-chart"), {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: (v) => fmt.money(v) },
-      legend: { top: 0, itemGap: 28, data: [t("Revenue"), t("Ad spend")] },
-      grid: { left: 8, right: 16, top: 32, bottom: 8, containLabel: true },
-      xAxis: { type: "category", data: shown.map((r) => name(r) + " · " + (TRAFFIC[r.traffic] || r.traffic)), axisLabel: { interval: 0, rotate: shown.length > 4 ? 30 : 0 } },
-      yAxis: { type: "value", axisLabel: { formatter: (v) => fmt.compactMoney(v) } },
+      legend: { top: 0, itemGap: 28, data: [t("Ad spend"), t("Revenue")] },
+      grid: { left: 40, right: 40, top: 32, bottom: 8, containLabel: true },
+      xAxis: { type: "value", splitNumber: 4, axisLabel: { formatter: (v) => fmt.compactMoney(v), hideOverlap: true } },
+      yAxis: { type: "category", inverse: true, data: shown.map((r) => name(r) + " · " + (TRAFFIC[r.traffic] || r.traffic)) },
       series: [
-        { name: t("Revenue"), type: "bar", data: shown.map((r) => Number(r.revenue) || 0) },
+        // The same colours as the channel chart: spend first.
         { name: t("Ad spend"), type: "bar", data: shown.map((r) => Number(r.ad_spend) || 0) },
+        { name: t("Revenue"), type: "bar", data: shown.map((r) => Number(r.revenue) || 0) },
       ],
       ariaLabel: t("Revenue and ad spend by platform"),
     });

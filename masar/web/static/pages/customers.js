@@ -577,7 +577,7 @@
     const groups = result.groups || [];
     chart(chartEl, {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: (v) => money(v) },
-      grid: { left: 8, right: 16, top: 16, bottom: 8, containLabel: true },
+      grid: { left: 40, right: 40, top: 16, bottom: 8, containLabel: true },
       xAxis: { type: "category", data: groups.map((g) => groupLabel(by, g[by])), axisLabel: { interval: 0, rotate: groups.length > 6 ? 30 : 0 } },
       yAxis: { type: "value", axisLabel: { formatter: (v) => fmt.compactMoney(v) } },
       series: [{ type: "bar", name: t("Per customer"), data: groups.map((g) => Number(g[perCustomer]) || 0) }],
