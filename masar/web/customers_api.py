@@ -1,5 +1,6 @@
 """JSON endpoints of the Customers and Channels pages beside ``POST /api/v1/query``: saved
-audiences (list, the built-in examples, save, delete) and the spend and exchange-rate CSV imports.
+audiences (list, the built-in examples, save, delete), the spend and exchange-rate CSV imports,
+and one list of a query's result (beside its main table) as CSV or Excel.
 
 Thin like the rest of the API: each handler checks who asks, calls one store method or importer,
 and shapes the answer. Member counts and every figure of the pages come from the query API.
