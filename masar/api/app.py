@@ -26,6 +26,7 @@ from masar.errors import MasarError
 from masar.web.analyses_api import router as analyses_api
 from masar.web.api import router as dashboard_api
 from masar.web.auth import LoginLimiter, require
+from masar.web.customers_api import router as customers_api
 from masar.web.pages import render
 from masar.web.pages import router as pages_router
 from masar.web.settings import router as settings_router
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app.include_router(analyses_api)
     app.include_router(snippet_router)
     app.include_router(settings_router)  # before pages_router: its GET /settings gives the page its data
+    app.include_router(customers_api)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.login_limiter = LoginLimiter()
