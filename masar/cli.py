@@ -157,6 +157,36 @@ def keys_create(
         out.print(f"Secret key (shown once): [bold]{secret}[/bold]", highlight=False)
 
 
+@keys_app.command("list")
+@edge
+def keys_list(data_dir: DataDir = None, json: Json = False) -> None:
+    """List secret keys: id, name, prefix, source, created, revoked (the secrets are not kept)."""
+    store = _open(data_dir)
+    names = {s.id: s.name for s in store.sources()}
+    rows = [
+        {"id": k.id, "name": k.name, "prefix": k.prefix, "source": names.get(k.source_id) if k.source_id else None,
+         "created_at": k.created_at, "revoked_at": k.revoked_at}
+        for k in store.api_keys()
+    ]  # fmt: skip
+    if json:
+        _print_json(rows)
+        return
+    table = Table("id", "name", "prefix", "source", "created", "revoked")
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], row["prefix"] + "…", row["source"] or "(all)",
+                      str(row["created_at"])[:19], str(row["revoked_at"] or "")[:19])  # fmt: skip
+    out.print(table)
+
+
+@keys_app.command("revoke")
+@edge
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (masar keys list).")],
+                data_dir: DataDir = None) -> None:  # fmt: skip
+    """Revoke a secret key: it stops working at once."""
+    key = _open(data_dir).revoke_api_key(key_id)
+    out.print(f"Revoked key {key.id} ({escape(key.name)}, {key.prefix}…).", highlight=False)
+
+
 # -- events -------------------------------------------------------------------------------------
 
 

@@ -23,11 +23,15 @@ from masar.capture.ingestor import Ingestor, hold_ingest_lock, run_ingestor_proc
 from masar.capture.service import WAL_NAME, CaptureService
 from masar.config import Settings
 from masar.errors import MasarError
+from masar.web.analyses_api import router as analyses_api
 from masar.web.api import router as dashboard_api
 from masar.web.auth import LoginLimiter, require
+from masar.web.customers_api import router as customers_api
 from masar.web.funnels_api import router as funnels_api
 from masar.web.pages import render
 from masar.web.pages import router as pages_router
+from masar.web.settings import router as settings_router
+from masar.web.snippet import router as snippet_router
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 
@@ -119,6 +123,10 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
     app.include_router(capture_router)
     app.include_router(query_router)
     app.include_router(dashboard_api)
+    app.include_router(analyses_api)
+    app.include_router(snippet_router)
+    app.include_router(settings_router)  # before pages_router: its GET /settings gives the page its data
+    app.include_router(customers_api)
     app.include_router(funnels_api)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

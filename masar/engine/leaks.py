@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from masar.engine.changepoint import find_drops
 from masar.engine.context import QueryContext
@@ -106,6 +107,34 @@ class LeaksResult:
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
+
+    def table(self) -> pa.Table:
+        """One row per finding, for CSV and Excel (``related`` and the summary left out: the
+        first is a list, the second English prose)."""
+        rows = []
+        for f in self.data["findings"]:
+            segment, period = f["segment"] or {}, f["period"] or {}
+            rows.append({
+                "step_from": f["step_from"], "step_to": f["step_to"],
+                "segment_property": segment.get("property"), "segment_value": segment.get("value"),
+                "period_start": period.get("start"), "period_end": period.get("end"),
+                "entrants": f["entrants"], "converted": f["converted"], "conversion": f["conversion"],
+                "baseline_entrants": f["baseline_entrants"], "baseline_conversion": f["baseline_conversion"],
+                "p_value": f["p_value"], "lost_conversions": f["lost_conversions"], "lost_orders": f["lost_orders"],
+                "lost_revenue": f["lost_revenue"], "average_order_value": f["average_order_value"],
+                "currency": f["currency"],
+            })  # fmt: skip
+        return pa.Table.from_pylist(rows, schema=_FINDINGS_SCHEMA)
+
+
+_FINDINGS_SCHEMA = pa.schema([
+    ("step_from", pa.string()), ("step_to", pa.string()), ("segment_property", pa.string()),
+    ("segment_value", pa.string()), ("period_start", pa.string()), ("period_end", pa.string()),
+    ("entrants", pa.int64()), ("converted", pa.int64()), ("conversion", pa.float64()),
+    ("baseline_entrants", pa.int64()), ("baseline_conversion", pa.float64()), ("p_value", pa.float64()),
+    ("lost_conversions", pa.float64()), ("lost_orders", pa.float64()), ("lost_revenue", pa.float64()),
+    ("average_order_value", pa.float64()), ("currency", pa.string()),
+])  # fmt: skip
 
 
 def run_leaks(ctx: QueryContext, q: LeaksQuery) -> LeaksResult:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from masar.engine.context import QueryContext
 from masar.engine.funnels import evaluate, reached_step
@@ -33,6 +34,27 @@ class PathsResult:
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
+
+    def table(self) -> pa.Table:
+        """The top paths for CSV and Excel: one row each, events in time order in ``event_1`` …
+        ``event_<length>``, then one ``$other`` row for the rest, so the counts add up to
+        ``total``."""
+        width = self.data["length"]
+        total = self.data["total"]
+        columns: dict[str, list[Any]] = {"rank": [], "count": [], "share": []}
+        columns |= {f"event_{i + 1}": [] for i in range(width)}
+        other = self.data["other_paths"]
+        rows = [(rank + 1, p["events"], p["count"], p["share"]) for rank, p in enumerate(self.data["paths"])]
+        if other["count"]:
+            rows.append((None, [OTHER], other["count"], round(other["count"] / total, 6) if total else None))
+        for rank, events, count, share in rows:
+            columns["rank"].append(rank)
+            columns["count"].append(count)
+            columns["share"].append(share)
+            for i in range(width):
+                columns[f"event_{i + 1}"].append(events[i] if i < len(events) else None)
+        types = {"rank": pa.int32(), "count": pa.int64(), "share": pa.float64()}
+        return pa.table({name: pa.array(values, types.get(name, pa.string())) for name, values in columns.items()})
 
 
 # -- labels ---------------------------------------------------------------------------------------

@@ -28,13 +28,14 @@ def _reader(path: Path, required: tuple[str, ...]) -> csv.DictReader:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidInput(f"{path.name} is not UTF-8 text") from None
+        raise InvalidInput(f"{path.name} is not UTF-8 text", code="not_utf8") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip().lower() for c in reader.fieldnames or []]
     missing = [c for c in required if c not in columns]
     if missing:
         raise InvalidInput(
-            f"{path.name} needs the columns {', '.join(required)}; it lacks {', '.join(missing)}"
+            f"{path.name} needs the columns {', '.join(required)}; it lacks {', '.join(missing)}",
+            code="missing_columns",
         )
     reader.fieldnames = columns
     return reader

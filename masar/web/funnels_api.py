@@ -1,7 +1,8 @@
-"""JSON endpoints of the Funnels page beside ``POST /api/v1/query``: a source's funnel templates,
-its saved funnels (list, save, delete) and a funnel's trend or time-to-convert table as CSV or
-Excel. The same authorisation as the query API (a secret key, or a signed-in session with its
-CSRF header); saving and deleting a funnel from the dashboard needs the analyst role."""
+"""JSON endpoints of the Funnels page beside ``POST /api/v1/query`` (its templates come from
+``GET /api/v1/funnel-templates``, masar/web/analyses_api.py): a source's saved funnels (list, save,
+delete) and a funnel's trend or time-to-convert table as CSV or Excel. The same authorisation
+as the query API (a secret key, or a signed-in session with its CSRF header); saving and deleting
+a funnel from the dashboard needs the analyst role."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from masar.api.query import MAX_QUERY_BYTES, _run, secret_key
 from masar.engine.funnels import FUNNEL_TABLES
-from masar.engine.templates import templates
 from masar.errors import Forbidden, InvalidInput
 from masar.store.base import ApiKey, Source
 from masar.web import auth
@@ -27,17 +27,11 @@ Principal = Annotated[ApiKey, Depends(secret_key)]
 
 
 def _(message: str) -> str:
-    """Marks a msgid for extraction: the built-in templates' titles, translated in the page."""
+    """Marks a msgid for extraction: values the page shows through its catalogue."""
     return message
 
 
-TEMPLATE_TITLES = (
-    _("Store funnel: product to order"),
-    _("Awareness, Interest, Decision, Action"),
-    _("Six-stage marketing funnel"),
-    _("Trial to paid subscription"),
-)
-# Device types (masar/enrich/useragent.py), shown in people's journeys.
+# Device types (masar/enrich/useragent.py), shown in breakdowns and people's journeys.
 DEVICE_TYPES = (_("mobile"), _("tablet"), _("desktop"), _("bot"))
 
 
@@ -54,12 +48,6 @@ def _editor(request: Request) -> str | None:
     if request.headers.get("authorization"):
         return None
     return auth.require(request, "analyst").email
-
-
-@router.get("/funnel-templates", summary="A source's funnel templates: built-in or its own definitions")
-async def funnel_templates(request: Request, key: Principal, source: str) -> list[dict[str, Any]]:
-    found = _source(request, key, source)
-    return await run_in_threadpool(templates, request.app.state.store, found)
 
 
 @router.get("/saved-funnels", summary="A source's saved funnels, by name")

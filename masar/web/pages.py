@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from masar import __version__
+from masar.enrich.channels import CHANNELS
 from masar.errors import MasarError
 from masar.web import auth
 from masar.web.i18n import COOKIE, DIGITS, LANGUAGES, Lang, catalog, choose
@@ -222,3 +223,4 @@ def available_pages() -> list[Page]:
 
 
 env.globals["available_pages"] = available_pages
+env.globals["channel_groups"] = CHANNELS  # the channel pickers' options (msgids)

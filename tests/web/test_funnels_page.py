@@ -346,6 +346,8 @@ def test_a_click_on_a_bar_lists_its_people_and_opens_their_journeys(site, page):
     marked = [c for c, r in zip(cells, journey.all(), strict=True) if "step-event" in (r.get_attribute("class") or "")]
     assert any(c[1] == "Product Viewed" and c[2] == "1" for c in marked)
     assert parse_qs(urlparse(page.url).query)["person"] == [person]
+    profile_link = parse_qs(urlparse(page.get_attribute("#journey-profile", "href")).query)
+    assert profile_link == {"source": [SOURCE], "tab": ["profile"], "person": [person], "by": ["person"]}
     assert page.errors == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import re
 import secrets
 import threading
 import uuid
@@ -18,6 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import numpy as np
@@ -114,6 +116,24 @@ def _rejected_row(source_id: int | None, item: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(int(row.id), row.name, row.prefix, row.source_id, _utc(row.created_at), _utc(row.revoked_at))
+
+
+def check_timezone(name: str) -> str:
+    """An IANA time zone name (``Asia/Riyadh``), as the reports will read it."""
+    name = (name or "").strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidInput(f"{name!r} is not a time zone name such as Asia/Riyadh", code="invalid_timezone") from None
+    return name
+
+
 def _hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -152,14 +172,17 @@ class EmbeddedStore:
     ) -> Source:
         name = name.strip()
         if not name:
-            raise InvalidInput("a source needs a name")
+            raise InvalidInput("a source needs a name", code="invalid_name")
+        if len(name) > 200:
+            raise InvalidInput("a source's name is at most 200 characters", code="invalid_name")
         try:
             currency = normalize_currency(currency)
         except MoneyError as exc:
-            raise InvalidInput(str(exc)) from None
+            raise InvalidInput(str(exc), code="invalid_currency") from None
+        timezone = check_timezone(timezone)
         with self.engine.begin() as conn:
             if conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first():
-                raise Conflict(f"a source named {name!r} already exists")
+                raise Conflict(f"a source named {name!r} already exists", code="source_exists")
             conn.execute(
                 sources.insert().values(
                     name=name,
@@ -221,6 +244,22 @@ class EmbeddedStore:
                 sa.select(api_keys).where(api_keys.c.key_hash == _hash_key(secret), api_keys.c.revoked_at.is_(None))
             ).first()
         return ApiKey(int(row.id), row.name, row.prefix, row.source_id) if row else None
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every secret key, revoked ones too (their secrets are not kept: only a prefix)."""
+        with self.engine.connect() as conn:
+            return [_api_key(row) for row in conn.execute(sa.select(api_keys).order_by(api_keys.c.id))]
+
+    def revoke_api_key(self, key_id: int) -> ApiKey:
+        """Revoke a key for good; revoking it again changes nothing."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+            if row is None:
+                raise NotFound(f"no secret key with id {key_id}", code="unknown_key")
+            if row.revoked_at is None:
+                conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=datetime.now(UTC)))
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        return _api_key(row)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -608,6 +647,13 @@ class EmbeddedStore:
             ]
 
     def set_target(self, source: Source, month: str, *, revenue: Decimal | None, orders: int | None) -> None:
+        """Set a month's targets; with neither a revenue nor an orders target, clear them."""
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month or ""):
+            raise InvalidInput(f"{month!r} is not a month: use YYYY-MM", code="invalid_month")
+        if revenue is not None and (not revenue.is_finite() or revenue <= 0):
+            raise InvalidInput("a revenue target must be a positive amount", code="invalid_revenue")
+        if orders is not None and orders <= 0:
+            raise InvalidInput("an orders target must be a positive whole number", code="invalid_orders")
         with self.engine.begin() as conn:
             conn.execute(
                 sales_targets.delete().where(sales_targets.c.source_id == source.id, sales_targets.c.month == month)

@@ -351,5 +351,5 @@
   });
 
   loadCharts();
-  window.masar = { t, query, download, getJson, state, setState, fmt, chart, drawn, table, busy, exportButtons, config, rtl, QueryError };
+  window.masar = { t, query, download, getJson, state, setState, fmt, chart, drawn, table, busy, exportButtons, config, rtl, QueryError, palette };
 })();

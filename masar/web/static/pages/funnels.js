@@ -679,6 +679,7 @@
     }
     panel.hidden = false;
     $("journey-title").textContent = t("Journey of person %(id)s", { id: person });
+    $("journey-profile").href = "/customers?" + new URLSearchParams({ source: source(), tab: "profile", person, by: "person" });
     $("journey-facts").replaceChildren();
     $("journey-table").replaceChildren();
     $("journey-note").textContent = "";

@@ -161,7 +161,8 @@
       const li = document.createElement("li");
       const link = document.createElement("a");
       link.href = "/leaks?" + new URLSearchParams({ source: state().source || window.masar.config.source || "", from: range.from, to: range.to });
-      link.textContent = f.summary || f.title || JSON.stringify(f.segment);
+      // The engine's summary is English: the sentence is composed in the page's language.
+      link.textContent = window.masar.leaks.sentence(f, { counting: result.counting, lastStep: window.masar.leaks.lastStep(result) });
       li.appendChild(link);
       list.appendChild(li);
     });
