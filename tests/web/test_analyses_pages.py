@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from masar.engine import parse_query
-from masar.engine.funnels import FunnelResult
 from masar.web.i18n import Lang
 from tests.web.conftest import OWNER, PASSWORD, csrf_of, sign_in
 
@@ -165,8 +164,6 @@ def test_leaks_page_shows_the_findings_and_links_to_their_funnel(site, api, page
 
 
 def test_the_people_of_a_finding_export(site, api, page):
-    if not hasattr(FunnelResult, "table"):
-        pytest.xfail("a people list exports through FunnelResult.table, which the web-funnels branch adds")
     open_page(page, site, "/leaks?people=1", "leaks")
     total = int(re.sub(r"\D", "", page.locator("#people .muted").inner_text().split(";")[0].split(" of ")[-1]))
     rows = downloaded(page, "#people [data-export=csv]")
