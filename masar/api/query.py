@@ -6,7 +6,7 @@ Thin on purpose: authenticate, parse, hand the query to the store's engine, retu
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -45,15 +45,20 @@ def secret_key(request: Request) -> ApiKey:
 SecretKey = Annotated[ApiKey, Depends(secret_key)]
 
 
-@router.post("/query", summary="Run an analysis (funnel, funnel_people, ...) given as its query JSON")
-async def query(request: Request, key: SecretKey) -> Response:
+async def json_body(request: Request, what: str = "a query") -> Any:
+    """The request's JSON body, at most MAX_QUERY_BYTES, with one clear error otherwise."""
     body = await request.body()
     if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"a query is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
+        raise InvalidInput(f"{what} is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+
+
+@router.post("/query", summary="Run an analysis (funnel, funnel_people, ...) given as its query JSON")
+async def query(request: Request, key: SecretKey) -> Response:
+    data = await json_body(request)
     result = await run_in_threadpool(_run, request.app.state.store, key, data)
     return Response(orjson.dumps(result.to_dict(), default=str), media_type="application/json")
 

@@ -9,12 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from masar.api.query import MAX_QUERY_BYTES, _run, secret_key
+from masar.api.query import _run, json_body, secret_key
 from masar.errors import InvalidInput
 from masar.store.base import ApiKey
 
@@ -50,13 +49,7 @@ async def event_names(request: Request, key: Principal, source: str) -> list[dic
 async def export(request: Request, key: Principal, format: str = "csv") -> Response:
     if format not in EXPORTS:
         raise InvalidInput(f"export as csv or xlsx, not {format!r}", code="invalid_format")
-    body = await request.body()
-    if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"a query is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    data = await json_body(request)
     content = await run_in_threadpool(_export, request.app.state.store, key, data, format)
     kind = data.get("kind", "query") if isinstance(data, dict) else "query"
     return Response(

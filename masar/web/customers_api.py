@@ -17,12 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from masar.api.query import MAX_QUERY_BYTES, _run, secret_key
+from masar.api.query import _run, json_body, secret_key
 from masar.errors import Forbidden, InvalidInput, PayloadTooLarge
 from masar.store.base import ApiKey
 from masar.web import auth
@@ -70,13 +69,7 @@ async def save_audience(request: Request) -> dict[str, Any]:
     """Body: ``{"source", "name", "example", "params"}`` (a built-in example with its parameter
     values) or ``{"source", "name", "definition"}``. A name already saved is replaced."""
     _writer(request)
-    body = await request.body()
-    if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"an audience is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    data = await json_body(request, "an audience")
     if not isinstance(data, dict):
         raise InvalidInput("send a JSON object with source, name and an example or a definition")
     store = request.app.state.store
@@ -117,13 +110,7 @@ async def export_rows(request: Request, key: Principal, part: str, format: str =
     ``part`` (the email report's ``by_hour`` and ``by_weekday``): a list of flat objects."""
     if format not in EXPORTS:
         raise InvalidInput(f"export as csv or xlsx, not {format!r}", code="invalid_format")
-    body = await request.body()
-    if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"a query is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    data = await json_body(request)
     content = await run_in_threadpool(_export_rows, request.app.state.store, key, data, part, format)
     kind = data.get("kind", "query") if isinstance(data, dict) else "query"
     return Response(content, media_type=EXPORTS[format],

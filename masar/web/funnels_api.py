@@ -10,12 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from masar.api.query import MAX_QUERY_BYTES, _run, secret_key
+from masar.api.query import _run, json_body, secret_key
 from masar.engine.funnels import FUNNEL_TABLES
 from masar.errors import Forbidden, InvalidInput
 from masar.store.base import ApiKey, Source
@@ -60,7 +59,7 @@ async def saved_funnels(request: Request, key: Principal, source: str) -> list[d
 async def save_funnel(request: Request, key: Principal, source: str) -> dict[str, Any]:
     found = _source(request, key, source)
     saved_by = _editor(request)
-    data = _json(await request.body())
+    data = await json_body(request, "a request")
     if not isinstance(data, dict) or set(data) != {"name", "definition"}:
         raise InvalidInput('send {"name": ..., "definition": {...the funnel...}}', code="invalid_input")
     store = request.app.state.store
@@ -82,21 +81,13 @@ async def export_funnel(request: Request, key: Principal, format: str = "csv", p
         raise InvalidInput(f"export as csv or xlsx, not {format!r}", code="invalid_format")
     if part not in FUNNEL_TABLES:
         raise InvalidInput(f"a funnel's tables are {', '.join(FUNNEL_TABLES)}, not {part!r}", code="invalid_table")
-    data = _json(await request.body())
+    data = await json_body(request, "a request")
     if not isinstance(data, dict) or data.get("kind") != "funnel":
         raise InvalidInput("send a funnel query (kind funnel)", code="invalid_query")
     content = await run_in_threadpool(_export, request.app.state.store, key, data, format, part)
     return Response(content, media_type=EXPORTS[format],
                     headers={"content-disposition": f'attachment; filename="masar-funnel-{part}.{format}"'})  # fmt: skip
 
-
-def _json(body: bytes) -> Any:
-    if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"a request is at most {MAX_QUERY_BYTES} bytes", code="query_too_large")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
 
 
 def _export(store: Any, key: ApiKey, data: dict[str, Any], format: str, part: str) -> bytes:

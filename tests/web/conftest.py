@@ -60,3 +60,19 @@ def chromium() -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A page in a fresh browser context (no cookies). ``page.errors`` collects the page's script
+    errors and console errors — a refused request the page then explains is not one."""
+    context = chromium.new_context(viewport={"width": 1300, "height": 900}, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and "Failed to load resource" not in m.text else None)  # fmt: skip
+    page.errors = errors
+    yield page
+    context.close()

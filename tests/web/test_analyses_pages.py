@@ -40,17 +40,6 @@ def api(site):
     return run
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1300, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def login(page, url: str, lang: str = "en") -> None:
     page.goto(f"{url}/login?lang={lang}")
     page.fill("#email", OWNER)

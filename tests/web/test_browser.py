@@ -11,17 +11,6 @@ from tests.web.conftest import OWNER, PASSWORD, csrf_of, sign_in
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1300, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def login(page, url: str, email: str = OWNER, query: str = "") -> None:
     page.goto(url + "/login" + query)
     page.fill("#email", email)

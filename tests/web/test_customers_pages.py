@@ -63,17 +63,6 @@ def viewer(site):
     return Api(site.url, VIEWER)
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def login(page, url: str, email: str = OWNER, query: str = "") -> None:
     page.goto(url + "/login" + query)
     page.fill("#email", email)

@@ -29,19 +29,6 @@ STORE_EVENTS = ["Product Viewed", "Product Added", "Checkout Started", "Payment 
 ISOLATES = str.maketrans("", "", "\u2068\u2069")
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1300, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    # Console errors too, but a refused request (a 400 the page then explains) is not a JS error.
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
-    page.errors = errors
-    yield page
-    context.close()
-
-
 def login(page, url: str, email: str = ANALYST, lang: str = "en") -> None:
     page.goto(f"{url}/login?lang={lang}")
     page.fill("#email", email)

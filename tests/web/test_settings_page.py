@@ -246,17 +246,6 @@ def test_digits_are_set_for_everyone_and_the_language_per_browser(site):
 # -- in the browser ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1300, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    yield page
-    context.close()
-
-
 def login(page, url: str, email: str, query: str = "") -> None:
     page.goto(url + "/login" + query)
     page.fill("#email", email)
