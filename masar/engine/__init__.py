@@ -12,7 +12,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from masar.engine.context import QueryContext
 from masar.engine.correlation import run_correlation
-from masar.engine.customer_runners import run_cohorts, run_ltv_fit, run_rfm, run_rfm_customers
+from masar.engine.customer_runners import run_cohorts, run_ltv, run_ltv_fit, run_rfm, run_rfm_customers
 from masar.engine.funnels import run_funnel, run_funnel_people
 from masar.engine.kpis import run_metrics
 from masar.engine.leaks import run_leaks
@@ -25,6 +25,7 @@ from masar.model.sales_queries import (
     CohortsQuery,
     EmailQuery,
     LtvFitQuery,
+    LtvQuery,
     MetricsQuery,
     ProductsQuery,
     RfmCustomersQuery,
@@ -44,7 +45,8 @@ Query = Annotated[
     | CohortsQuery
     | RfmQuery
     | RfmCustomersQuery
-    | LtvFitQuery,
+    | LtvFitQuery
+    | LtvQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -61,6 +63,7 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,
     "ltv_fit": run_ltv_fit,
+    "ltv": run_ltv,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from masar.engine.context import QueryContext
 from masar.engine.kpis import data_window, sales_facts
-from masar.model.sales_queries import CohortsQuery, LtvFitQuery, RfmCustomersQuery, RfmQuery
+from masar.model.sales_queries import CohortsQuery, LtvFitQuery, LtvQuery, RfmCustomersQuery, RfmQuery
 
 
 def _as_of(ctx: QueryContext, given: date | None) -> date:
@@ -46,3 +46,14 @@ def run_ltv_fit(ctx: QueryContext, query: LtvFitQuery) -> Any:
 
     sales_facts(ctx)
     return fit_from_orders(ctx.con, query.calibration_end, query.unit)
+
+
+def run_ltv(ctx: QueryContext, query: LtvQuery) -> Any:
+    from masar.engine.ltv_report import ltv_report
+
+    facts = sales_facts(ctx)
+    return ltv_report(
+        ctx.con, currency=facts.currency, as_of=_as_of(ctx, query.as_of), mode=query.mode, unit=query.unit,
+        horizon_days=query.horizon_days, discount_rate=query.discount_rate, group_by=query.group_by,
+        customer=query.customer, sort=query.sort, ascending=query.ascending, limit=query.limit, offset=query.offset,
+    )  # fmt: skip
