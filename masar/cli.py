@@ -62,7 +62,8 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MasarError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            # soft_wrap: one line whatever the terminal's width, so scripts can read it
+            err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except FileNotFoundError as exc:
             err.print(f"[red]error:[/red] no such file: {exc.filename}", highlight=False)
