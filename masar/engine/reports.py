@@ -12,7 +12,7 @@ import pyarrow as pa
 from masar.engine.context import QueryContext
 from masar.engine.facts import sql_text
 from masar.engine.kpis import data_window, sales_facts
-from masar.engine.ltv import CUSTOMER_VALUE_SQL
+from masar.engine.ltv import customer_value_sql
 from masar.model.money import minor_units
 from masar.model.sales_queries import AcquisitionQuery, EmailQuery, ProductsQuery
 
@@ -207,7 +207,7 @@ def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
     """Per spend channel and campaign: spend, sessions, new customers (by first campaign), leads,
     orders and revenue of the campaign's visits, CAC, cost per lead, ROAS and LTV:CAC.
 
-    The LTV of LTV:CAC is historical lifetime value as docs/ltv.md defines it (``CUSTOMER_VALUE_SQL``,
+    The LTV of LTV:CAC is historical lifetime value as docs/ltv.md defines it (``customer_value_sql``,
     the same query as ``historical_ltv``), to the data's last day: what the customers the campaign
     acquired in the range have been worth so far, net of refunds."""
     facts = sales_facts(ctx)
@@ -231,7 +231,7 @@ def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
         acquired AS (
             SELECT p.first_campaign AS campaign, count(*) AS new_customers,
                    CAST(coalesce(sum(v.net_revenue), 0) AS DECIMAL(18,3)) AS customer_value
-            FROM people p LEFT JOIN ({CUSTOMER_VALUE_SQL}) v USING (person)
+            FROM people p LEFT JOIN ({customer_value_sql()}) v USING (person)
             WHERE p.first_order_ts IS NOT NULL AND CAST(timezone($tz, p.first_order_ts) AS DATE) BETWEEN $start AND $end
             GROUP BY p.first_campaign
         ),

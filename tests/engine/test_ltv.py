@@ -279,7 +279,9 @@ def test_expected_purchases_at_the_formulas_zero_over_zero(p, c, t, offset):
                 )
                 for i in range(len(x))
             ]
-            np.testing.assert_allclose(got, want, rtol=1e-7)
+            # atol: docs/ltv.md's absolute accuracy there (the formula 2e-5 from its pole cancels to
+            # about 1e-11), which is a larger share of a small expectation (r 0.05, t 0.1: 3.5e-4)
+            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10)
 
 
 @settings(max_examples=60, deadline=None)
@@ -299,7 +301,9 @@ def test_expected_purchases_when_a_and_b_are_large(r, alpha, log10_size, share, 
     fit = ltv.BgNbdFit(r, alpha, a, b, 0.0)
     got = ltv.expected_purchases(fit, t, x, t_x, T)
     want = [ref.expected_purchases(r, alpha, a, b, t, int(x[i]), t_x[i], T[i]) for i in range(len(x))]
-    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+    # the closed form's own accuracy (test_expected_purchases_match_reference): for small
+    # expectations 1 − h cancels to about 1e-8
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
 
 
 def test_predictions_on_the_ridges_a_fit_can_end_on():
