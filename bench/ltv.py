@@ -30,6 +30,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from masar.engine import ltv  # noqa: E402
+from masar.engine.ltv_report import ltv_report  # noqa: E402
 from tests.engine.reference_ltv import simulate  # noqa: E402
 
 # CDNOW's published parameters (weeks): a realistic mix of one-time and repeat buyers.
@@ -111,12 +112,19 @@ def main() -> None:
     con = duckdb.connect()
     con.register("generated", orders)
     con.execute("CREATE TABLE orders AS SELECT * FROM generated")
-    con.execute("CREATE TABLE people AS SELECT DISTINCT person, 'direct' AS first_channel FROM generated")
+    con.execute(
+        "CREATE TABLE people AS SELECT DISTINCT person, 'direct' AS first_channel, NULL::VARCHAR AS user_id, "
+        "NULL::VARCHAR AS email FROM generated"
+    )
     con.unregister("generated")
     fitted = timed("fit_from_orders", lambda: ltv.fit_from_orders(con, END, "week"))
     print(f"    {fitted.to_dict()}")
     timed("predict_from_orders, by cohort", lambda: ltv.predict_from_orders(con, END, 39, group_by="cohort_month"))
     timed("historical_ltv, by first channel", lambda: ltv.historical_ltv(con, END + timedelta(days=1), "first_channel"))
+    timed("ltv query, predicted, by cohort, 100 customers",
+          lambda: ltv_report(con, currency="USD", as_of=END, horizon_days=273, group_by="cohort_month"))
+    timed("ltv query, historical, by RFM segment, 100 customers",
+          lambda: ltv_report(con, currency="USD", as_of=END, mode="historical", group_by="rfm_segment"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -494,3 +494,135 @@ def ltv_fit(
     out.print(
         f"Gamma-Gamma: p {g['p']:.4f}, q {g['q']:.4f}, γ {g['gamma']:.4f}, log-likelihood {g['log_likelihood']:.2f}"
     )
+
+
+_LTV_GROUPS = {"cohort": "cohort_month", "channel": "first_channel", "segment": "rfm_segment"}
+LtvBy = Annotated[
+    str | None,
+    typer.Option("--by", help="Also by cohort (month of the first order), channel (first channel) or segment (RFM)."),
+]
+LtvAsOf = Annotated[str | None, typer.Option("--as-of", help="The last day read (default: the data's last day).")]
+LtvLimit = Annotated[int, typer.Option(help="Customers listed (all of them with --export).")]
+LtvCustomer = Annotated[str | None, typer.Option("--customer", help="Only this customer, by user id.")]
+LtvPerson = Annotated[int | None, typer.Option("--person", help="Only this customer, by person id.")]
+
+
+def _ltv_query(mode: str, source: str, by: str | None, as_of: str | None, limit: int, export: Path | None,
+               customer: str | None, person: int | None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    if by is not None and by not in _LTV_GROUPS:
+        raise InvalidInput(f"--by must be one of {', '.join(_LTV_GROUPS)}, got {by!r}", code="invalid_query")
+    if customer is not None and person is not None:
+        raise InvalidInput("give --customer or --person, not both", code="invalid_query")
+    query = {"kind": "ltv", "mode": mode, "source": source, "as_of": as_of,
+             "group_by": _LTV_GROUPS[by] if by else None, "customer": person if person is not None else customer,
+             "limit": None if export is not None and by is None else limit, **extra}  # fmt: skip
+    return {k: v for k, v in query.items() if v is not None or k == "limit"}
+
+
+def _ltv_groups(result: dict[str, Any], columns: dict[str, str], money: str) -> None:
+    if "groups" not in result:
+        return
+    name = result["group_by"]
+    table = Table(title=f"by {name}")
+    table.add_column(name)
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for row in result["groups"]:
+        cells = [_ltv_cell(key, row[key], money) for key in columns]
+        table.add_row("(none)" if row[name] is None else str(row[name]), *cells)
+    out.print(table)
+
+
+def _ltv_customers(result: dict[str, Any], columns: dict[str, str], money: str, limit: int) -> None:
+    table = Table(title=f"customers by {result['sort']} ({result['total']:,})")
+    table.add_column("person", justify="right")
+    table.add_column("user id")
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for row in result["rows"][:limit]:
+        cells = [_ltv_cell(key, row[key], money) for key in columns]
+        table.add_row(str(row["person"]), row["user_id"] or "–", *cells)
+    out.print(table)
+
+
+def _ltv_cell(key: str, value: Any, money: str) -> str:
+    if value is None:
+        return "–"
+    if key in ("p_alive", "mean_p_alive"):
+        return _pct(value)
+    if key.endswith(("value", "revenue", "per_customer")) or key in ("value_3m", "value_6m", "value_12m"):
+        return f"{float(value):,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@ltv_app.command("predict")
+@edge
+def ltv_predict(
+    source: SourceName,
+    horizon_days: Annotated[int, typer.Option("--horizon-days", help="Days ahead to predict.")] = 365,
+    by: LtvBy = None,
+    as_of: LtvAsOf = None,
+    unit: Annotated[str, typer.Option(help="day or week: the time scale the models are fitted in.")] = "week",
+    discount_rate: Annotated[float, typer.Option("--discount-rate", help="Monthly discount rate, e.g. 0.01.")] = 0.0,
+    limit: LtvLimit = 20,
+    customer: LtvCustomer = None,
+    person: LtvPerson = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Predicted lifetime value: P(alive), expected purchases and value per customer (BG/NBD and Gamma-Gamma)."""
+    query = _ltv_query("predicted", source, by, as_of, limit, export, customer, person, horizon_days=horizon_days,
+                       unit=unit, discount_rate=discount_rate)  # fmt: skip
+    result = _run(data_dir, query, export)
+    if json:
+        _print_json(result)
+        return
+    money = result["currency"]
+    out.print(
+        f"{result['customers']:,} customers as of {result['as_of']}, next {result['horizon_days']:,} days: "
+        f"predicted value {result['predicted_value']:,.2f} {money} ({result['mean_predicted_value']:,.2f} per "
+        f"customer), {result['expected_purchases']:,.1f} purchases, {result['expected_active']:,.1f} expected "
+        f"still active (mean P(alive) {_pct(result['mean_p_alive'])})",
+        highlight=False,
+    )
+    _ltv_groups(result, {"customers": "customers", "mean_p_alive": "mean P(alive)",
+                         "expected_purchases": "purchases", "predicted_value": f"value ({money})",
+                         "mean_predicted_value": "per customer"}, money)  # fmt: skip
+    _ltv_customers(result, {"frequency": "repeat days", "p_alive": "P(alive)", "expected_purchases": "purchases",
+                            "expected_value": "per purchase", "predicted_value": f"value ({money})"}, money, limit)  # fmt: skip
+
+
+@ltv_app.command("historical")
+@edge
+def ltv_historical(
+    source: SourceName,
+    by: LtvBy = None,
+    as_of: LtvAsOf = None,
+    limit: LtvLimit = 20,
+    customer: LtvCustomer = None,
+    person: LtvPerson = None,
+    export: Export = None,
+    data_dir: DataDir = None,
+    json: Json = False,
+) -> None:
+    """Historical lifetime value: net revenue per customer to date, and per cohort, channel or segment."""
+    query = _ltv_query("historical", source, by, as_of, limit, export, customer, person)
+    result = _run(data_dir, query, export)
+    if json:
+        _print_json(result)
+        return
+    money = result["currency"]
+    out.print(
+        f"{result['customers']:,} customers to {result['as_of']}: net revenue {Decimal(result['net_revenue']):,} "
+        f"{money} ({(result['net_revenue_per_customer'] or 0):,.2f} per customer) from {result['orders']:,} orders",
+        highlight=False,
+    )
+    _ltv_groups(result, {"customers": "customers", "net_revenue": f"net revenue ({money})",
+                         "net_revenue_per_customer": "per customer", "value_3m_per_customer": "first 3 months",
+                         "value_6m_per_customer": "6 months", "value_12m_per_customer": "12 months",
+                         "mean_tenure_days": "mean tenure (days)"}, money)  # fmt: skip
+    _ltv_customers(result, {"first_day": "first order", "orders": "orders", "tenure_days": "tenure (days)",
+                            "net_revenue": f"net revenue ({money})"}, money, limit)  # fmt: skip

@@ -16,6 +16,7 @@ from masar.engine.customer_runners import (
     run_audience,
     run_cohorts,
     run_customer,
+    run_ltv,
     run_ltv_fit,
     run_rfm,
     run_rfm_customers,
@@ -36,6 +37,7 @@ from masar.model.sales_queries import (
     EmailQuery,
     ForecastQuery,
     LtvFitQuery,
+    LtvQuery,
     MetricsQuery,
     PlatformsQuery,
     ProductsQuery,
@@ -62,7 +64,8 @@ Query = Annotated[
     | ForecastQuery
     | TargetsQuery
     | AudienceQuery
-    | CustomerQuery,
+    | CustomerQuery
+    | LtvQuery,
     Field(discriminator="kind"),
 ]
 RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
@@ -84,6 +87,7 @@ RUNNERS: dict[str, Callable[[QueryContext, Any], Any]] = {
     "targets": run_targets,
     "audience": run_audience,
     "customer": run_customer,
+    "ltv": run_ltv,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Query)
 

@@ -16,6 +16,7 @@ from masar.model.sales_queries import (
     CohortsQuery,
     CustomerQuery,
     LtvFitQuery,
+    LtvQuery,
     PersonBy,
     RfmCustomersQuery,
     RfmQuery,
@@ -152,3 +153,12 @@ def _persons(ctx: QueryContext, reading: str, text: str) -> list[int]:
         return [int(r[0]) for r in rows]
     person = ctx.store.identities.person_of(ctx.source.id, **{reading: text})
     return [] if person is None else [merged(person)]
+def run_ltv(ctx: QueryContext, query: LtvQuery) -> Any:
+    from masar.engine.ltv_report import ltv_report
+
+    facts = sales_facts(ctx)
+    return ltv_report(
+        ctx.con, currency=facts.currency, as_of=_as_of(ctx, query.as_of), mode=query.mode, unit=query.unit,
+        horizon_days=query.horizon_days, discount_rate=query.discount_rate, group_by=query.group_by,
+        customer=query.customer, sort=query.sort, ascending=query.ascending, limit=query.limit, offset=query.offset,
+    )  # fmt: skip

@@ -1,7 +1,7 @@
 """Customer lifetime value: what customers have been worth so far, and what they will be worth.
 
 *Historical* value is a sum over the ``orders`` table: revenue net of refunds per customer, and
-per cohort (month of the first order) or per first channel.
+per cohort (month of the first order), per first channel or per RFM segment.
 
 *Predictive* value follows Fader, Hardie & Lee (2005), "Counting your customers the easy way:
 an alternative to the Pareto/NBD model" (BG/NBD: how often a customer buys, and whether they are
@@ -16,7 +16,7 @@ per-customer formulas these vectorised ones must agree with are in tests/engine/
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,10 +27,13 @@ import pyarrow.compute as pc
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
+from masar.engine.rfm import SEGMENTS, segment_labels
 from masar.errors import InvalidInput
 
 UNITS = {"day": 1, "week": 7}  # days per unit of time
-GROUPINGS = ("cohort_month", "first_channel")
+GROUPINGS = ("cohort_month", "first_channel", "rfm_segment")
+# Historical value within this many calendar months of the first order (docs/ltv.md).
+VALUE_MONTHS = (3, 6, 12)
 # A month for discounting, in days: the mean Gregorian month.
 _MONTH_DAYS = 365.25 / 12
 # Fewest customers, and fewest of them with a repeat purchase, for a fit that means anything: the
@@ -256,19 +259,19 @@ def _bgnbd_terms(
     xu, at = np.unique(x, return_inverse=True) if levels is None else levels
     repeat_u = xu > 0
     # b + x − 1 > 0 for x ≥ 1; for x = 0 there is no second term (D = −∞)
-    log_odds_u = np.where(repeat_u, np.log(a) - np.log(np.where(repeat_u, b + xu - 1, 1.0)), -np.inf)
+    log_odds_u = np.where(repeat_u, np.log(a) - np.log(np.where(repeat_u, b + (xu - 1), 1.0)), -np.inf)
     log_alpha_T = np.log(alpha + T)
-    log_alpha_tx = np.log(alpha + t_x)
-    d = log_odds_u[at] + (r + x) * (log_alpha_T - log_alpha_tx)
+    log_ratio = _log_ratio(alpha, t_x, T)
+    d = log_odds_u[at] + (r + x) * log_ratio
     head_u = gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b)
     ll = head_u[at] + r * np.log(alpha) - (r + x) * log_alpha_T + np.logaddexp(0.0, d)
     if not gradient:
         return ll, None
     s = expit(d)  # 1 − P(alive): the weight of the "dropped out after the last purchase" term
     psi_ab_u = digamma(a + b) - digamma(a + b + xu)
-    inv_bx1_u = np.where(repeat_u, 1 / np.where(repeat_u, b + xu - 1, 1.0), 0.0)
+    inv_bx1_u = np.where(repeat_u, 1 / np.where(repeat_u, b + (xu - 1), 1.0), 0.0)
     g = np.empty((4, len(x)))
-    g[0] = (digamma(r + xu) - digamma(r))[at] + np.log(alpha) - log_alpha_T + s * (log_alpha_T - log_alpha_tx)
+    g[0] = (digamma(r + xu) - digamma(r))[at] + np.log(alpha) - log_alpha_T + s * log_ratio
     g[1] = r / alpha - (r + x) / (alpha + T) + s * (r + x) * (1 / (alpha + T) - 1 / (alpha + t_x))
     g[2] = psi_ab_u[at] + s / a
     g[3] = (digamma(b + xu) - digamma(b) + psi_ab_u)[at] - s * inv_bx1_u[at]
@@ -317,6 +320,13 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdFit:
     return BgNbdFit(r=float(r), alpha=float(alpha), a=float(a), b=float(b), log_likelihood=ll)
 
 
+def _log_ratio(alpha: float, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """ln((α+T)/(α+t_x)) as log1p((T−t_x)/(α+t_x)): the difference of the two logarithms loses
+    their absolute rounding error, which r + x multiplies; on the ridge r, α → ∞ (everyone buys at
+    the same rate) r + x is 10⁷ and P(alive) would lose 8 digits."""
+    return np.log1p((T - t_x) / (alpha + t_x))
+
+
 def _distinct_rows(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, ...]:
     """The distinct (x, t_x, T) and how many customers have each (a lexsort: np.unique(axis=0)
     sorts a structured view and is several times slower)."""
@@ -336,10 +346,11 @@ def p_alive(fit: BgNbdFit, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.
     x, t_x, T = _customers(x, t_x, T)
     r, alpha, a, b = fit.r, fit.alpha, fit.a, fit.b
     repeat = x > 0
+    # b + (x − 1), not b + x − 1: for x = 1 that is b itself, which a fit can take down to 1e-8
     log_odds = (
         np.log(a)
-        - np.log(np.where(repeat, b + x - 1, 1.0))
-        + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+        - np.log(np.where(repeat, b + (x - 1), 1.0))
+        + (r + x) * _log_ratio(alpha, t_x, T)
     )
     return np.where(repeat, expit(-log_odds), 1.0)
 
@@ -380,7 +391,11 @@ def _purchases_if_alive(
 
     The lower parameter c = a+b+x−1 is 0 for customers with x = 0 when a + b = 1: the ₂F₁ has a
     pole and its factor c a zero. Their expectation is smooth in b there, so near it it is
-    interpolated between the b that make c = ∓2h."""
+    interpolated between the b that make c = ∓2h.
+
+    With a large (a few hundred and more, as on the ridge a, b → ∞ the fit can end on), both
+    factors of the transformed h leave floating-point range too, (1−z)^(a−1) → 0 and the ₂F₁ →
+    ∞; those customers' expectation is the integral of ``_purchases_by_quadrature``."""
     z = t / (alpha + T + t)
 
     def formula(b: float, x: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -389,13 +404,50 @@ def _purchases_if_alive(
 
     c = a + b + x - 1
     near = np.abs(c) < _NEAR  # customers with x = 0 only: c ≥ a + b > 0 for x ≥ 1
-    out = formula(b, np.where(near, 1.0, x), z)  # any x away from the pole; replaced below
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out = formula(b, np.where(near, 1.0, x), z)  # any x away from the pole; replaced below
     if near.any():
         c0 = a + b - 1
         lo = formula(b - c0 - 2 * _NEAR, x[near], z[near])
         hi = formula(b - c0 + 2 * _NEAR, x[near], z[near])
         out[near] = lo + (c0 + 2 * _NEAR) / (4 * _NEAR) * (hi - lo)
+    lost = ~np.isfinite(out)
+    if lost.any():
+        out[lost] = _purchases_by_quadrature(r, alpha, a, b, t, x[lost], T[lost])
     return out
+
+
+def _purchases_by_quadrature(
+    r: float, alpha: float, a: float, b: float, t: float, x: np.ndarray, T: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """Eq. 10 without P(alive) as the expectation it is: a customer alive after x repeat
+    purchases has a drop-out probability p ~ Beta(a, b+x), and given p (and the purchase rate's
+    Gamma(r+x, α+T) posterior) expects (1 − (1 + p t/(α+T))^−(r+x)) / p purchases in the next t.
+
+    For a and b + x large, where the closed form overflows, that Beta is a narrow, smooth peak: a
+    128-point Gauss–Legendre rule over its mean ± 40 standard deviations (clipped to [0, 1]), its
+    density in logs, normalised by the same rule so the Beta function is never evaluated. The
+    tests compare it with the printed formula in 60-digit decimals (about 1e-12; 1e-7 when
+    b + x < 3, where the density's kink at 1 shows) and with the limit a, b → ∞. A Beta with
+    b + x < 1 or a < 1 has a pole at an end that the rule cannot integrate: an error rather than
+    a wrong number."""
+    bx = b + x
+    if a < 1 or (bx < 1).any():
+        raise _error(
+            f"The BG/NBD fit (a = {a:.4g}, b = {b:.4g}) is outside the range where expected purchases "
+            "can be computed."
+        )
+    nodes, weights = np.polynomial.legendre.leggauss(128)
+    mean = a / (a + bx)
+    sd = np.sqrt(mean * (1 - mean) / (a + bx + 1))
+    lo = np.maximum(mean - 40 * sd, 0.0)
+    hi = np.minimum(mean + 40 * sd, 1.0)
+    p = lo[:, None] + (hi - lo)[:, None] * (nodes + 1) / 2  # inside (0, 1): the nodes miss the ends
+    log_density = (a - 1) * np.log(p) + (bx[:, None] - 1) * np.log1p(-p)
+    density = weights * np.exp(log_density - log_density.max(axis=1, keepdims=True))
+    s = (t / (alpha + T))[:, None]
+    given_p = -np.expm1(-(r + x[:, None]) * np.log1p(s * p)) / p
+    return (density * given_p).sum(axis=1) / density.sum(axis=1)
 
 
 def _hyp2f1(A: float, B: float, C: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -632,8 +684,8 @@ class LtvPrediction:
             )
         )
         rows = [
-            {name: label, "customers": n, "expected_active": alive, "expected_purchases": purchases,
-             "predicted_value": value, "mean_predicted_value": value / n}
+            {name: label, "customers": n, "expected_active": alive, "mean_p_alive": alive / n,
+             "expected_purchases": purchases, "predicted_value": value, "mean_predicted_value": value / n}
             for label, n, alive, purchases, value in zip(
                 sums[name].to_pylist(), sums["person_count"].to_pylist(), sums["p_alive_sum"].to_pylist(),
                 sums["expected_purchases_sum"].to_pylist(), sums["predicted_value_sum"].to_pylist(), strict=True,
@@ -654,6 +706,7 @@ class LtvPrediction:
             "discount_rate": self.discount_rate,
             "customers": n,
             "expected_active": float(self.p_alive.sum()),
+            "mean_p_alive": float(self.p_alive.sum() / n),
             "expected_purchases": float(self.expected_purchases.sum()),
             "predicted_value": float(self.predicted_value.sum()),
             "mean_predicted_value": float(self.predicted_value.sum() / n),
@@ -782,7 +835,8 @@ def predict_from_orders(
 ) -> LtvPrediction:
     """Fit on the orders up to ``calibration_end`` and predict the next ``horizon`` units, per
     customer and by ``group_by`` (``cohort_month``: month of the first purchase; ``first_channel``:
-    the person's first channel in ``people``)."""
+    the person's first channel in ``people``; ``rfm_segment``: the RFM segment as of
+    ``calibration_end``)."""
     _check_grouping(group_by)
     fit = fit_from_orders(con, calibration_end, unit)
     s = fit.summary
@@ -799,15 +853,18 @@ def _check_grouping(group_by: str | None) -> None:
 
 
 def _group_order(group_by: str | None, label: str | None, customers: int) -> tuple:
-    """Cohorts in time order; channels (and other labels) with the most customers first."""
+    """Cohorts in time order; RFM segments best first; channels (and other labels) with the most
+    customers first; the unlabelled last."""
     if group_by == "cohort_month":
         return (label is None, label or "")
+    if group_by == "rfm_segment":
+        return (label is None, SEGMENTS.index(label) if label in SEGMENTS else len(SEGMENTS), label or "")
     return (label is None, -customers, label or "")
 
 
 def _prediction_group_schema(name: str) -> pa.Schema:
     return pa.schema([
-        (name, pa.string()), ("customers", pa.int64()), ("expected_active", pa.float64()),
+        (name, pa.string()), ("customers", pa.int64()), ("expected_active", pa.float64()), ("mean_p_alive", pa.float64()),
         ("expected_purchases", pa.float64()), ("predicted_value", pa.float64()), ("mean_predicted_value", pa.float64()),
     ])  # fmt: skip
 
@@ -815,20 +872,66 @@ def _prediction_group_schema(name: str) -> pa.Schema:
 def _group_labels(con: duckdb.DuckDBPyConnection, s: CustomerSummary, group_by: str) -> np.ndarray:
     if group_by == "cohort_month":
         return np.datetime_as_string(s.first_day.astype("datetime64[M]")).astype(object)
+    if group_by == "rfm_segment":
+        known = segment_labels(con, s.calibration_end)
+        return _labels_of(s.person, known["person"].to_numpy(), known["segment"].to_pylist())
     people = con.sql(
         "SELECT person, any_value(first_channel) AS c FROM people WHERE person IS NOT NULL GROUP BY person ORDER BY person"
     ).to_arrow_table()
-    known = people["person"].to_numpy()
-    channel = np.asarray(people["c"].to_pylist(), dtype=object)
-    labels = np.full(len(s), None, dtype=object)
+    return _labels_of(s.person, people["person"].to_numpy(), people["c"].to_pylist())
+
+
+def _labels_of(person: np.ndarray, known: np.ndarray, label: list[str | None]) -> np.ndarray:
+    """The label of each of ``person`` in (``known`` sorted, ``label``); None when not there."""
+    labels = np.full(len(person), None, dtype=object)
     if len(known):
-        at = np.minimum(np.searchsorted(known, s.person), len(known) - 1)
-        found = known[at] == s.person
-        labels[found] = channel[at[found]]
+        values = np.asarray(label, dtype=object)
+        at = np.minimum(np.searchsorted(known, person), len(known) - 1)
+        found = known[at] == person
+        labels[found] = values[at[found]]
     return labels
 
 
 # -- historical value ------------------------------------------------------------------------------
+
+
+def customer_value_sql(*, first_months: bool = False) -> str:
+    """What each customer has been worth up to ``$as_of`` (docs/ltv.md, "Historical value"): the
+    one definition of historical value, which the acquisition report's LTV:CAC reads too. Refunds
+    count against the orders they refund, and only against orders with a value (the revenue of an
+    order without one is unknown, so is what its refund takes back).
+
+    ``first_months``: also ``value_Nm`` for N in VALUE_MONTHS, the same net revenue of the orders
+    within N calendar months of the first ([first_day, first_day + N months)), NULL until those
+    months have passed by ``$as_of``. It costs a join of the orders with their customers (about
+    3× the query), so only historical value asks for it."""
+    ends, windows, join = "", "", ""
+    if first_months:
+        # each customer's window ends, once per customer: date arithmetic per order costs more still
+        ends = ", " + ", ".join(f"(min(day) + INTERVAL {n} MONTH)::DATE AS end_{n}m" for n in VALUE_MONTHS)
+        windows = ", " + ", ".join(
+            f"(CASE WHEN any_value(f.end_{n}m) <= $as_of::DATE + 1 THEN coalesce(sum(o.value - o.refunded) "
+            f"FILTER (WHERE o.day < f.end_{n}m), 0) END)::DECIMAL(38, 3) AS value_{n}m"
+            for n in VALUE_MONTHS
+        )
+        join = "JOIN (SELECT person, min(day) AS first_day" + ends + " FROM o GROUP BY person) f USING (person)"
+    return f"""
+        WITH o AS (
+            SELECT person, day, value, coalesce(refunded, 0) AS refunded
+            FROM orders
+            WHERE cancelled IS NOT TRUE AND day <= $as_of AND person IS NOT NULL
+        )
+        SELECT o.person, min(o.day) AS first_day, count(*) AS orders,
+               count(*) - count(o.value) AS orders_without_value,
+               coalesce(sum(o.value), 0)::DECIMAL(38, 3) AS revenue,
+               coalesce(sum(o.refunded) FILTER (WHERE o.value IS NOT NULL), 0)::DECIMAL(38, 3) AS refunded,
+               coalesce(sum(o.value - o.refunded), 0)::DECIMAL(38, 3) AS net_revenue{windows}
+        FROM o {join}
+        GROUP BY o.person
+    """
+
+
+_WINDOWS = [f"value_{n}m" for n in VALUE_MONTHS]
 
 
 @dataclass(frozen=True)
@@ -864,8 +967,12 @@ class HistoricalLtv:
             "refunded": str(_decimal_sum(c["refunded"])),
             "net_revenue": str(net),
             "net_revenue_per_customer": float(net) / n if n else None,
-            "group_by": self.group_by,
         }
+        for name in _WINDOWS:
+            grown = pc.count(c[name]).as_py()  # customers whose first N months have passed
+            out[f"{name}_customers"] = grown
+            out[f"{name}_per_customer"] = float(_decimal_sum(c[name])) / grown if grown else None
+        out["group_by"] = self.group_by
         if self.groups is not None:
             out["groups"] = [
                 {k: (str(v) if isinstance(v, Decimal) else v) for k, v in row.items()}
@@ -875,35 +982,34 @@ class HistoricalLtv:
 
 
 def historical_ltv(con: duckdb.DuckDBPyConnection, as_of: date, group_by: str | None = None) -> HistoricalLtv:
-    """Every customer's orders and revenue up to ``as_of`` (store days): non-cancelled orders;
-    revenue = Σ value, refunded = Σ refunded (of the orders with a value), net = revenue − refunded.
+    """Every customer's orders and revenue up to ``as_of`` (store days), as ``customer_value_sql``
+    defines them: non-cancelled orders; revenue = Σ value, refunded = Σ refunded (of the orders
+    with a value), net = revenue − refunded; the net revenue of the first 3, 6 and 12 months.
     Orders without a value are counted but add no money. ``group_by``: ``cohort_month`` (month of
-    the first order) or ``first_channel`` (the person's first channel in ``people``)."""
+    the first order), ``first_channel`` (the person's first channel in ``people``) or
+    ``rfm_segment`` (the RFM segment as of ``as_of``)."""
     _check_grouping(group_by)
-    if not isinstance(as_of, date):
+    if not isinstance(as_of, date) or isinstance(as_of, datetime):
         raise _error(f"as_of must be a date, got {as_of!r}.")
     customers = con.sql(
-        """
-        WITH o AS (
-            SELECT person, day, value, coalesce(refunded, 0) AS refunded
-            FROM orders
-            WHERE cancelled IS NOT TRUE AND day <= ? AND person IS NOT NULL
-        ), c AS (
-            SELECT person, min(day) AS first_day, count(*) AS orders, count(*) - count(value) AS orders_without_value,
-                   coalesce(sum(value), 0)::DECIMAL(38, 3) AS revenue,
-                   coalesce(sum(refunded) FILTER (WHERE value IS NOT NULL), 0)::DECIMAL(38, 3) AS refunded
-            FROM o GROUP BY person
-        ), p AS (
-            SELECT person, any_value(first_channel) AS first_channel FROM people GROUP BY person
-        )
+        f"""
+        WITH c AS ({customer_value_sql(first_months=True)}),
+        p AS (SELECT person, any_value(first_channel) AS first_channel FROM people GROUP BY person)
         SELECT c.person, c.first_day, strftime(c.first_day, '%Y-%m') AS cohort_month, p.first_channel,
-               (?::DATE - c.first_day)::BIGINT AS tenure_days, c.orders, c.orders_without_value,
-               c.revenue, c.refunded, (c.revenue - c.refunded)::DECIMAL(38, 3) AS net_revenue
+               ($as_of::DATE - c.first_day)::BIGINT AS tenure_days, c.orders, c.orders_without_value,
+               c.revenue, c.refunded, c.net_revenue, {", ".join(f"c.{name}" for name in _WINDOWS)}
         FROM c LEFT JOIN p ON p.person = c.person
         ORDER BY c.person
         """,
-        params=[as_of, as_of],
+        params={"as_of": as_of},
     ).to_arrow_table()
+    if group_by == "rfm_segment":
+        known = segment_labels(con, as_of)
+        labels = _labels_of(
+            customers["person"].to_numpy(), known["person"].to_numpy(), known["segment"].to_pylist()
+        )
+        at = customers.schema.get_field_index("first_channel") + 1
+        customers = customers.add_column(at, "rfm_segment", pa.array(labels, pa.string()))
     groups = _historical_groups(customers, group_by) if group_by else None
     return HistoricalLtv(as_of=as_of, group_by=group_by, customers=customers, groups=groups)
 
@@ -915,33 +1021,22 @@ def _historical_groups(customers: pa.Table, group_by: str) -> pa.Table:
     try:
         local.register("c", customers)
         # group_by is one of GROUPINGS (checked), never user text
-        order = "g" if group_by == "cohort_month" else "customers DESC, g"
-        return (
-            local.sql(
-                f"""
+        order = {"cohort_month": "g", "rfm_segment": "list_position($segments, g)"}
+        windows = ", ".join(
+            f"count({w}) AS {w}_customers, sum({w})::DOUBLE / nullif(count({w}), 0) AS {w}_per_customer"
+            for w in _WINDOWS
+        )
+        return local.sql(
+            f"""
             SELECT {group_by} AS g, count(*) AS customers, sum(orders)::BIGINT AS orders,
                    sum(orders_without_value)::BIGINT AS orders_without_value,
                    sum(revenue) AS revenue, sum(refunded) AS refunded, sum(net_revenue) AS net_revenue,
                    sum(net_revenue)::DOUBLE / count(*) AS net_revenue_per_customer,
-                   avg(tenure_days)::DOUBLE AS mean_tenure_days
-            FROM c GROUP BY g ORDER BY g IS NULL, {order}
-            """
-            )
-            .to_arrow_table()
-            .rename_columns(
-                [
-                    group_by,
-                    "customers",
-                    "orders",
-                    "orders_without_value",
-                    "revenue",
-                    "refunded",
-                    "net_revenue",
-                    "net_revenue_per_customer",
-                    "mean_tenure_days",
-                ]
-            )
-        )
+                   avg(tenure_days)::DOUBLE AS mean_tenure_days, {windows}
+            FROM c GROUP BY g ORDER BY g IS NULL, {order.get(group_by, "customers DESC, g")}
+            """,
+            params={"segments": list(SEGMENTS)} if group_by == "rfm_segment" else None,
+        ).to_arrow_table().rename_columns({"g": group_by})
     finally:
         local.close()
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from masar.engine.context import QueryContext
 from masar.engine.facts import sql_text
 from masar.engine.kpis import data_window, sales_facts
+from masar.engine.ltv import customer_value_sql
 from masar.engine.metrics import MetricsEngine
 from masar.enrich.channels import ChannelRules, is_paid_medium
 from masar.model.money import minor_units
@@ -209,35 +210,39 @@ def run_email(ctx: QueryContext, query: EmailQuery) -> TableResult:
 
 def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
     """Per spend channel and campaign: spend, sessions, new customers (by first campaign), leads,
-    orders and revenue of the campaign's visits, CAC, cost per lead, ROAS and LTV:CAC."""
+    orders and revenue of the campaign's visits, CAC, cost per lead, ROAS and LTV:CAC.
+
+    The LTV of LTV:CAC is historical lifetime value as docs/ltv.md defines it (``customer_value_sql``,
+    the same query as ``historical_ltv``), to the data's last day: what the customers the campaign
+    acquired in the range have been worth so far, net of refunds."""
     facts = sales_facts(ctx)
     con = ctx.con
     window = data_window(con, query.date_from, query.date_to)
     places = minor_units(facts.currency)
-    sql = """
+    sql = f"""
         WITH s AS (
             SELECT channel AS spend_channel, campaign, CAST(sum(spend) AS DECIMAL(18,3)) AS spend
-            FROM spend WHERE day BETWEEN ?::DATE AND ?::DATE GROUP BY ALL
+            FROM spend WHERE day BETWEEN $start AND $end GROUP BY ALL
         ),
         visits AS (
             SELECT campaign, count(*) AS sessions, any_value(source) AS source
-            FROM sessions WHERE day BETWEEN ?::DATE AND ?::DATE AND campaign IS NOT NULL GROUP BY campaign
+            FROM sessions WHERE day BETWEEN $start AND $end AND campaign IS NOT NULL GROUP BY campaign
         ),
         bought AS (
             SELECT campaign, count(*) AS orders, CAST(sum(value) AS DECIMAL(18,3)) AS revenue
-            FROM orders WHERE NOT cancelled AND day BETWEEN ?::DATE AND ?::DATE AND campaign IS NOT NULL
+            FROM orders WHERE NOT cancelled AND day BETWEEN $start AND $end AND campaign IS NOT NULL
             GROUP BY campaign
         ),
         acquired AS (
-            SELECT first_campaign AS campaign, count(*) AS new_customers,
-                   CAST(sum(revenue - refunded) AS DECIMAL(18,3)) AS customer_value
-            FROM people
-            WHERE first_order_ts IS NOT NULL AND CAST(timezone(?, first_order_ts) AS DATE) BETWEEN ?::DATE AND ?::DATE
-            GROUP BY first_campaign
+            SELECT p.first_campaign AS campaign, count(*) AS new_customers,
+                   CAST(coalesce(sum(v.net_revenue), 0) AS DECIMAL(18,3)) AS customer_value
+            FROM people p LEFT JOIN ({customer_value_sql()}) v USING (person)
+            WHERE p.first_order_ts IS NOT NULL AND CAST(timezone($tz, p.first_order_ts) AS DATE) BETWEEN $start AND $end
+            GROUP BY p.first_campaign
         ),
         leads AS (
             SELECT first_campaign AS campaign, count(*) AS leads FROM people
-            WHERE signup_ts IS NOT NULL AND CAST(timezone(?, signup_ts) AS DATE) BETWEEN ?::DATE AND ?::DATE
+            WHERE signup_ts IS NOT NULL AND CAST(timezone($tz, signup_ts) AS DATE) BETWEEN $start AND $end
             GROUP BY first_campaign
         )
         SELECT s.spend_channel AS channel, coalesce(s.campaign, v.campaign) AS campaign,
@@ -255,9 +260,9 @@ def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
         LEFT JOIN leads l ON l.campaign = coalesce(s.campaign, v.campaign)
         ORDER BY spend DESC, revenue DESC, campaign
     """
-    tz = ctx.tz.key
-    w = [window.start, window.end]
-    result = con.execute(sql, [*w, *w, *w, tz, *w, tz, *w])
+    params = {"start": window.start, "end": window.end, "tz": ctx.tz.key,
+              "as_of": data_window(con, None, None).end}  # fmt: skip
+    result = con.execute(sql, params)
     names = [d[0] for d in result.description]
     rows = _jsonable(result.fetchall(), names, {"spend", "revenue", "cac", "cost_per_lead"}, places)
     return TableResult("acquisition", facts.currency, window.to_dict(), rows, {})

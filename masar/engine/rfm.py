@@ -324,6 +324,13 @@ def rfm_customer(
     return {"person": person, **dict(zip(names, rows[0], strict=True))}
 
 
+def segment_labels(con: duckdb.DuckDBPyConnection, as_of: date) -> pa.Table:
+    """Every customer's segment as of ``as_of``: ``person``, ``segment``, sorted by person (the
+    labels lifetime value groups by)."""
+    sql = f"SELECT person, segment FROM ({_SCORED}) ORDER BY person"
+    return con.sql(sql, params=_params(as_of, None)).to_arrow_table()
+
+
 def _count(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
     params = {k: params[k] for k in ("as_of", "since", "grid", "segment")}
     sql = f"SELECT count(*) FROM ({_SCORED}) WHERE $segment IS NULL OR segment = $segment"

@@ -210,3 +210,39 @@ class CustomerQuery(_Model):
         if isinstance(value, str) and not 1 <= len(value.strip()) <= 500:
             raise ValueError("1 to 500 characters")
         return value.strip() if isinstance(value, str) else value
+
+
+_PREDICTED_ONLY = ("unit", "horizon_days", "discount_rate")
+
+
+class LtvQuery(_Model):
+    """Lifetime value per customer and in total or by group (docs/ltv.md): ``predicted`` (BG/NBD
+    and Gamma-Gamma fitted to the orders up to ``as_of``, the calibration end, predicting the next
+    ``horizon_days``) or ``historical`` (net revenue up to ``as_of``). ``as_of`` defaults to the
+    data's last day. ``customer``: one person, by person id (a number) or user id (text)."""
+
+    kind: Literal["ltv"] = "ltv"
+    source: str
+    mode: Literal["predicted", "historical"] = "predicted"
+    as_of: date | None = None
+    unit: Literal["day", "week"] = "week"
+    horizon_days: int = Field(default=365, ge=1, le=3650)
+    discount_rate: float = Field(default=0.0, ge=0, le=1)  # per month
+    group_by: Literal["cohort_month", "first_channel", "rfm_segment"] | None = None
+    customer: int | str | None = None
+    sort: str | None = None  # default: predicted_value, or net_revenue when historical
+    ascending: bool = False
+    limit: int | None = Field(default=100, ge=0, le=1_000_000)
+    offset: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _fits_the_mode(self) -> LtvQuery:
+        if self.mode == "historical":
+            given = [name for name in _PREDICTED_ONLY if name in self.model_fields_set]
+            if given:
+                raise ValueError(f"{given[0]} applies to predicted lifetime value only, not to mode historical")
+        from masar.engine.ltv_report import SORTS
+
+        if self.sort is not None and self.sort not in SORTS[self.mode]:
+            raise ValueError(f"sort must be one of {', '.join(SORTS[self.mode])} for mode {self.mode}")
+        return self

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
 
 from tests.conftest import make_source, masar_cli_json
+from tests.engine.sales_fixtures import ltv_store
 
 STEPS = ["Product Viewed", "Product Added", "Order Completed"]
 
@@ -173,3 +175,32 @@ def test_platforms_over_http_equal_the_cli(store_with_key):
     assert cli == result
     bad = _query(srv, secret, {**body, "from": "2026-03-03"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"
+
+
+def test_lifetime_value_over_http_equals_the_cli(tmp_path_factory, module_server):
+    """kind ltv, predicted and historical, on the store of 40 returning customers."""
+    directory = tmp_path_factory.mktemp("ltv-api")
+    ltv_store(directory).close()
+    data_dir = directory / "data"
+    secret = masar_cli_json("keys", "create", "--source", "S", "--data-dir", data_dir)["key"]
+    srv = module_server(data_dir)
+    body = {"kind": "ltv", "source": "S", "mode": "predicted", "horizon_days": 90, "unit": "week", "discount_rate": 0.0,
+            "group_by": "cohort_month", "limit": 10}  # fmt: skip
+    predicted = _query(srv, secret, body)
+    assert predicted.status_code == 200, predicted.text
+    cli = masar_cli_json("ltv", "predict", "--source", "S", "--horizon-days", "90", "--by", "cohort", "--limit", "10",
+                         "--data-dir", data_dir)  # fmt: skip
+    assert predicted.json() == cli
+    assert predicted.json()["customers"] == 40 and len(predicted.json()["rows"]) == 10
+    body = {"kind": "ltv", "source": "S", "mode": "historical", "group_by": "first_channel", "limit": 10}
+    historical = _query(srv, secret, body)
+    assert historical.status_code == 200, historical.text
+    cli = masar_cli_json("ltv", "historical", "--source", "S", "--by", "channel", "--limit", "10", "--data-dir", data_dir)
+    assert historical.json() == cli
+    groups = historical.json()["groups"]
+    assert sum(Decimal(g["net_revenue"]) for g in groups) == Decimal(historical.json()["net_revenue"])
+    bad = _query(srv, secret, {"kind": "ltv", "source": "S", "mode": "historical", "discount_rate": 0.01})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_query")
+    assert bad.json()["error"]["message"] == (
+        "discount_rate applies to predicted lifetime value only, not to mode historical"
+    )

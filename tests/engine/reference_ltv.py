@@ -11,9 +11,10 @@ orders list, and a simulator of the BG/NBD purchase process.
 
 from __future__ import annotations
 
+import calendar
 import math
 from collections import defaultdict
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal, localcontext
 
 import numpy as np
@@ -44,7 +45,10 @@ def p_alive(r: float, alpha: float, a: float, b: float, x: int, t_x: float, T: f
         return 1.0
     with localcontext() as ctx:
         ctx.prec = 40
-        odds = Decimal(a) / Decimal(b + x - 1) * (Decimal(alpha + T) / Decimal(alpha + t_x)) ** Decimal(r + x)
+        # the sums in decimals: α + T rounded to a float is raised to the power r + x, which on the
+        # ridge r, α → ∞ is 10⁷
+        alpha_ = Decimal(alpha)
+        odds = Decimal(a) / (Decimal(b) + x - 1) * ((alpha_ + Decimal(T)) / (alpha_ + Decimal(t_x))) ** (Decimal(r) + x)
         return float(1 / (1 + odds))
 
 
@@ -137,13 +141,23 @@ def summary(
     return out
 
 
-def historical(orders: list[dict], people: dict[int, str | None], as_of: date) -> dict[int, dict]:
+def add_months(day: date, months: int) -> date:
+    """The same day ``months`` calendar months later, or that month's last day (Jan 31 + 1 = Feb 28)."""
+    year, month = divmod(day.month - 1 + months, 12)
+    year, month = day.year + year, month + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def historical(
+    orders: list[dict], people: dict[int, str | None], as_of: date, months: tuple[int, ...] = (3, 6, 12)
+) -> dict[int, dict]:
     """person → orders, orders_without_value, revenue, refunded, net_revenue (Decimal), first_day,
-    cohort_month, first_channel, from order dicts with person, day, value, refunded, cancelled."""
+    cohort_month, first_channel, tenure_days, and value_Nm for N in ``months``: the net revenue of
+    the orders before first_day + N months, None while that day is after as_of + 1 day. From order
+    dicts with person, day, value, refunded, cancelled."""
     out: dict[int, dict] = {}
-    for o in orders:
-        if o["cancelled"] or o["day"] > as_of:
-            continue
+    kept = [o for o in orders if not o["cancelled"] and o["day"] <= as_of]
+    for o in kept:
         c = out.setdefault(o["person"], {
             "orders": 0, "orders_without_value": 0, "revenue": Decimal(0), "refunded": Decimal(0), "first_day": o["day"],
         })  # fmt: skip
@@ -159,6 +173,15 @@ def historical(orders: list[dict], people: dict[int, str | None], as_of: date) -
         c["cohort_month"] = c["first_day"].strftime("%Y-%m")
         c["first_channel"] = people.get(person)
         c["tenure_days"] = (as_of - c["first_day"]).days
+        for n in months:
+            end = add_months(c["first_day"], n)
+            c[f"value_{n}m"] = None
+            if end <= as_of + timedelta(days=1):
+                c[f"value_{n}m"] = sum(
+                    (o["value"] - o["refunded"] for o in kept
+                     if o["person"] == person and o["value"] is not None and o["day"] < end),
+                    Decimal(0),
+                )  # fmt: skip
     return out
 
 

@@ -39,6 +39,7 @@ Rates: AED→SAR 1.02 from Feb 1 and 1.03 from Mar 10; KWD→SAR 12.2 from Mar 1
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -397,3 +398,68 @@ def plan_store(directory: Path, plan: dict[str, Any]) -> tuple[Any, Any]:
         places=places,
     )
     return store, sales
+
+
+# -- a store of returning customers (the lifetime-value query tests) -----------------------------
+
+LTV_END = datetime(2025, 12, 31, 12, tzinfo=UTC)
+LTV_SPEND = [
+    {"day": date(2025, 1, 1), "channel": "Paid Search", "campaign": "brand", "spend": Decimal("900"), "currency": "SAR"},
+    {"day": date(2025, 1, 1), "channel": "Paid Social", "campaign": "spring", "spend": Decimal("400"), "currency": "SAR"},
+]  # fmt: skip
+# Refunds the sales metrics subtract and historical value does not (docs/ltv.md, "Reconciling with
+# net revenue"): of a cancelled order, of an order without a value, of an order never placed.
+LTV_REFUND_OF_CANCELLED = Decimal("30")
+LTV_REFUND_WITHOUT_VALUE = Decimal("20")
+LTV_REFUND_OF_NO_ORDER = Decimal("15")
+
+
+def ltv_messages(customers: int = 40, seed: int = 7) -> Messages:
+    """``customers`` people who buy at their own pace through 2025: each lands from a channel
+    (Direct, Paid Search "brand", Email, Paid Social "spring" in turn), places a first order on a
+    random day of the first half, and comes back at a random rate (some never) until they leave
+    (after each repeat order with chance 0.15) or the year ends, each order in a visit of its own.
+    Every tenth never identifies (an anonymous buyer); the others identify with an email. After
+    their last order, customer 1 (Paid Search) also has an order without an amount that is
+    refunded, customer 2 a cancelled order that is refunded, customer 3 a refund of an order that
+    does not exist, and customer 5 an order in EGP, which has no rate. Amounts are SAR, the
+    store's currency."""
+    rng = random.Random(seed)
+    m = Messages()
+    channels = [None, "Paid Search", "Email", "Paid Social"]
+    for i in range(customers):
+        who = Person(None, f"anon{i}") if i % 10 == 0 else Person(f"c{i}", f"anon{i}")
+        at = datetime(2025, 1, 1, 8, tzinfo=UTC) + timedelta(days=rng.randrange(180), hours=2 * (i % 5))
+        m.page(who, at, campaign=CAMPAIGNS.get(channels[i % 4]), anonymous=True)
+        if who.user_id:
+            m.identify(who, at + timedelta(minutes=1), email=f"{who.user_id}@example.com")
+        per_day = rng.choice([0.0, 0.01, 0.03, 0.08])
+        typical = rng.choice([40, 120, 300])
+        n = 0
+        while at <= LTV_END:
+            m.page(who, at + timedelta(minutes=2))
+            _order(m, who, at + timedelta(minutes=3), f"c{i}-{n}", f"{typical * rng.uniform(0.6, 1.4):.2f}")
+            n += 1
+            if per_day == 0 or (n > 1 and rng.random() < 0.15):  # gone for good after a repeat order
+                break
+            at += timedelta(days=1 + rng.expovariate(per_day))
+        extra = min(at, LTV_END) + timedelta(hours=1)  # after the last order
+        if i == 1:
+            m.track(who, extra, "Order Completed", order_id="c1-no-amount", currency="SAR")
+            m.track(who, extra + timedelta(minutes=5), "Order Refunded", server=True, order_id="c1-no-amount",
+                    total=str(LTV_REFUND_WITHOUT_VALUE), currency="SAR")  # fmt: skip
+        elif i == 2:
+            _order(m, who, extra, "c2-cancelled", "90")
+            m.track(who, extra + timedelta(minutes=5), "Order Cancelled", server=True, order_id="c2-cancelled")
+            m.track(who, extra + timedelta(minutes=6), "Order Refunded", server=True, order_id="c2-cancelled",
+                    total=str(LTV_REFUND_OF_CANCELLED), currency="SAR")  # fmt: skip
+        elif i == 3:
+            m.track(who, extra, "Order Refunded", server=True, order_id="never-placed",
+                    total=str(LTV_REFUND_OF_NO_ORDER), currency="SAR")  # fmt: skip
+        elif i == 5:
+            _order(m, who, extra, "c5-egp", "700", "EGP")
+    return m
+
+
+def ltv_store(directory: Path, customers: int = 40, seed: int = 7) -> Any:
+    return build_store(directory, ltv_messages(customers, seed), spend=LTV_SPEND)

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from masar.engine import ltv
+from masar.engine.rfm import SEGMENTS
 from masar.errors import InvalidInput
 from tests.engine import reference_ltv as ref
+from tests.engine import reference_segments as ref_segments
 
 ORDERS_DDL = """
 CREATE TABLE orders (
@@ -277,7 +279,59 @@ def test_expected_purchases_at_the_formulas_zero_over_zero(p, c, t, offset):
                 )
                 for i in range(len(x))
             ]
-            np.testing.assert_allclose(got, want, rtol=1e-7)
+            # atol: docs/ltv.md's absolute accuracy there (the formula 2e-5 from its pole cancels to
+            # about 1e-11), which is a larger share of a small expectation (r 0.05, t 0.1: 3.5e-4)
+            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(0.05, 5), st.floats(0.1, 50), st.floats(2.0, 7.0), st.floats(0.02, 0.98),
+    customers(n_max=6), st.floats(0.01, 4.0),
+)  # fmt: skip
+def test_expected_purchases_when_a_and_b_are_large(r, alpha, log10_size, share, c, horizon):
+    """a and b from 100 to 10⁷ (the ridge a, b → ∞ a fit can end on, docs/ltv.md): the closed
+    form overflows ((1−z)^(a−1) → 0, its ₂F₁ → ∞) and the expectation comes from the integral over
+    the drop-out probability. Both agree with the printed formula in 60-digit decimals, whose
+    series converges fast whatever a and b."""
+    x, t_x, T = c
+    a, b = share * 10**log10_size, (1 - share) * 10**log10_size
+    assume(a >= 1 and b >= 1)
+    t = horizon * (alpha + float(T.max()))
+    fit = ltv.BgNbdFit(r, alpha, a, b, 0.0)
+    got = ltv.expected_purchases(fit, t, x, t_x, T)
+    want = [ref.expected_purchases(r, alpha, a, b, t, int(x[i]), t_x[i], T[i]) for i in range(len(x))]
+    # the closed form's own accuracy (test_expected_purchases_match_reference): for small
+    # expectations 1 − h cancels to about 1e-8
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
+
+
+def test_predictions_on_the_ridges_a_fit_can_end_on():
+    """With a and b at the optimiser's bound (e^18) and a/(a+b) = p, every customer drops out with
+    the same probability p after each repeat purchase; alive, they expect
+    (1 − ((α+T)/(α+T+pt))^(r+x)) / p purchases in the next t. Before the integral was there, the
+    closed form gave NaN for every customer, and a fit on this ridge predicted nothing."""
+    r, alpha, a = 0.46, 2.96, math.exp(18)
+    b = a * (1 / 0.13 - 1)  # p = 0.13
+    x, t_x, T = np.array([0, 1, 7, 40]), np.array([0.0, 6.1, 49.1, 20.0]), np.array([10.0, 49.6, 49.1, 52.0])
+    fit = ltv.BgNbdFit(r, alpha, a, b, 0.0)
+    got = ltv.expected_purchases(fit, 52.0, x, t_x, T)
+    limit = (1 - ((alpha + T) / (alpha + T + 0.13 * 52.0)) ** (r + x)) / 0.13 * ltv.p_alive(fit, x, t_x, T)
+    np.testing.assert_allclose(got, limit, rtol=1e-6)
+    # The other ridge, r and α → ∞ with r/α fixed (everyone buys at one rate): P(alive) raises
+    # (α+T)/(α+t_x) to the power r + x ≈ 10⁷, so the ratio's logarithm must not lose digits.
+    rates = ltv.BgNbdFit(8.0e6, math.exp(18), 2.1e4, 1.8e5, 0.0)
+    got = ltv.p_alive(rates, x, t_x, T)
+    want = [ref.p_alive(rates.r, rates.alpha, rates.a, rates.b, int(x[i]), t_x[i], T[i]) for i in range(len(x))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # and at the lower bound (a, b ≈ 1e-8), b + x − 1 for x = 1 is b, not 1 + b − 1 rounded
+    tiny = ltv.BgNbdFit(2.2, 114.1, 1.6e-8, 2.6e-8, 0.0)
+    got = ltv.p_alive(tiny, x, t_x, T)
+    want = [ref.p_alive(tiny.r, tiny.alpha, tiny.a, tiny.b, int(x[i]), t_x[i], T[i]) for i in range(len(x))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # a Beta(a, b + x) with a pole at 1 (b + x < 1) is out of the integral's reach: an error, not NaN
+    with pytest.raises(InvalidInput, match="outside the range"):
+        ltv.expected_purchases(ltv.BgNbdFit(r, alpha, 1e6, 0.5, 0.0), 52.0, x[:1], t_x[:1], T[:1])
 
 
 @settings(max_examples=150, deadline=None)
@@ -546,24 +600,51 @@ def test_groups_add_up(cdnow, cdnow_fit):
 # -- historical value --------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(order_rows, st.dates(date(2024, 1, 1), date(2024, 4, 30)), st.sampled_from([None, *ltv.GROUPINGS]))
+# Over a year, so that orders fall on both sides of the 3, 6 and 12 months after a first order
+# (the month ends, Jan 31 + 1 month = Feb 29, included).
+year_of_orders = st.lists(
+    st.fixed_dictionaries({
+        "person": st.integers(1, 8),
+        "day": st.one_of(st.dates(date(2024, 1, 1), date(2024, 12, 31)),
+                         st.sampled_from([date(2024, 1, 31), date(2024, 2, 29), date(2024, 4, 30), date(2024, 7, 31)])),
+        "value": st.one_of(st.none(), st.decimals(0, 500, places=3)),
+        "refunded": st.decimals(0, 100, places=3),
+        "cancelled": st.booleans(),
+    }),
+    max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(order_rows, year_of_orders),
+    st.one_of(st.dates(date(2024, 1, 1), date(2024, 4, 30)), st.dates(date(2024, 4, 30), date(2025, 6, 30))),
+    st.sampled_from([None, *ltv.GROUPINGS]),
+)
 def test_historical_value_matches_reference(orders, as_of, group_by):
     people = {
         person: ["email", "paid", None][person % 3] for person in range(1, 8)
     }  # person 8: not in people
     result = ltv.historical_ltv(store(orders, people), as_of, group_by)
     want = ref.historical(orders, people, as_of)
+    segments = ref_segments.rfm(orders, as_of)
+    for person, w in want.items():
+        w["rfm_segment"] = segments[person]["segment"]
     rows = result.customers_table().to_pylist()
     assert [row["person"] for row in rows] == sorted(want)
+    keys = ["orders", "orders_without_value", "revenue", "refunded", "net_revenue", "first_day", "cohort_month",
+            "first_channel", "tenure_days", "value_3m", "value_6m", "value_12m"]  # fmt: skip
     for row in rows:
         w = want[row["person"]]
-        for key in ("orders", "orders_without_value", "revenue", "refunded", "net_revenue", "first_day",
-                    "cohort_month", "first_channel", "tenure_days"):  # fmt: skip
+        for key in keys + (["rfm_segment"] if group_by == "rfm_segment" else []):
             assert row[key] == w[key], key
     out = result.to_dict()
     assert out["customers"] == len(want)
     assert Decimal(out["net_revenue"]) == sum((w["net_revenue"] for w in want.values()), Decimal(0))
+    for name in ("value_3m", "value_6m", "value_12m"):
+        grown = [w[name] for w in want.values() if w[name] is not None]
+        assert out[f"{name}_customers"] == len(grown)
+        assert out[f"{name}_per_customer"] == (pytest.approx(float(sum(grown)) / len(grown)) if grown else None)
     assert json.loads(json.dumps(out)) == out
     if group_by is None:
         assert "groups" not in out
@@ -576,7 +657,12 @@ def test_historical_value_matches_reference(orders, as_of, group_by):
         assert Decimal(row["net_revenue"]) == sum((w["net_revenue"] for w in members), Decimal(0))
         assert Decimal(row["revenue"]) == sum((w["revenue"] for w in members), Decimal(0))
         assert row["orders"] == sum(w["orders"] for w in members)
+        grown = [w["value_6m"] for w in members if w["value_6m"] is not None]
+        assert row["value_6m_customers"] == len(grown)
+        assert row["value_6m_per_customer"] == (pytest.approx(float(sum(grown)) / len(grown)) if grown else None)
     assert result.table().num_rows == len(groups)
+    if group_by == "rfm_segment":  # best segment first, as in docs/segments.md
+        assert [row[group_by] for row in out["groups"]] == [s for s in SEGMENTS if s in groups]
 
 
 def test_historical_value_example():
@@ -585,19 +671,32 @@ def test_historical_value_example():
         {"person": 1, "day": d, "value": Decimal("100.500"), "refunded": Decimal("20.250")},
         {"person": 1, "day": d + timedelta(days=40), "value": None},  # counted, adds no money
         {"person": 1, "day": d + timedelta(days=41), "value": Decimal("50"), "cancelled": True},
-        {"person": 2, "day": d + timedelta(days=30), "value": Decimal("10")},
+        {"person": 2, "day": d + timedelta(days=30), "value": Decimal("10")},  # Feb 9
+        {"person": 2, "day": date(2024, 5, 9), "value": Decimal("5")},  # Feb 9 + 3 months: not in the first 3
         {"person": 3, "day": d + timedelta(days=400), "value": Decimal("999")},  # after as_of
     ]
-    out = ltv.historical_ltv(
-        store(orders, {1: "email", 2: "email"}), date(2024, 6, 30), "first_channel"
-    ).to_dict()
-    assert out["customers"] == 2 and out["orders"] == 3 and out["orders_without_value"] == 1
-    assert (out["revenue"], out["refunded"], out["net_revenue"]) == ("110.500", "20.250", "90.250")
+    result = ltv.historical_ltv(store(orders, {1: "email", 2: "email"}), date(2024, 6, 30), "first_channel")
+    out = result.to_dict()
+    assert out["customers"] == 2 and out["orders"] == 4 and out["orders_without_value"] == 1
+    assert (out["revenue"], out["refunded"], out["net_revenue"]) == ("115.500", "20.250", "95.250")
+    # The first 3 months (to Apr 9 and May 8) have passed by Jun 30, the first 6 have not.
+    rows = result.customers_table().to_pylist()
+    assert [(r["value_3m"], r["value_6m"], r["value_12m"]) for r in rows] == [
+        (Decimal("80.250"), None, None), (Decimal("10.000"), None, None),
+    ]  # fmt: skip
+    assert (out["value_3m_customers"], out["value_3m_per_customer"]) == (2, 45.125)
+    assert (out["value_6m_customers"], out["value_6m_per_customer"]) == (0, None)
     assert out["groups"] == [{
-        "first_channel": "email", "customers": 2, "orders": 3, "orders_without_value": 1, "revenue": "110.500",
-        "refunded": "20.250", "net_revenue": "90.250", "net_revenue_per_customer": 45.125,
+        "first_channel": "email", "customers": 2, "orders": 4, "orders_without_value": 1, "revenue": "115.500",
+        "refunded": "20.250", "net_revenue": "95.250", "net_revenue_per_customer": 47.625,
         "mean_tenure_days": ((date(2024, 6, 30) - d).days + (date(2024, 6, 30) - d - timedelta(days=30)).days) / 2,
+        "value_3m_customers": 2, "value_3m_per_customer": 45.125, "value_6m_customers": 0,
+        "value_6m_per_customer": None, "value_12m_customers": 0, "value_12m_per_customer": None,
     }]  # fmt: skip
+    # The day the first 3 months end is the last day before first_day + 3 months: May 8 for Feb 9.
+    on_the_day = ltv.historical_ltv(store(orders), date(2024, 5, 8)).customers_table().to_pylist()
+    day_before = ltv.historical_ltv(store(orders), date(2024, 5, 7)).customers_table().to_pylist()
+    assert on_the_day[1]["value_3m"] == Decimal("10.000") and day_before[1]["value_3m"] is None
 
 
 # -- errors ----------------------------------------------------------------------------------------
