@@ -161,7 +161,7 @@ def main() -> None:
         gc.collect()
 
         def masar_counts(steps, **extra):
-            result = store.funnel(source=source.name, steps=steps, window=WINDOW, **extra).to_dict()
+            result = store.funnel(source=source.name, steps=steps, window=WINDOW, reuse=False, **extra).to_dict()
             return [s["count"] for s in result["steps"]]
 
         t0 = time.perf_counter()
@@ -187,7 +187,8 @@ def main() -> None:
         if not args.big:
             half_store, half_source = masar_store(generate(events // 2, seed=8), workdir / "masar-half")
             half_s, _ = best_time(
-                lambda: half_store.funnel(source=half_source.name, steps=FIVE, window=WINDOW).to_dict(), args.repeat
+                lambda: half_store.funnel(source=half_source.name, steps=FIVE, window=WINDOW, reuse=False).to_dict(),
+                args.repeat
             )
             print(f"  scale: {events // 2:,} events {half_s * 1000:.1f} ms, {events:,} events "
                   f"{masar_s * 1000:.1f} ms = {masar_s / half_s:.2f}x for 2x the events (linear: 2.0)")  # fmt: skip

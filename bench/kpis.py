@@ -232,7 +232,8 @@ def main() -> None:
         started = time.perf_counter()
         result = store.run(query).to_dict()
         cold = time.perf_counter() - started
-        warm, result = best(lambda: store.run(query).to_dict(), args.repeat)
+        warm, result = best(lambda: store.run(query, reuse=False).to_dict(), args.repeat)
+        remembered, _ = best(lambda: store.run(query).to_dict(), args.repeat)
         end = date.fromisoformat(result["range"]["to"])
         df = data.select(
             ["type", "event", "ts", "person_id", "session_id", "order_id", "currency", "total"]
@@ -240,8 +241,8 @@ def main() -> None:
         pd_time, pd_result = best(lambda: pandas_overview(df, end), 1)
         values = {m["name"]: m["value"] for m in result["metrics"]}
         print(f"overview (10 headline metrics, 30 days, daily series, previous period): cold {cold * 1000:,.0f} ms, "
-              f"warm {warm * 1000:,.0f} ms; pandas on the events in memory {pd_time * 1000:,.0f} ms "
-              f"(ratio {warm / pd_time:.3f})")  # fmt: skip
+              f"warm {warm * 1000:,.0f} ms (computed again; {remembered * 1000:,.1f} ms from the result cache); "
+              f"pandas on the events in memory {pd_time * 1000:,.0f} ms (ratio {warm / pd_time:.3f})")  # fmt: skip
         cur = pd_result["current"]
         print(f"  check: orders {values['orders']} vs pandas {cur['orders']}; net revenue {values['net_revenue']} vs "
               f"{cur['net_revenue']:.2f}; visitors {values['visitors']} vs {cur['visitors']}; new customers "
@@ -276,7 +277,7 @@ def cohorts_on_the_store(store, data: pa.Table, args) -> None:
     """The 12×12 monthly cohort table on the 10M-event store, through the query API."""
     query = {"kind": "cohorts", "source": "Bench", "by": "first_order", "period": "month",
              "measure": "purchasing", "periods": 12}  # fmt: skip
-    seconds, result = best(lambda: store.run(query), args.repeat)
+    seconds, result = best(lambda: store.run(query, reuse=False), args.repeat)
     df = data.select(["event", "ts", "person_id", "order_id"]).to_pandas()
     pd_time, cells = best(lambda: pandas_cohorts(df, result.as_of), 1)
     ours = {

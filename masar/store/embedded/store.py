@@ -531,18 +531,19 @@ class EmbeddedStore:
         cursor = self._duck.cursor()
         return QueryContext(source, frame, cursor, relation, self.identities.overrides(source.id), self)
 
-    def run(self, query: Any) -> Any:
+    def run(self, query: Any, *, reuse: bool = True) -> Any:
         """Run a query object (or its JSON as a dict): the one entry of the CLI, the API and Python.
 
         Results are kept per version of the source's events (on its frame: new segments or an
         identity merge make a new frame, and a new cache) and of everything else a result reads —
         the source's settings, rates, spend, targets, saved audiences, today's date — so the same
-        question on the same data is answered once."""
+        question on the same data is answered once. ``reuse=False`` computes it again
+        (benchmarks time the computation, not the memory)."""
         parsed = parse_query(expand_template(self, query) if isinstance(query, dict) else query)
         source = self.source(parsed.source)
         context = self.query_context(source)
         key = (parsed.model_dump_json(), self._inputs_version(source), date.today())
-        found = context.frame.result(key)
+        found = context.frame.result(key) if reuse else None
         if found is not None:
             return found
         return context.frame.keep_result(key, RUNNERS[parsed.kind](context, parsed))
@@ -556,9 +557,9 @@ class EmbeddedStore:
             tuple(repr(a) for a in self.audiences(source)),
         ))  # fmt: skip
 
-    def funnel(self, **fields: Any) -> Any:
+    def funnel(self, *, reuse: bool = True, **fields: Any) -> Any:
         """``store.funnel(source="My Store", steps=[...], window="7d")`` → a result with ``to_dict()``."""
-        return self.run({"kind": "funnel", **fields})
+        return self.run({"kind": "funnel", **fields}, reuse=reuse)
 
     def funnel_template(self, source: Source, name: str) -> list[dict[str, Any]] | None:
         with self.engine.connect() as conn:
