@@ -45,7 +45,7 @@ def _(message: str) -> str:
 # The navigation; the labels are msgids (translated when rendered).
 PAGES = (
     Page("overview", _("Overview"), "◧"),
-    Page("funnels", _("Funnels"), "⏷"),
+    Page("funnels", _("Funnels"), "▾"),
     Page("leaks", _("Leaks"), "◔"),
     Page("journeys", _("Journeys"), "⇶"),
     Page("customers", _("Customers"), "☺"),

@@ -137,15 +137,32 @@
     }
     const m = months[0];
     const rows = [];
-    if (m.revenue) rows.push({ what: t("Revenue"), target: m.revenue.target, actual: m.revenue.actual, projected: m.revenue.projected, attainment: m.revenue.attainment, unit: "money" });
-    if (m.orders) rows.push({ what: t("Orders"), target: m.orders.target, actual: m.orders.actual, projected: m.orders.projected, attainment: m.orders.attainment, unit: "count" });
+    const row = (what, part, unit) => part && rows.push({
+      what, unit, target: part.target, actual: part.actual, attainment: part.attainment,
+      projected: part.projected, projected_attainment: part.projected_attainment, on_track: part.on_track,
+    });
+    row(t("Net revenue"), m.revenue, "money");
+    row(t("Orders"), m.orders, "count");
+    const shown = (v, r) => fmt.value(v, r.unit);
+    // The projection, its interval below it (numbers and a dash only, nothing to translate).
+    const projected = (p, r) => {
+      if (!p) return "–";
+      const box = document.createElement("span");
+      const range = document.createElement("small");
+      range.className = "muted";
+      range.textContent = `${shown(p.lower, r)} – ${shown(p.upper, r)}`;
+      box.append(shown(p.value, r), document.createElement("br"), range);
+      return box;
+    };
     table(el, [
-      { key: "what", label: t("Target") },
-      { key: "target", label: t("Goal"), unit: "money", format: (v, r) => fmt.value(v, r.unit) },
-      { key: "actual", label: t("To date"), unit: "money", format: (v, r) => fmt.value(v, r.unit) },
-      { key: "projected", label: t("Projected"), unit: "money", format: (v, r) => fmt.value(v, r.unit) },
+      { key: "what", label: t("Measure") },
+      { key: "target", label: t("Goal"), unit: "money", format: shown },
+      { key: "actual", label: t("To date"), unit: "money", format: shown },
       { key: "attainment", label: t("Attainment"), unit: "rate" },
-    ], rows);
+      { key: "projected", label: t("Projected"), unit: "money", format: projected },
+      { key: "on_track", label: t("On track"), format: (v) => (v === null || v === undefined ? "–" : v ? t("Yes") : t("No")) },
+    ], rows, { caption: t("%(month)s: %(elapsed)s of %(days)s days", {
+      month: fmt.month(m.month), elapsed: fmt.number(m.elapsed_days), days: fmt.number(m.days) }) });
   }
 
   async function loadLeaks(range) {
