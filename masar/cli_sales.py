@@ -34,6 +34,9 @@ DateFrom = Annotated[
     str | None, typer.Option("--from", help="First day (YYYY-MM-DD, the store's time zone).")
 ]
 DateTo = Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")]
+OptionalSource = Annotated[
+    str | None, typer.Option("--source", help="The source (store) name.")
+]
 
 
 def _run(data_dir: Path | None, query: dict[str, Any], export: Path | None = None) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def _report_errors(errors: list[str], what: str) -> None:
 @app.command("metrics")
 @edge
 def metrics(
-    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    source: OptionalSource = None,
     metric: Annotated[
         list[str] | None,
         typer.Option("--metric", help="A metric name (repeatable; default: the headline set)."),
@@ -145,7 +148,7 @@ def _show(metric: dict[str, Any], value: Any) -> str:
 @app.command("platforms")
 @edge
 def platforms(
-    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    source: OptionalSource = None,
     date_from: DateFrom = None,
     date_to: DateTo = None,
     query_file: QueryFile = None,
@@ -314,7 +317,7 @@ def targets_show(
 @app.command("forecast")
 @edge
 def forecast(
-    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    source: OptionalSource = None,
     measure: Annotated[str, typer.Option(help="revenue (net revenue) or orders.")] = "revenue",
     horizon: Annotated[int, typer.Option(help="Days to forecast, e.g. 30 or 90 (1 to 366).")] = 30,
     level: Annotated[float, typer.Option(help="Level of the prediction intervals.")] = 0.9,
@@ -398,7 +401,7 @@ def _print_or_json(
 @app.command("cohorts")
 @edge
 def cohorts(
-    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    source: OptionalSource = None,
     by: Annotated[str, typer.Option(help="first_order, first_visit or signup.")] = "first_order",
     period: Annotated[str, typer.Option(help="week or month.")] = "month",
     measure: Annotated[str, typer.Option(help="purchasing, active or revenue.")] = "purchasing",
@@ -429,7 +432,7 @@ def cohorts(
 @app.command("rfm")
 @edge
 def rfm(
-    source: Annotated[str | None, typer.Option("--source", help="The source (store) name.")] = None,
+    source: OptionalSource = None,
     segment: Annotated[
         str | None, typer.Option(help="List the customers of this segment (Champions, At Risk, ...).")
     ] = None,
