@@ -25,6 +25,21 @@ REPO = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT = 60.0
 
 
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory) -> Path:
+    """The one data directory chdb runs on in this test process (chdb takes one per process):
+    every ClickHouse-backed store in the tests is a database of its own inside it."""
+    return tmp_path_factory.mktemp("chdb-engine")
+
+
+@pytest.fixture(scope="session")
+def chdb_client(chdb_dir):
+    """A client on the shared chdb engine, for raw ClickHouse SQL in tests."""
+    from masar.store.clickhouse.client import ChdbClient
+
+    return ChdbClient(chdb_dir, database="default")
+
+
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASAR_")}
     env["PYTHONUNBUFFERED"] = "1"

@@ -16,14 +16,10 @@ from masar.engine.properties import PropertyRef, person_values, spread_to_events
 from masar.store.base import Source
 
 
-@dataclass
-class QueryContext:
+class SourceClock:
+    """A source's time zone and date bounds: what every backend's context shares."""
+
     source: Source
-    frame: EventFrame
-    con: duckdb.DuckDBPyConnection
-    relation: str | None  # SQL over all of the source's events (identify calls included)
-    overrides: dict[int, int]
-    store: Any  # for metadata lookups (identities of persons)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -43,6 +39,16 @@ class QueryContext:
             day = value + timedelta(days=1) if end else value
             moment = datetime.combine(day, time(0), tzinfo=self.tz)
         return int(moment.timestamp() * 1_000_000)
+
+
+@dataclass
+class QueryContext(SourceClock):
+    source: Source
+    frame: EventFrame
+    con: duckdb.DuckDBPyConnection
+    relation: str | None  # SQL over all of the source's events (identify calls included)
+    overrides: dict[int, int]
+    store: Any  # for metadata lookups (identities of persons)
 
     def text_values(self, ref: PropertyRef) -> pa.Array:
         """A property as text for every event of the frame (frame order)."""

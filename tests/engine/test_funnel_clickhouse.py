@@ -14,8 +14,6 @@ import pytest
 import masar
 from masar.importers import import_path
 
-chdb = pytest.importorskip("chdb")
-
 BASE = datetime(2025, 3, 1, tzinfo=UTC)
 WINDOW = 60  # seconds
 NAMES = ["A", "B", "C", "D", "E"]
@@ -58,18 +56,14 @@ def data(tmp_path_factory):
     store.close()
 
 
-def clickhouse_levels(path, conditions: list[str], window_s: int) -> dict[str, int]:
+def clickhouse_levels(client, path, conditions: list[str], window_s: int) -> dict[str, int]:
     """Per user: windowFunnel's level (0 = never did step 1)."""
     sql = (
         f"SELECT user_id, windowFunnel({window_s * 1_000_000})(toUInt64(ts_us), {', '.join(conditions)}) AS level "
-        f"FROM file('{path}', Parquet) GROUP BY user_id FORMAT CSV"
+        f"FROM file('{path}', Parquet) GROUP BY user_id"
     )
-    out = str(chdb.query(sql, "CSV"))
-    levels = {}
-    for line in out.strip().splitlines():
-        user, level = line.split(",")
-        levels[user.strip('"')] = int(level)
-    return levels
+    table = client.arrow(sql)
+    return dict(zip(table.column("user_id").to_pylist(), table.column("level").to_pylist(), strict=True))
 
 
 def masar_people(store, query: dict, steps: int) -> dict[str, int]:
@@ -87,9 +81,9 @@ def masar_people(store, query: dict, steps: int) -> dict[str, int]:
     return levels
 
 
-def compare(store, ch_path, query: dict, conditions: list[str]) -> None:
+def compare(store, ch_path, query: dict, conditions: list[str], client) -> None:
     steps = len(query["steps"])
-    want = clickhouse_levels(ch_path, conditions, query["window"])
+    want = clickhouse_levels(client, ch_path, conditions, query["window"])
     result = store.run({**query, "kind": "funnel"}).to_dict()
     counts = [s["count"] for s in result["steps"]]
     expected = [sum(1 for level in want.values() if level >= k) for k in range(1, steps + 1)]
@@ -99,40 +93,40 @@ def compare(store, ch_path, query: dict, conditions: list[str]) -> None:
     assert got == {user: level for user, level in want.items() if level > 0}
 
 
-def test_window_funnel_equality(data):
+def test_window_funnel_equality(data, chdb_client):
     store, ch_path, _ = data
     query = {"source": "Shop", "steps": ["A", "B", "C", "D"], "window": WINDOW}
-    compare(store, ch_path, query, ["event = 'A'", "event = 'B'", "event = 'C'", "event = 'D'"])
+    compare(store, ch_path, query, ["event = 'A'", "event = 'B'", "event = 'C'", "event = 'D'"], chdb_client)
 
 
-def test_repeated_and_overlapping_steps(data):
+def test_repeated_and_overlapping_steps(data, chdb_client):
     # "*" matches every event: one event may be two consecutive steps, as in windowFunnel.
     store, ch_path, _ = data
     query = {"source": "Shop", "steps": ["A", "*", "A", "B", "*"], "window": WINDOW}
-    compare(store, ch_path, query, ["event = 'A'", "1", "event = 'A'", "event = 'B'", "1"])
+    compare(store, ch_path, query, ["event = 'A'", "1", "event = 'A'", "event = 'B'", "1"], chdb_client)
 
 
-def test_property_filter_step(data):
+def test_property_filter_step(data, chdb_client):
     store, ch_path, _ = data
     query = {
         "source": "Shop",
         "steps": ["A", {"event": "B", "filters": [{"property": "amount", "op": "gt", "value": 50}]}, "C"],
         "window": WINDOW,
     }
-    compare(store, ch_path, query, ["event = 'A'", "event = 'B' AND amount > 50", "event = 'C'"])
+    compare(store, ch_path, query, ["event = 'A'", "event = 'B' AND amount > 50", "event = 'C'"], chdb_client)
 
 
-def test_date_range_only_limits_step_one(data):
+def test_date_range_only_limits_step_one(data, chdb_client):
     store, ch_path, _ = data
     low = int(datetime(2025, 3, 2, tzinfo=UTC).timestamp()) * 1_000_000
     high = int(datetime(2025, 3, 4, tzinfo=UTC).timestamp()) * 1_000_000  # "to" 3 March, inclusive
     query = {"source": "Shop", "steps": ["A", "B", "C"], "window": WINDOW,
              "from": date(2025, 3, 2).isoformat(), "to": date(2025, 3, 3).isoformat()}  # fmt: skip
     in_range = f"event = 'A' AND ts_us >= {low} AND ts_us < {high}"
-    compare(store, ch_path, query, [in_range, "event = 'B'", "event = 'C'"])
+    compare(store, ch_path, query, [in_range, "event = 'B'", "event = 'C'"], chdb_client)
 
 
-def test_ties_at_the_same_instant_in_step_order(tmp_path):
+def test_ties_at_the_same_instant_in_step_order(tmp_path, chdb_client):
     """A hand-made person whose steps all share one instant, stored in reverse step order."""
     store = masar.open(tmp_path / "data")
     source = store.create_source("Shop")
@@ -142,9 +136,9 @@ def test_ties_at_the_same_instant_in_step_order(tmp_path):
     import_path(store, source, path, preset="events")
     result = store.funnel(source="Shop", steps=["A", "B", "C"], window=1).to_dict()
     assert [s["count"] for s in result["steps"]] == [1, 1, 1]
-    ch = chdb.query(
-        "SELECT windowFunnel(1)(t, e = 'A', e = 'B', e = 'C') FROM values('t UInt32, e String', (5, 'C'), (5, 'B'), (5, 'A'))",
-        "CSV",
+    ch = chdb_client.arrow(
+        "SELECT windowFunnel(1)(t, e = 'A', e = 'B', e = 'C') AS level "
+        "FROM values('t UInt32, e String', (5, 'C'), (5, 'B'), (5, 'A'))"
     )
-    assert str(ch).strip() == "3"
+    assert ch.column("level").to_pylist() == [3]
     store.close()
