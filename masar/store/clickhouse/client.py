@@ -25,6 +25,11 @@ class ClickHouseUnavailable(MasarError):
     status = 503
 
 
+# Standard SQL semantics where ClickHouse's defaults differ: an outer join's missing side is NULL
+# (not 0 or ''), and an aggregate over no rows is NULL like in DuckDB.
+SETTINGS = {"join_use_nulls": 1}
+
+
 class Client(Protocol):
     database: str
     cluster: str | None
@@ -106,7 +111,7 @@ class HttpClient:
             self._client = clickhouse_connect.get_client(
                 host=host, port=port, username=username, password=password, secure=secure,
                 # the database may not exist yet (``masar store init`` creates it)
-                database="default", settings={"date_time_input_format": "best_effort"},
+                database="default", settings={"date_time_input_format": "best_effort", **SETTINGS},
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - clickhouse-connect raises several kinds
             raise ClickHouseUnavailable(f"ClickHouse at {host}:{port} did not answer: {exc}") from None
@@ -160,6 +165,8 @@ class ChdbClient:
             if connection is None:
                 path.mkdir(parents=True, exist_ok=True)
                 connection = chdb.connect(self.path)
+                for name, value in SETTINGS.items():
+                    connection.query(f"SET {name} = {_setting(value)}")
                 _CHDB.update(connection=connection, path=self.path, lock=threading.Lock())
             elif _CHDB["path"] != self.path:
                 raise MasarError(
