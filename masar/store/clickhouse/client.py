@@ -25,8 +25,8 @@ class ClickHouseUnavailable(MasarError):
     status = 503
 
 
-# Standard SQL semantics where ClickHouse's defaults differ: an outer join's missing side is NULL
-# (not 0 or ''), and an aggregate over no rows is NULL like in DuckDB.
+# Standard SQL semantics where ClickHouse's default differs: an outer join's missing side is NULL
+# (not 0 or ''), as in DuckDB.
 SETTINGS = {"join_use_nulls": 1}
 
 
