@@ -35,20 +35,28 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="The data directory (default: $MASAR_DATA_DIR, else ./masar-data).",
                  show_default=False),  # fmt: skip
 ]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="The store: embedded (default), chdb://DIR or clickhouse://user:pw@host:8123/db "
+                 "(default: $MASAR_STORE).", show_default=False),  # fmt: skip
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SourceName = Annotated[str, typer.Option("--source", help="The source (store) name.")]
 
 
-def _settings(data_dir: Path | None, **extra: Any):
+def _settings(data_dir: Path | None, store_url: str | None = None, **extra: Any):
     from masar.config import Settings
 
-    return Settings(**({"data_dir": data_dir} if data_dir is not None else {}), **extra)
+    given = {"data_dir": data_dir} if data_dir is not None else {}
+    if store_url is not None:
+        given["store"] = store_url
+    return Settings(**given, **extra)
 
 
-def _open(data_dir: Path | None):
-    from masar.store.embedded.store import EmbeddedStore
+def _open(data_dir: Path | None, store_url: str | None = None):
+    from masar.store.open import open_store
 
-    return EmbeddedStore(_settings(data_dir))
+    return open_store(_settings(data_dir, store_url))
 
 
 def _print_json(value: Any) -> None:
@@ -85,10 +93,11 @@ def sources_create(
     timezone: Annotated[str, typer.Option(help="The store's reporting time zone.")] = "UTC",
     domain: Annotated[list[str] | None, typer.Option(help="The store's own domain (repeatable).")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Create a source and print its write key."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     source = store.create_source(name, currency=currency, timezone=timezone, own_domains=tuple(domain or ()))
     if json:
         _print_json({"id": source.id, "name": source.name, "write_key": source.write_key})
@@ -99,9 +108,9 @@ def sources_create(
 
 @sources_app.command("list")
 @edge
-def sources_list(data_dir: DataDir = None, json: Json = False) -> None:
+def sources_list(data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """List sources with their write keys and event counts."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     rows = [{**s.to_dict(), "events": store.count_events(s)} for s in store.sources()]
     if json:
         _print_json(rows)
@@ -119,12 +128,13 @@ def sources_rules(
     file: Annotated[Path | None, typer.Option(help="A JSON file of channel-rule overrides (docs/channels.md).")] = None,
     reset: Annotated[bool, typer.Option(help="Go back to the default rules.")] = False,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Show or set a source's channel-rule overrides (applies to events stored from now on)."""
     from masar.errors import InvalidInput
 
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     source = store.source(name)
     if file is not None or reset:
         rules = None
@@ -146,10 +156,11 @@ def keys_create(
     source: Annotated[str | None, typer.Option("--source", help="Limit the key to one source.")] = None,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Create a secret key for the read/query API (shown once)."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     key, secret = store.create_api_key(source=source, name=name)
     if json:
         _print_json({"id": key.id, "name": key.name, "source": source, "key": secret})
@@ -159,9 +170,9 @@ def keys_create(
 
 @keys_app.command("list")
 @edge
-def keys_list(data_dir: DataDir = None, json: Json = False) -> None:
+def keys_list(data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """List secret keys: id, name, prefix, source, created, revoked (the secrets are not kept)."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     names = {s.id: s.name for s in store.sources()}
     rows = [
         {"id": k.id, "name": k.name, "prefix": k.prefix, "source": names.get(k.source_id) if k.source_id else None,
@@ -181,9 +192,9 @@ def keys_list(data_dir: DataDir = None, json: Json = False) -> None:
 @keys_app.command("revoke")
 @edge
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (masar keys list).")],
-                data_dir: DataDir = None) -> None:  # fmt: skip
+                data_dir: DataDir = None, store_url: StoreOpt = None) -> None:  # fmt: skip
     """Revoke a secret key: it stops working at once."""
-    key = _open(data_dir).revoke_api_key(key_id)
+    key = _open(data_dir, store_url).revoke_api_key(key_id)
     out.print(f"Revoked key {key.id} ({escape(key.name)}, {key.prefix}…).", highlight=False)
 
 
@@ -196,10 +207,11 @@ def events_count(
     source: SourceName,
     event: Annotated[str | None, typer.Option(help="Only this event name.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """How many events are stored."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     count = store.count_events(store.source(source), event=event)
     if json:
         _print_json({"count": count})
@@ -213,10 +225,11 @@ def events_tail(
     source: SourceName,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """The newest stored events."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     rows = store.tail(store.source(source), limit=limit)
     if json:
         _print_json(rows)
@@ -234,10 +247,11 @@ def events_rejected(
     source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Quarantined messages with the reason they were refused."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     rows = store.rejected(store.source(source) if source else None, limit=limit)
     if json:
         _print_json(rows)
@@ -261,12 +275,13 @@ def import_file(
     format_: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet (default: from the name).")] = None,
     rejects: Annotated[Path | None, typer.Option(help="Where to write rejected rows (default: FILE.rejects.csv).")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Load history from a file; re-importing the same file adds nothing."""
     from masar.importers import import_path
 
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     report = import_path(
         store, store.source(source), file, preset=preset, mapping=map_, file_format=format_,
         rejects_path=rejects, progress=not json,
@@ -361,6 +376,7 @@ def funnel(
     dropped: Annotated[bool, typer.Option(help="With --people: those who dropped out at that step instead.")] = False,
     export: Annotated[Path | None, typer.Option(help="With --people: write all of them to this CSV file.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """How many people go through a sequence of steps, and where they drop out."""
@@ -373,7 +389,7 @@ def funnel(
     defaults = {"window": (window, "7d"), "order": (order, "ordered"), "counting": (counting, "uniques")}
     query = _build_query("funnel", query_file, given, defaults)
     _require_steps(query)
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     if people is not None:
         query.update(kind="funnel_people", step=people, status="dropped" if dropped else "reached",
                      limit=100_000 if export is not None else 100)  # fmt: skip
@@ -433,6 +449,7 @@ def leaks(
     min_effect: Annotated[float | None, typer.Option(help="Smallest relative drop reported: 0.3 = 30% below baseline.")] = None,
     query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Where, for whom and since when a funnel's conversion fell, and what it cost (docs/leaks.md)."""
@@ -441,7 +458,7 @@ def leaks(
              "segment_by": segment_by}  # fmt: skip
     query = _build_query("leaks", query_file, given, {"window": (window, "7d"), "counting": (counting, "sessions")})
     _require_steps(query)
-    result = _open(data_dir).run(query).to_dict()
+    result = _open(data_dir, store_url).run(query).to_dict()
     if json:
         _print_json(result)
         return
@@ -497,6 +514,7 @@ def paths(
     date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
     query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """What people did after (or before) an event, or after dropping out of a funnel step."""
@@ -515,7 +533,7 @@ def paths(
                 "node_limit": (nodes, 30), "edge_limit": (edges, 100), "collapse_repeats": (collapse, True),
                 "occurrence": ("every" if every else "first", "first")}  # fmt: skip
     query = _build_query("paths", query_file, given, defaults)
-    result = _open(data_dir).run(query).to_dict()
+    result = _open(data_dir, store_url).run(query).to_dict()
     if json:
         _print_json(result)
         return
@@ -555,6 +573,7 @@ def correlation(
     date_to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
     query_file: Annotated[Path | None, typer.Option("--query", help="A JSON query file (- for stdin); options override it.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Which events and properties go with converting through a funnel, and which with dropping out."""
@@ -564,7 +583,7 @@ def correlation(
                 "exclude_steps": (not include_steps, True), "min_people": (min_people, 25), "limit": (limit, 10)}  # fmt: skip
     query = _build_query("correlation", query_file, given, defaults)
     _require_steps(query)
-    result = _open(data_dir).run(query).to_dict()
+    result = _open(data_dir, store_url).run(query).to_dict()
     if json:
         _print_json(result)
         return
@@ -586,11 +605,11 @@ def correlation(
 
 @templates_app.command("list")
 @edge
-def templates_list(source: SourceName, data_dir: DataDir = None, json: Json = False) -> None:
+def templates_list(source: SourceName, data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """The funnel templates and their stages, as this source defines them."""
     from masar.engine.templates import templates
 
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     found = templates(store, store.source(source))
     if json:
         _print_json(found)
@@ -608,6 +627,7 @@ def templates_set(
     file: Annotated[Path, typer.Argument(help="A JSON file with the list of steps (- for stdin).")],
     source: SourceName,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
 ) -> None:
     """Define a template's stages for a source (its events, filters, groups)."""
     raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
@@ -615,7 +635,7 @@ def templates_set(
         steps = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidInput(f"{file} is not valid JSON", code="invalid_json") from None
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     store.set_funnel_template(store.source(source), name, steps)
     out.print(f"Template {name!r} saved for {source!r}.")
 
@@ -623,10 +643,9 @@ def templates_set(
 @templates_app.command("reset")
 @edge
 def templates_reset(
-    name: Annotated[str, typer.Argument(help="The template's name.")], source: SourceName, data_dir: DataDir = None
-) -> None:
+    name: Annotated[str, typer.Argument(help="The template's name.")], source: SourceName, data_dir: DataDir = None, store_url: StoreOpt = None) -> None:
     """Go back to the built-in definition of a template."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     store.set_funnel_template(store.source(source), name, None)
     out.print(f"Template {name!r} is the built-in one again for {source!r}.")
 
@@ -640,14 +659,18 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
 ) -> None:
     """Run the capture API and the web app."""
     import uvicorn
 
     from masar.api.app import create_app
+    from masar.store.url import parse_store_url
 
-    settings = _settings(data_dir)
-    err.print(f"Masar serving {settings.resolved_data_dir()} on http://{host}:{port}", highlight=False)
+    settings = _settings(data_dir, store_url)
+    where = parse_store_url(settings.store)
+    shown = settings.resolved_data_dir() if where.kind == "embedded" else where.redacted()
+    err.print(f"Masar serving {shown} on http://{host}:{port}", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -661,12 +684,13 @@ def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Build the demo store (unless it exists) and serve it."""
     from masar.demo.load import DEMO_SOURCE, load_demo
 
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     report = load_demo(store, seed=seed, visitors=visitors, days=days, progress=not json)
     if json:
         _print_json(report)
@@ -676,13 +700,13 @@ def demo(
         out.print(f"Built {DEMO_SOURCE!r}: {report['events']:,} events in {report['seconds']:.1f} s.")
     store.close()
     if serve_after:
-        serve(host=host, port=port, data_dir=data_dir)
+        serve(host=host, port=port, data_dir=data_dir, store_url=store_url)
 
 
 def main() -> None:
     # Under ``python -m masar.cli`` this module is ``__main__``; the sales and audience commands
     # register on the ``masar.cli`` module's app, so run that one.
-    from masar import cli_audiences, cli_sales  # noqa: F401 - both register on the app they share
+    from masar import cli_audiences, cli_sales, cli_store  # noqa: F401 - they register on the app they share
 
     cli_sales.app()
 
@@ -693,4 +717,5 @@ if __name__ == "__main__":
 # Sales and audience commands register themselves on the same app.
 import masar.cli_audiences  # noqa: E402, F401
 import masar.cli_sales  # noqa: E402, F401
+import masar.cli_store  # noqa: E402, F401
 import masar.cli_web  # noqa: E402, F401

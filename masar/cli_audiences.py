@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from masar.cli import DataDir, Json, SourceName, _open, _print_json, app, edge, out
+from masar.cli import DataDir, Json, SourceName, StoreOpt, _open, _print_json, app, edge, out
 from masar.errors import InvalidInput
 
 audiences_app = typer.Typer(help="Saved audiences: people picked by what they did, bought and are.",
@@ -94,11 +94,12 @@ def audiences_save(
     file: Annotated[Path | None, typer.Option(help="A JSON file holding the definition (- for stdin).")] = None,
     definition: Annotated[str | None, typer.Option(help="The definition as JSON text.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Save an audience under a name (replacing one of the same name) and count its members."""
     parsed = _definition(example, set_ or [], file, definition)
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         saved = store.save_audience(store.source(source), name, parsed)
         counted = _count(store, source, saved.name)
@@ -113,9 +114,9 @@ def audiences_save(
 
 @audiences_app.command("list")
 @edge
-def audiences_list(source: SourceName, as_of: AsOf = None, data_dir: DataDir = None, json: Json = False) -> None:
+def audiences_list(source: SourceName, as_of: AsOf = None, data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """The saved audiences with their member counts."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         rows = []
         for saved in store.audiences(store.source(source)):
@@ -138,10 +139,11 @@ def audiences_list(source: SourceName, as_of: AsOf = None, data_dir: DataDir = N
 @audiences_app.command("show")
 @edge
 def audiences_show(
-    name: AudienceName, source: SourceName, as_of: AsOf = None, data_dir: DataDir = None, json: Json = False
+    name: AudienceName, source: SourceName, as_of: AsOf = None, data_dir: DataDir = None,
+    store_url: StoreOpt = None, json: Json = False
 ) -> None:
     """A saved audience's definition and member count."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         saved = store.audience(store.source(source), name)
         counted = _count(store, source, saved.name, as_of)
@@ -158,9 +160,9 @@ def audiences_show(
 
 @audiences_app.command("delete")
 @edge
-def audiences_delete(name: AudienceName, source: SourceName, data_dir: DataDir = None, json: Json = False) -> None:
+def audiences_delete(name: AudienceName, source: SourceName, data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """Delete a saved audience."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         store.delete_audience(store.source(source), name)
     finally:
@@ -183,12 +185,13 @@ def audiences_members(
         Path | None, typer.Option("--export", help="Write every member to FILE.csv or FILE.xlsx.")
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """The members of a saved audience: who they are, their orders, revenue and last visit."""
     query = {"kind": "audience", "source": source, "name": name, "as_of": as_of,
              "limit": None if export is not None else limit, "offset": offset}  # fmt: skip
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         result = store.run(query)
         if export is not None:
@@ -229,12 +232,13 @@ def customer(
         bool, typer.Option("--no-predict", help="Skip the predicted value (it fits the store's models).")
     ] = False,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """One customer: identity, traits, orders and lifetime value, RFM segment, audiences, timeline."""
     query = {"kind": "customer", "source": source, "person": person, "by": by, "as_of": as_of,
              "timeline_limit": timeline, "predict": not no_predict}  # fmt: skip
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         currency = store.source(source).currency
         result = store.run(query).to_dict()

@@ -14,7 +14,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from masar.cli import DataDir, Json, SourceName, _build_query, _open, _pct, _print_json, app, edge, out
+from masar.cli import (
+    DataDir,
+    Json,
+    SourceName,
+    StoreOpt,
+    _build_query,
+    _open,
+    _pct,
+    _print_json,
+    app,
+    edge,
+    out,
+)
 from masar.errors import InvalidInput
 
 rates_app = typer.Typer(help="Exchange rates into each store's reporting currency.", no_args_is_help=True)
@@ -39,8 +51,8 @@ OptionalSource = Annotated[
 ]
 
 
-def _run(data_dir: Path | None, query: dict[str, Any], export: Path | None = None) -> dict[str, Any]:
-    store = _open(data_dir)
+def _run(data_dir: Path | None, store_url: str | None, query: dict[str, Any], export: Path | None = None) -> dict[str, Any]:
+    store = _open(data_dir, store_url)
     try:
         result = store.run(query)
         if export is not None:
@@ -87,6 +99,7 @@ def metrics(
     query_file: QueryFile = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Sales KPIs for a date range, with the previous period, by period and by dimension."""
@@ -98,7 +111,7 @@ def metrics(
         {"granularity": (None if granularity == "none" else granularity, "day"), "breakdown_limit": (limit, 10),
          "compare": (not no_compare, True)},
     )  # fmt: skip
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if json:
         _print_json(result)
         return
@@ -154,12 +167,13 @@ def platforms(
     query_file: QueryFile = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Sessions, conversion, orders, revenue, ad spend and ROAS per social and ad platform, paid
     and organic apart."""
     query = _build_query("platforms", query_file, {"source": source, "from": date_from, "to": date_to}, {})
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if json:
         _print_json(result)
         return
@@ -181,13 +195,14 @@ def platforms(
 def rates_import(
     file: Annotated[Path, typer.Argument(help="CSV with date,base,quote,rate (1 base = rate quote).")],
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Load exchange rates; a rate for the same day and pair replaces the old one."""
     from masar.importers.sales import read_rates
 
     parsed = read_rates(file)
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         written = store.set_exchange_rates(parsed.rows)
     finally:
@@ -205,12 +220,13 @@ def spend_import(
     file: Annotated[Path, typer.Argument(help="CSV with date,channel,campaign,spend[,currency].")],
     source: SourceName,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Load ad spend; importing the same rows again replaces them (adds nothing)."""
     from masar.importers.sales import read_spend
 
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         found = store.source(source)
         parsed = read_spend(file, found.currency)
@@ -235,6 +251,7 @@ def targets_set(
     revenue: Annotated[str | None, typer.Option(help="Net revenue target, in the store's currency.")] = None,
     orders: Annotated[int | None, typer.Option(help="Orders target.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Set (or with neither --revenue nor --orders, clear) a month's targets."""
@@ -250,7 +267,7 @@ def targets_set(
             raise InvalidInput("--revenue must be a positive number")
     if orders is not None and orders <= 0:
         raise InvalidInput("--orders must be a positive number")
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         store.set_target(store.source(source), month, revenue=amount, orders=orders)
     finally:
@@ -280,10 +297,11 @@ def targets_show(
     ] = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Attainment to date and the projected end of each month with a target (its pace)."""
-    result = _run(data_dir, {"kind": "targets", "source": source, "month": month, "as_of": as_of}, export)
+    result = _run(data_dir, store_url, {"kind": "targets", "source": source, "month": month, "as_of": as_of}, export)
     if json:
         _print_json(result)
         return
@@ -332,6 +350,7 @@ def forecast(
     query_file: QueryFile = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Forecast daily net revenue or orders with prediction intervals, and how the same forecast
@@ -340,7 +359,7 @@ def forecast(
         "forecast", query_file, {"source": source, "from": date_from, "to": date_to},
         {"measure": (measure, "revenue"), "horizon": (horizon, 30), "level": (level, 0.9), "folds": (folds, 3)},
     )  # fmt: skip
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if json:
         _print_json(result)
         return
@@ -411,6 +430,7 @@ def cohorts(
     query_file: QueryFile = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Retention (or cumulative revenue) by cohort."""
@@ -419,7 +439,7 @@ def cohorts(
         {"by": (by, "first_order"), "period": (period, "month"), "measure": (measure, "purchasing"),
          "mode": (mode, "first_time"), "periods": (periods, 12)},
     )  # fmt: skip
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     rows = [{"cohort": r["cohort"], "size": r["size"],
              **{str(i): (None if v is None else (f"{v:.1%}" if measure != "revenue" else f"{v:,.2f}"))
                 for i, v in enumerate(r["values"])}} for r in result["rows"]]  # fmt: skip
@@ -445,6 +465,7 @@ def rfm(
     ] = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """RFM segments: sizes and revenue shares, or the customers of a segment (exportable)."""
@@ -454,7 +475,7 @@ def rfm(
         raise InvalidInput("name the source with --source", code="invalid_query")
     if listing:
         query.update({"segment": segment, "limit": None if export else limit})
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if listing:
         columns = ["user_id", "email", "recency_days", "frequency", "monetary", "r", "f", "m", "segment"]
         _print_or_json(result, json, f"{segment or 'all customers'} ({result['total']:,})", columns,
@@ -481,11 +502,12 @@ def ltv_fit(
     ],
     unit: Annotated[str, typer.Option(help="day or week.")] = "week",
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Fit BG/NBD (purchase frequency, P(alive)) and Gamma-Gamma (spend) to the store's orders."""
     result = _run(
-        data_dir, {"kind": "ltv_fit", "source": source, "calibration_end": calibration_end, "unit": unit}
+        data_dir, store_url, {"kind": "ltv_fit", "source": source, "calibration_end": calibration_end, "unit": unit}
     )
     if json:
         _print_json(result)
@@ -574,12 +596,13 @@ def ltv_predict(
     person: LtvPerson = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Predicted lifetime value: P(alive), expected purchases and value per customer (BG/NBD and Gamma-Gamma)."""
     query = _ltv_query("predicted", source, by, as_of, limit, export, customer, person, horizon_days=horizon_days,
                        unit=unit, discount_rate=discount_rate)  # fmt: skip
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if json:
         _print_json(result)
         return
@@ -609,11 +632,12 @@ def ltv_historical(
     person: LtvPerson = None,
     export: Export = None,
     data_dir: DataDir = None,
+    store_url: StoreOpt = None,
     json: Json = False,
 ) -> None:
     """Historical lifetime value: net revenue per customer to date, and per cohort, channel or segment."""
     query = _ltv_query("historical", source, by, as_of, limit, export, customer, person)
-    result = _run(data_dir, query, export)
+    result = _run(data_dir, store_url, query, export)
     if json:
         _print_json(result)
         return

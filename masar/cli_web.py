@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from masar.cli import DataDir, Json, _open, _print_json, app, edge, out
+from masar.cli import DataDir, Json, StoreOpt, _open, _print_json, app, edge, out
 
 users_app = typer.Typer(help="Dashboard users and their roles (owner, analyst, viewer).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -35,9 +35,10 @@ def _password(given: str | None) -> str:
 @users_app.command("create")
 @edge
 def create(email: Email, role: Annotated[str, typer.Option("--role", help="owner, analyst or viewer.")] = "viewer",
-           password: Password = None, data_dir: DataDir = None, json: Json = False) -> None:  # fmt: skip
+           password: Password = None, data_dir: DataDir = None,
+           store_url: StoreOpt = None, json: Json = False) -> None:  # fmt: skip
     """Create a dashboard user."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         user = store.accounts.create_user(email, _password(password), role)
     finally:
@@ -50,9 +51,9 @@ def create(email: Email, role: Annotated[str, typer.Option("--role", help="owner
 
 @users_app.command("list")
 @edge
-def list_users(data_dir: DataDir = None, json: Json = False) -> None:
+def list_users(data_dir: DataDir = None, store_url: StoreOpt = None, json: Json = False) -> None:
     """The dashboard's users."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         users = store.accounts.users()
     finally:
@@ -69,9 +70,9 @@ def list_users(data_dir: DataDir = None, json: Json = False) -> None:
 @users_app.command("role")
 @edge
 def set_role(email: Email, role: Annotated[str, typer.Option("--role", help="owner, analyst or viewer.")],
-             data_dir: DataDir = None) -> None:  # fmt: skip
+             data_dir: DataDir = None, store_url: StoreOpt = None) -> None:  # fmt: skip
     """Change a user's role (the last owner stays an owner)."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         user = store.accounts.set_role(email, role)
     finally:
@@ -81,9 +82,9 @@ def set_role(email: Email, role: Annotated[str, typer.Option("--role", help="own
 
 @users_app.command("password")
 @edge
-def set_password(email: Email, password: Password = None, data_dir: DataDir = None) -> None:
+def set_password(email: Email, password: Password = None, data_dir: DataDir = None, store_url: StoreOpt = None) -> None:
     """Set a user's password (signs them out everywhere)."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         store.accounts.set_password(email, _password(password))
     finally:
@@ -93,9 +94,9 @@ def set_password(email: Email, password: Password = None, data_dir: DataDir = No
 
 @users_app.command("delete")
 @edge
-def delete(email: Email, data_dir: DataDir = None) -> None:
+def delete(email: Email, data_dir: DataDir = None, store_url: StoreOpt = None) -> None:
     """Delete a user (not the last owner)."""
-    store = _open(data_dir)
+    store = _open(data_dir, store_url)
     try:
         store.accounts.delete_user(email)
     finally:

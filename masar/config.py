@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MASAR_", extra="ignore")
 
     data_dir: Path = Field(default=Path("masar-data"), description="Where the embedded store lives.")
+    store: str | None = Field(
+        default=None, description="Which store: embedded (default), chdb://DIR or clickhouse://user:pw@host:8123/db."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -6,6 +6,7 @@ import contextlib
 import html
 import multiprocessing
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,10 +82,10 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import masar
+        from masar.store.open import open_store
 
         owned = store is None
-        app.state.store = store if store is not None else masar.open(settings.data_dir)
+        app.state.store = store if store is not None else open_store(settings)
         capture = CaptureService(app.state.store, settings)
         capture.open()
         # Replay what a previous run acknowledged but had not stored, before serving anything.
@@ -99,12 +100,30 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
             ).drain()
         finally:
             lock.close()
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        data = settings.model_dump(mode="json") | {"data_dir": str(settings.resolved_data_dir())}
-        ingestor = context.Process(
-            target=run_ingestor_process, args=(data, WAL_NAME, stop, os.getpid()), name="masar-ingestor", daemon=True
-        )
+        ingestor: Any
+        if app.state.store.ingest_in_process:
+            # chdb serves one process per data directory: the ingestor is a thread of this one.
+            stop: Any = threading.Event()
+            ingestor = threading.Thread(
+                target=Ingestor(
+                    app.state.store,
+                    capture.wal.directory,
+                    name=WAL_NAME,
+                    session_gap_seconds=settings.session_timeout_seconds,
+                    interval=settings.flush_interval_seconds,
+                    durable_position=lambda: capture.wal.position,
+                ).run,
+                args=(stop,),
+                name="masar-ingestor",
+                daemon=True,
+            )
+        else:
+            context = multiprocessing.get_context("spawn")
+            stop = context.Event()
+            data = settings.model_dump(mode="json") | {"data_dir": str(settings.resolved_data_dir())}
+            ingestor = context.Process(
+                target=run_ingestor_process, args=(data, WAL_NAME, stop, os.getpid()), name="masar-ingestor", daemon=True
+            )
         ingestor.start()
         app.state.capture = capture
         app.state.ingestor = ingestor
@@ -114,7 +133,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> FastAP
             capture.close()  # no more appends; the ingestor drains up to the last durable record
             stop.set()
             ingestor.join(timeout=120)
-            if ingestor.is_alive():
+            if ingestor.is_alive() and isinstance(ingestor, multiprocessing.process.BaseProcess):
                 ingestor.terminate()
             if owned:
                 app.state.store.close()

@@ -60,6 +60,11 @@ class Ingestor:
     def flush(self) -> int:
         """Apply the next durable records; returns how many events were written."""
         upto = self.durable_position() if self.durable_position else None
+        pending = self.store.pending_checkpoint(self.name)
+        if pending is not None and WalPosition(*pending) > self.applied:
+            # A batch was being stored when the last run stopped: read exactly it again, so the
+            # store recognizes the repeated insert (ClickHouse's deduplication token).
+            upto = WalPosition(*pending) if upto is None else min(upto, WalPosition(*pending))
         tables_by_source: dict[int, list[pa.Table]] = {}
         rejected: list[tuple[int | None, dict[str, Any]]] = []
         last: WalPosition | None = None
@@ -181,17 +186,12 @@ def run_ingestor_process(settings_data: dict[str, Any], name: str, stop: Any, pa
 
     from masar.capture.wal import read_durable
     from masar.config import Settings
-    from masar.store.embedded.store import EmbeddedStore
+    from masar.store.open import open_store
 
     _die_with_parent()
     settings = Settings(**settings_data)
-    store = EmbeddedStore(settings)
-    # Compaction sorts millions of wide rows; unbounded, DuckDB took 4.7 GB in a 5-minute capture
-    # run. Bounded, it spills to disk and the server's memory stays flat.
-    spill = store.root / "tmp"
-    store.query(f"SET memory_limit = '{settings.ingest_memory_mb}MB'")
-    store.query("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
-    store.query("SET threads = 1")  # background work: leave the other core to the server
+    store = open_store(settings)
+    store.limit_for_background(settings.ingest_memory_mb)
     directory = store.root / "wal"
     lock = hold_ingest_lock(directory)
     ingestor = Ingestor(

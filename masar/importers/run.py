@@ -295,8 +295,7 @@ def _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, t
     Segment files are written and committed by two threads (Parquet writing releases the
     interpreter lock) while this one enriches the next chunk.
     """
-    if stored:
-        _stage_stored_ids(con, stored, derive_ids)
+    exists = _existing_check(store, source, con, stored, derive_ids)
     names = ", ".join(f"s.{ident(f)}" for f in staged)
     batches = con.sql(
         f"SELECT {names}, m.p AS _person FROM staged s JOIN persons_map m ON m.k = {_person_key(staged)} "
@@ -324,10 +323,10 @@ def _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, t
             group_starts = np.ones(len(ts), dtype=np.bool_)
             group_starts[1:] = (persons[1:] != persons[:-1]) | (ts[1:] != ts[:-1])
             table = table.set_column(0, "message_id", message_ids(table, group_starts))
-        if stored:
-            exists = _stored(con, table.column("message_id"))
-            report.skipped_existing += pc.sum(exists).as_py() or 0
-            keep = pc.invert(exists)
+        if exists is not None:
+            found = exists(table.column("message_id"))
+            report.skipped_existing += pc.sum(found).as_py() or 0
+            keep = pc.invert(found)
             table = table.filter(keep)
             persons = persons[keep.to_numpy(zero_copy_only=False)]
         if table.num_rows:
@@ -383,6 +382,23 @@ def _normalized(table: pa.Table, received_at: pa.Scalar) -> pa.Table:
                 nulls[field.type] = pa.nulls(n, field.type)
             columns.append(nulls[field.type])
     return pa.Table.from_arrays(columns, schema=NORMALIZED)
+
+
+def _existing_check(store, source, con, stored, derive_ids):
+    """A function giving which message ids are already stored (a boolean mask), or None when the
+    source has no events yet. Segments are checked in the import's DuckDB; a store without
+    segments (ClickHouse) is asked chunk by chunk."""
+    if stored:
+        _stage_stored_ids(con, stored, derive_ids)
+        return lambda ids: _stored(con, ids)
+    if store.count_events(source) == 0:
+        return None
+
+    def ask(ids: pa.ChunkedArray) -> pa.Array:
+        found = store.existing_message_ids(source, ids.combine_chunks())
+        return pc.is_in(ids, value_set=pa.array(sorted(found), pa.string())).combine_chunks()
+
+    return ask
 
 
 def _stage_stored_ids(con: duckdb.DuckDBPyConnection, stored: list[Segment], derive_ids: bool) -> None:

@@ -188,12 +188,12 @@ class ChdbClient:
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._check()
         with self._lock:
-            self._connection.query(sql, "CSV", params=params or None)
+            self._connection.query(sql, "CSV", params=_params(params))
 
     def arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         self._check()
         with self._lock:
-            result = self._connection.query(sql, "ArrowTable", params=params or None)
+            result = self._connection.query(sql, "ArrowTable", params=_params(params))
         return result
 
     def insert(self, table: str, data: pa.Table, *, settings: dict[str, Any] | None = None) -> None:
@@ -210,6 +210,25 @@ class ChdbClient:
 
     def close(self) -> None:
         """The engine stays up for the process (chdb cannot reopen on another path anyway)."""
+
+
+def _params(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """chdb passes parameter values as text: arrays must be spelled as ClickHouse literals."""
+    if not params:
+        return None
+    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _setting(value: Any) -> str:
