@@ -3,8 +3,8 @@
 The catalog (sources with their ids and write keys, identities and merges, users, rates, spend,
 targets, saved audiences and funnels) is copied whole when the ClickHouse store's catalog is a
 different file and still empty. Events are copied segment by segment, in blocks of row groups;
-each block is inserted with a deduplication token naming the segment and block, and a segment is
-recorded in ``migrations`` once all of it is in. Run again after an interruption, it skips the
+each segment is inserted with a deduplication token naming it (ClickHouse numbers the blocks of
+one insert), and recorded in ``migrations`` once all of it is in. Run again after an interruption, it skips the
 recorded segments and ClickHouse drops the blocks of the interrupted one it already has.
 """
 
@@ -18,16 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from masar.errors import Conflict
-from masar.store.clickhouse.schema import to_clickhouse
 from masar.store.metadata import segments as segments_table
 from masar.store.metadata import sources as sources_table
 from masar.store.metadata import wal_checkpoints
-
-BLOCK_ROWS = 256 * 1024
 
 
 @dataclass
@@ -106,17 +102,13 @@ def migrate(embedded: Any, target: Any, *, on_progress: Callable[[int, int], Non
     if on_progress:
         on_progress(0, total)
     for source, segment in work:
-        reader = pq.ParquetFile(segment.path)
-        for block, batch in enumerate(reader.iter_batches(batch_size=BLOCK_ROWS)):
-            table = pa.Table.from_batches([batch])
-            target.client.insert(
-                f"{database}.events",
-                to_clickhouse(table, source.id),
-                settings={"insert_deduplication_token": f"migrate:{segment.id}:{block}"},
-            )
-            copied += table.num_rows
-            if on_progress:
-                on_progress(copied, total)
+        target.client.insert_parquet(
+            f"{database}.events", segment.path, constants={"source_id": source.id},
+            settings={"insert_deduplication_token": f"migrate:{segment.id}"},
+        )  # fmt: skip
+        copied += segment.rows
+        if on_progress:
+            on_progress(copied, total)
         target.client.insert(
             f"{database}.migrations",
             pa.table({
