@@ -30,7 +30,7 @@ def events_sql(database: str, source: Source, timezone: str) -> str:
     """The source's events with ``person`` after identity merges and the local ``day``."""
     tz = timezone.replace("\\", "\\\\").replace("'", "\\'")
     return f"""(
-        SELECT e.*, if(o.new_person_id = 0, e.person_id, o.new_person_id) AS person, toDate(e.ts, '{tz}') AS day
+        SELECT e.*, coalesce(nullIf(o.new_person_id, 0), e.person_id) AS person, toDate(e.ts, '{tz}') AS day
         FROM {database}.events AS e
         LEFT JOIN (
             SELECT old_person_id, argMax(new_person_id, version) AS new_person_id
