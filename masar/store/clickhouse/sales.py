@@ -22,8 +22,22 @@ from typing import Any
 import pyarrow as pa
 
 from masar.engine.characteristics import BIRTHDAY_TRAITS, CHARACTERISTICS, UNKNOWN, value_of
+from masar.engine.cohorts import CohortResult, cohort_result
 from masar.engine.forecast_runners import ForecastResult, TargetsResult, compute_forecast, compute_targets
-from masar.engine.kpis import compute_metrics
+from masar.engine.kpis import compute_metrics, data_window
+from masar.engine.ltv import (
+    UNITS,
+    VALUE_MONTHS,
+    CustomerSummary,
+    HistoricalLtv,
+    LtvFit,
+    LtvPrediction,
+    fit_summary,
+    historical_from_customers,
+    predict_from_fit,
+    summary_from_customers,
+)
+from masar.engine.ltv_report import LtvReport, ltv_report_from
 from masar.engine.metrics import (
     FAMILIES,
     OTHER,
@@ -33,9 +47,20 @@ from masar.engine.metrics import (
     Window,
     dimension_sql,
 )
-from masar.model.sales_queries import ForecastQuery, MetricsQuery, TargetsQuery
+from masar.engine.rfm import GRID, RfmCustomers, RfmResult, check_dates, check_page, segments_from_rows
+from masar.errors import InvalidInput
+from masar.model.sales_queries import (
+    CohortsQuery,
+    ForecastQuery,
+    LtvFitQuery,
+    LtvQuery,
+    MetricsQuery,
+    RfmCustomersQuery,
+    RfmQuery,
+    TargetsQuery,
+)
 from masar.store.clickhouse.context import ClickHouseContext
-from masar.store.clickhouse.facts import SalesFacts, json_text, local_date, text
+from masar.store.clickhouse.facts import SalesFacts, json_text, text
 
 Group = tuple[str, dict[str, Any]] | None
 
@@ -351,6 +376,288 @@ class ClickHouseMetricsEngine(MetricsEngine):
         )
 
 
+# -- cohorts (cohorts._cells) ----------------------------------------------------------------------
+
+_INDEX = {
+    # weeks since Monday 1900-01-01 (toStartOfWeek mode 1: weeks start on Monday), months since year 0
+    "week": "intDiv(dateDiff('day', toDate32('1900-01-01'), toStartOfWeek(toDate32({d}), 1)), 7)",
+    "month": "(toYear({d}) * 12 + toMonth({d}) - 1)",
+}
+
+
+def _cohort_cells(facts: SalesFacts, *, by: str, period: str, measure: str, mode: str, periods: int,
+                  channel: str | None, group: str, tz: str, as_of: date, first: int, last: int,
+                  ) -> tuple[dict[tuple[Any, int, int], Any], dict[tuple[Any, int], int]]:  # fmt: skip
+    """cohorts._cells in ClickHouse: the members and their active periods as tables of the query,
+    then one UNION ALL of the cells, the first buyers and the sizes."""
+    index = _INDEX[period]
+    if mode == "recurring":
+        source = "{orders}" if by == "first_order" else "{sessions}"
+        where = "NOT cancelled AND " if by == "first_order" else ""
+        births = f"SELECT DISTINCT person, {index.format(d='day')} AS cohort FROM {source} WHERE {where}day <= {{as_of:Date32}}"
+    elif by == "first_order":
+        births = (f"SELECT person, {index.format(d='min(day)')} AS cohort FROM {{orders}} "
+                  "WHERE NOT cancelled AND day <= {as_of:Date32} GROUP BY person")  # fmt: skip
+    elif by == "first_visit":
+        births = f"SELECT person, {index.format(d='first_day')} AS cohort FROM {{people}} WHERE first_day <= {{as_of:Date32}}"
+    else:
+        signup_day = f"toDate(signup_ts, {text(tz)})"
+        births = (f"SELECT person, {index.format(d=signup_day)} AS cohort FROM {{people}} "
+                  f"WHERE signup_ts IS NOT NULL AND {signup_day} <= {{as_of:Date32}}")  # fmt: skip
+    need_people = channel is not None or group == "channel"
+    grp = "p.first_channel" if group == "channel" else "CAST(NULL AS Nullable(String))"
+    join = ("JOIN (SELECT person AS p_person, first_channel FROM {people}) AS p ON p.p_person = b.person"
+            if need_people else "")  # fmt: skip
+    params = bind({"as_of": as_of, "first": first, "last": last, "periods": periods,
+                   "from_day": _cohort_first_day(period, first), "channel": channel or ""})  # fmt: skip
+    facts.table("cohort_members", f"""
+        SELECT b.person AS person, toInt64(b.cohort) AS cohort, {grp} AS grp
+        FROM ({births}) AS b {join}
+        WHERE b.cohort BETWEEN {{first:Int64}} AND {{last:Int64}} {"AND p.first_channel = {channel:String}" if channel else ""}
+    """, params)  # fmt: skip
+    if measure == "active":
+        activity = (f"SELECT DISTINCT person, toInt64({index.format(d='day')}) AS k, "
+                    "CAST(NULL AS Nullable(Decimal(38, 3))) AS revenue FROM {sessions} "
+                    "WHERE day BETWEEN {from_day:Date32} AND {as_of:Date32}")  # fmt: skip
+    else:
+        activity = (f"SELECT person, toInt64({index.format(d='day')}) AS k, sum(value) AS revenue FROM {{orders}} "
+                    "WHERE NOT cancelled AND day BETWEEN {from_day:Date32} AND {as_of:Date32} GROUP BY person, k")  # fmt: skip
+    facts.table("cohort_joined", f"""
+        SELECT m.person AS person, m.grp AS grp, m.cohort AS cohort, a.k - m.cohort AS n, a.revenue AS revenue
+        FROM {{cohort_members}} AS m JOIN ({activity}) AS a ON a.person = m.person
+        WHERE a.k >= m.cohort AND a.k < m.cohort + {{periods:Int64}}
+    """, params)  # fmt: skip
+    buyers = ""
+    if measure == "revenue":
+        buyers = """
+        UNION ALL
+        SELECT grp, cohort, toNullable(first_n), NULL, NULL, toNullable(count())
+        FROM (SELECT grp, cohort, min(n) AS first_n FROM {cohort_joined} GROUP BY person, grp, cohort)
+        GROUP BY grp, cohort, first_n
+        """
+    rows = facts.rows(f"""
+        SELECT grp, cohort, toNullable(n), toNullable(count()), CAST(sum(revenue) AS Nullable(Decimal(38, 3))),
+               CAST(NULL AS Nullable(UInt64))
+        FROM {{cohort_joined}} GROUP BY grp, cohort, n
+        {buyers}
+        UNION ALL
+        SELECT grp, cohort, NULL, toNullable(count()), NULL, NULL FROM {{cohort_members}} GROUP BY grp, cohort
+    """)  # fmt: skip
+    cells: dict[tuple[Any, int, int], Any] = {}
+    sizes: dict[tuple[Any, int], int] = {}
+    for g, cohort, n, count, revenue, first_buyers in rows:
+        if n is None:
+            sizes[(g, cohort)] = count
+        elif count is None:
+            before = cells.get((g, cohort, n), (0, None, 0))
+            cells[(g, cohort, n)] = (before[0], before[1], first_buyers)
+        else:
+            before = cells.get((g, cohort, n), (0, None, 0))
+            cells[(g, cohort, n)] = (count, revenue, before[2])
+    return cells, sizes
+
+
+def _cohort_first_day(period: str, index: int) -> date:
+    from masar.engine.cohorts import _first_day
+
+    return _first_day(period, index)
+
+
+# -- RFM (rfm._SCORED) ------------------------------------------------------------------------------
+
+
+def _scored(facts: SalesFacts, as_of: date, since: date | None) -> str:
+    """Every customer's recency, frequency, monetary, scores and segment as a table of the query
+    (rfm._SCORED: a score is 1 + ⌊5·b / n⌋, b the customers with a strictly worse value)."""
+    check_dates(as_of, since)
+    if "rfm_scored" in facts.names:
+        return facts.names["rfm_scored"]
+    since_sql = "AND day >= {since:Date32}" if since is not None else ""
+    params = bind({"as_of": as_of, **({"since": since} if since is not None else {})})
+    facts.table("rfm_customer", f"""
+        SELECT person, toInt64(dateDiff('day', max(day), {{as_of:Date32}})) AS recency_days, toInt64(count()) AS frequency,
+               sum(value - coalesce(refunded, 0)) AS monetary
+        FROM {{orders}} WHERE NOT cancelled AND day <= {{as_of:Date32}} {since_sql} GROUP BY person
+    """, params)  # fmt: skip
+    grid = "[" + ", ".join(text(g) for g in GRID) + "]"
+    return facts.table("rfm_scored", f"""
+        WITH n AS (SELECT toInt64(count()) AS customers, toInt64(count(monetary)) AS known FROM {{rfm_customer}}),
+        worse_r AS (
+            SELECT recency_days AS v, toInt64(sum(count()) OVER (ORDER BY recency_days DESC ROWS UNBOUNDED PRECEDING) - count()) AS b
+            FROM {{rfm_customer}} GROUP BY recency_days
+        ), worse_f AS (
+            SELECT frequency AS v, toInt64(sum(count()) OVER (ORDER BY frequency ROWS UNBOUNDED PRECEDING) - count()) AS b
+            FROM {{rfm_customer}} GROUP BY frequency
+        ), worse_m AS (
+            SELECT monetary AS v, toInt64(sum(count()) OVER (ORDER BY monetary ROWS UNBOUNDED PRECEDING) - count()) AS b
+            FROM {{rfm_customer}} WHERE monetary IS NOT NULL GROUP BY monetary
+        ), scored AS (
+            SELECT c.person AS person, c.recency_days AS recency_days, c.frequency AS frequency, c.monetary AS monetary,
+                   toInt32(1 + intDiv(5 * wr.b, n.customers)) AS r, toInt32(1 + intDiv(5 * wf.b, n.customers)) AS f,
+                   if(wm.b IS NULL, NULL, toInt32(1 + intDiv(5 * wm.b, n.known))) AS m
+            FROM {{rfm_customer}} AS c CROSS JOIN n
+            JOIN worse_r AS wr ON wr.v = c.recency_days JOIN worse_f AS wf ON wf.v = c.frequency
+            LEFT JOIN worse_m AS wm ON wm.v = c.monetary
+        )
+        SELECT *, arrayElement({grid}, (r - 1) * 5 + f) AS segment FROM scored
+    """)  # fmt: skip
+
+
+def _rfm_segments(facts: SalesFacts, as_of: date, since: date | None) -> RfmResult:
+    _scored(facts, as_of, since)
+    # rfm_segments' GROUPING SETS as four GROUP BYs: (segment), (r, f), (m), ().
+    measures = ("toInt64(count()), sumOrNull(monetary), toInt64(count(monetary)), toInt64(sum(recency_days)), "
+                "toInt64(sum(frequency))")  # fmt: skip
+    null_s, null_i = "CAST(NULL AS Nullable(String))", "CAST(NULL AS Nullable(Int32))"
+    rows = facts.rows(f"""
+        SELECT 0, 1, 1, 1, toNullable(segment), {null_i}, {null_i}, {null_i}, {measures} FROM {{rfm_scored}} GROUP BY segment
+        UNION ALL
+        SELECT 1, 0, 0, 1, {null_s}, toNullable(r), toNullable(f), {null_i}, {measures} FROM {{rfm_scored}} GROUP BY r, f
+        UNION ALL
+        SELECT 1, 1, 1, 0, {null_s}, {null_i}, {null_i}, m, {measures} FROM {{rfm_scored}} GROUP BY m
+        UNION ALL
+        SELECT 1, 1, 1, 1, {null_s}, {null_i}, {null_i}, {null_i}, {measures} FROM {{rfm_scored}}
+    """)  # fmt: skip
+    # An empty store has no row per group, and one all-customers row of zeros, as DuckDB gives.
+    return segments_from_rows(as_of, since, rows)
+
+
+def _rfm_customers(facts: SalesFacts, as_of: date, segment: str | None, *, since: date | None,
+                   limit: int | None, offset: int) -> RfmCustomers:  # fmt: skip
+    check_page(segment, limit, offset)
+    _scored(facts, as_of, since)
+    where = "WHERE segment = {segment:String}" if segment is not None else ""
+    cut = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+    order = "monetary DESC NULLS LAST, person"
+    table = facts.arrow(f"""
+        WITH page AS (
+            SELECT *, toInt64(count() OVER ()) AS total FROM {{rfm_scored}} {where} ORDER BY {order} {cut}
+        )
+        SELECT page.person AS person, p.user_id AS user_id, p.email AS email, page.recency_days AS recency_days,
+               page.frequency AS frequency, CAST(page.monetary AS Nullable(Decimal(38, 3))) AS monetary,
+               toInt8(page.r) AS r, toInt8(page.f) AS f, CAST(page.m AS Nullable(Int8)) AS m, page.segment AS segment,
+               page.total AS total
+        FROM page LEFT JOIN (SELECT person AS p_person, user_id, email FROM {{people}}) AS p ON p.p_person = page.person
+        ORDER BY {order}
+    """, bind({"segment": segment or "", "limit": 2**63 if limit is None else limit, "offset": offset}))  # fmt: skip
+    if table.num_rows:
+        total = table["total"][0].as_py()
+    else:
+        total = facts.rows(f"SELECT toInt64(count()) FROM {{rfm_scored}} {where}", {"segment": segment or ""})[0][0]
+    rows = table.drop_columns(["total"])
+    return RfmCustomers(as_of=as_of, since=since, segment=segment, total=total, limit=limit, offset=offset,
+                        rows=rows)  # fmt: skip
+
+
+# -- lifetime value ---------------------------------------------------------------------------------
+
+
+def _summary(facts: SalesFacts, calibration_end: date, unit: str) -> CustomerSummary:
+    """ltv.summary_from_orders: one row per customer (purchase days, first and last, and the exact
+    sum and count of the repeat days' known values) from ClickHouse; the models are fitted to it
+    in Python (ltv.summary_from_customers, shared with DuckDB)."""
+    if unit not in UNITS:
+        raise InvalidInput(f"unit must be one of {', '.join(UNITS)}, got {unit!r}.", code="invalid_query")
+    table = facts.arrow("""
+        SELECT person, min(day) AS first_day, max(day) AS last_day, toInt64(count()) AS days,
+               toInt64(countIf(known AND day > first)) AS m_count,
+               CAST(sumOrNullIf(value, known AND day > first) AS Nullable(Decimal(38, 3))) AS m_sum
+        FROM (
+            SELECT person, day, sum(value) AS value, min(value IS NOT NULL) = 1 AS known,
+                   min(day) OVER (PARTITION BY person) AS first
+            FROM {orders} WHERE NOT cancelled AND day <= {end:Date32} GROUP BY person, day
+        )
+        GROUP BY person ORDER BY person
+    """, bind({"end": calibration_end}))  # fmt: skip
+    return summary_from_customers(table, calibration_end, unit)
+
+
+class ClickHouseLtvData:
+    """ltv_report.LtvData over the facts of one query."""
+
+    def __init__(self, facts: SalesFacts):
+        self.facts = facts
+
+    def prediction(self, as_of: date, horizon: float, unit: str, group_by: str | None,
+                   discount_rate: float) -> LtvPrediction:  # fmt: skip
+        from masar.engine.ltv import _check_grouping
+
+        _check_grouping(group_by)
+        fit = fit_summary(_summary(self.facts, as_of, unit))
+        return predict_from_fit(fit, horizon, group_by=group_by, discount_rate=discount_rate,
+                                known=self._labels(group_by, as_of))  # fmt: skip
+
+    def _labels(self, group_by: str | None, as_of: date) -> pa.Table | None:
+        if group_by == "rfm_segment":
+            return self.facts.arrow(f"SELECT person, segment AS label FROM {_scored(self.facts, as_of, None)} "
+                                    "ORDER BY person")  # fmt: skip
+        if group_by == "first_channel":
+            return self.facts.arrow("SELECT person, any(first_channel) AS label FROM {people} GROUP BY person "
+                                    "ORDER BY person")  # fmt: skip
+        return None
+
+    def historical(self, as_of: date, group_by: str | None) -> HistoricalLtv:
+        from masar.engine.ltv import _check_grouping
+
+        _check_grouping(group_by)
+        if not isinstance(as_of, date) or isinstance(as_of, datetime):
+            raise InvalidInput(f"as_of must be a date, got {as_of!r}.", code="invalid_query")
+        customers = self.facts.arrow(_HISTORICAL, bind({"as_of": as_of}))
+        known = None
+        if group_by == "rfm_segment":
+            known = self.facts.arrow(f"SELECT person, segment FROM {_scored(self.facts, as_of, None)} ORDER BY person")
+        return historical_from_customers(customers, as_of, group_by, known)
+
+    def persons_of_user(self, user_id: str) -> list[int]:
+        rows = self.facts.rows("SELECT DISTINCT person FROM {people} WHERE user_id = {user:String}", {"user": user_id})
+        return [row[0] for row in rows]
+
+    def who(self, persons: list[int]) -> pa.Table:
+        self.facts.scratch("ltv_page", pa.table({"person": pa.array(persons, pa.int64())}))
+        return self.facts.arrow("SELECT person, any(user_id) AS user_id, any(email) AS email FROM {people} "
+                                "WHERE person IN (SELECT person FROM {ltv_page}) GROUP BY person")  # fmt: skip
+
+
+def _customer_value(first_months: bool) -> str:
+    """ltv.customer_value_sql: net revenue per customer up to ``{as_of}``, and of their first 3, 6
+    and 12 months (addMonths clamps to the month's end, as DuckDB's INTERVAL does)."""
+    windows, join = "", ""
+    if first_months:
+        windows = ", " + ", ".join(
+            f"if(any(f.end_{n}m) <= {{as_of:Date32}} + 1, CAST(coalesce(sumIf(o.value - o.refunded, o.day < f.end_{n}m), 0) "
+            f"AS Decimal(38, 3)), NULL) AS value_{n}m"
+            for n in VALUE_MONTHS
+        )
+        ends = ", ".join(f"addMonths(min(day), {n}) AS end_{n}m" for n in VALUE_MONTHS)
+        join = f"JOIN (SELECT person AS f_person, {ends} FROM o GROUP BY person) AS f ON f.f_person = o.person"
+    return f"""
+        WITH o AS (
+            SELECT person, day, value, coalesce(refunded, 0) AS refunded FROM {{orders}}
+            WHERE NOT cancelled AND day <= {{as_of:Date32}}
+        )
+        SELECT o.person AS person, min(o.day) AS first_day, toInt64(count()) AS orders,
+               toInt64(count() - count(o.value)) AS orders_without_value,
+               CAST(coalesce(sum(o.value), 0) AS Decimal(38, 3)) AS revenue,
+               CAST(coalesce(sumIf(o.refunded, o.value IS NOT NULL), 0) AS Decimal(38, 3)) AS refunded,
+               CAST(coalesce(sum(o.value - o.refunded), 0) AS Decimal(38, 3)) AS net_revenue{windows}
+        FROM o {join}
+        GROUP BY o.person
+    """
+
+
+_HISTORICAL = f"""
+    SELECT c.person AS person, c.first_day AS first_day, formatDateTime(c.first_day, '%Y-%m') AS cohort_month,
+           p.first_channel AS first_channel, toInt64(dateDiff('day', c.first_day, {{as_of:Date32}})) AS tenure_days,
+           c.orders AS orders, c.orders_without_value AS orders_without_value, c.revenue AS revenue,
+           c.refunded AS refunded, c.net_revenue AS net_revenue,
+           {", ".join(f"c.value_{n}m AS value_{n}m" for n in VALUE_MONTHS)}
+    FROM ({_customer_value(True)}) AS c
+    LEFT JOIN (SELECT person AS p_person, any(first_channel) AS first_channel FROM {{people}} GROUP BY person) AS p
+         ON p.p_person = c.person
+    ORDER BY c.person
+"""
+
+
 # -- runners --------------------------------------------------------------------------------------
 
 
@@ -370,9 +677,53 @@ def run_targets(ctx: ClickHouseContext, query: TargetsQuery) -> TargetsResult:
                                query)  # fmt: skip
 
 
+def _as_of(facts: SalesFacts, given: date | None) -> date:
+    """customer_runners._as_of: the asked day, else the data's last day."""
+    return given if given is not None else data_window(ClickHouseMetricsEngine(facts), None, None).end
+
+
+def run_cohorts(ctx: ClickHouseContext, query: CohortsQuery) -> CohortResult:
+    with SalesFacts(ctx) as facts:
+        return cohort_result(
+            lambda **kw: _cohort_cells(facts, **kw), by=query.by, period=query.period, measure=query.measure,
+            mode=query.mode, periods=query.periods, start=query.date_from, end=query.date_to, channel=query.channel,
+            group=query.group, tz=ctx.tz.key, as_of=_as_of(facts, query.as_of),
+        )  # fmt: skip
+
+
+def run_rfm(ctx: ClickHouseContext, query: RfmQuery) -> RfmResult:
+    with SalesFacts(ctx) as facts:
+        return _rfm_segments(facts, _as_of(facts, query.as_of), query.since)
+
+
+def run_rfm_customers(ctx: ClickHouseContext, query: RfmCustomersQuery) -> RfmCustomers:
+    with SalesFacts(ctx) as facts:
+        return _rfm_customers(facts, _as_of(facts, query.as_of), query.segment, since=query.since,
+                              limit=query.limit, offset=query.offset)  # fmt: skip
+
+
+def run_ltv_fit(ctx: ClickHouseContext, query: LtvFitQuery) -> LtvFit:
+    with SalesFacts(ctx) as facts:
+        return fit_summary(_summary(facts, query.calibration_end, query.unit))
+
+
+def run_ltv(ctx: ClickHouseContext, query: LtvQuery) -> LtvReport:
+    with SalesFacts(ctx) as facts:
+        return ltv_report_from(
+            ClickHouseLtvData(facts), currency=facts.currency, as_of=_as_of(facts, query.as_of), mode=query.mode,
+            unit=query.unit, horizon_days=query.horizon_days, discount_rate=query.discount_rate,
+            group_by=query.group_by, customer=query.customer, sort=query.sort, ascending=query.ascending,
+            limit=query.limit, offset=query.offset,
+        )  # fmt: skip
+
+
 RUNNERS = {
+    "cohorts": run_cohorts,
+    "rfm": run_rfm,
+    "rfm_customers": run_rfm_customers,
+    "ltv_fit": run_ltv_fit,
+    "ltv": run_ltv,
     "metrics": run_metrics,
     "forecast": run_forecast,
     "targets": run_targets,
 }
-_ = local_date  # used by the report runners below
