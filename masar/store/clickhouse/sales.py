@@ -47,20 +47,27 @@ from masar.engine.metrics import (
     Window,
     dimension_sql,
 )
+from masar.engine.reports import TableResult, email_result, jsonable, spend_platforms, touch_platforms
 from masar.engine.rfm import GRID, RfmCustomers, RfmResult, check_dates, check_page, segments_from_rows
+from masar.enrich.channels import ChannelRules
 from masar.errors import InvalidInput
+from masar.model.money import minor_units
 from masar.model.sales_queries import (
+    AcquisitionQuery,
     CohortsQuery,
+    EmailQuery,
     ForecastQuery,
     LtvFitQuery,
     LtvQuery,
     MetricsQuery,
+    PlatformsQuery,
+    ProductsQuery,
     RfmCustomersQuery,
     RfmQuery,
     TargetsQuery,
 )
 from masar.store.clickhouse.context import ClickHouseContext
-from masar.store.clickhouse.facts import SalesFacts, json_text, text
+from masar.store.clickhouse.facts import SalesFacts, integer_text, json_text, text
 
 Group = tuple[str, dict[str, Any]] | None
 
@@ -677,6 +684,290 @@ def run_targets(ctx: ClickHouseContext, query: TargetsQuery) -> TargetsResult:
                                query)  # fmt: skip
 
 
+# -- table reports (masar/engine/reports.py) --------------------------------------------------------
+
+
+def _table(facts: SalesFacts, sql: str, params: dict[str, Any]) -> tuple[list[tuple], list[str]]:
+    table = facts.arrow(sql, bind(params))
+    columns = [c.to_pylist() for c in table.columns]
+    return (list(zip(*columns, strict=True)) if columns else []), table.column_names
+
+
+def _decimal_text(expr: str, scale: int = 3) -> str:
+    """DuckDB's ``TRY_CAST(text AS DECIMAL(18, scale))``: rounded half away from zero, NULL if not a number."""
+    return f"CAST(round(toDecimal128OrNull({expr}, 9), {scale}) AS Nullable(Decimal(18, {scale})))"
+
+
+def _products(facts: SalesFacts, query: ProductsQuery) -> TableResult:
+    window = data_window(ClickHouseMetricsEngine(facts), query.date_from, query.date_to)
+    key = "product_id" if query.by == "product" else "category"
+    places = minor_units(facts.currency)
+    cur = text(facts.currency)
+    sql = f"""
+        WITH lines AS (
+            SELECT o.order_key AS order_key, o.person AS person, o.day AS day, {json_text("x", key)} AS item,
+                   {json_text("x", "name")} AS name,
+                   coalesce({integer_text(json_text("x", "quantity"))}, 1) AS units,
+                   {_decimal_text(json_text("x", "price"))} AS price, e.currency AS currency
+            FROM {{orders}} AS o
+            JOIN (SELECT coalesce(order_id, message_id) AS e_key, toNullable(toString(currency)) AS currency,
+                         properties FROM {{events}} WHERE type = 'track' AND event = 'Order Completed') AS e
+                 ON e.e_key = o.order_key
+            ARRAY JOIN JSONExtractArrayRaw(ifNull(e.properties, ''), 'products') AS x
+            WHERE NOT o.cancelled AND o.day BETWEEN {{start:Date32}} AND {{end:Date32}}
+        ),
+        priced AS (
+            SELECT l.*, if(l.currency = {cur}, CAST(l.price * l.units AS Nullable(Decimal(38, 3))),
+                           CAST(round(l.price * l.units * coalesce(r.rate, f.rate), {places}) AS Nullable(Decimal(38, 3))))
+                       AS line
+            FROM lines AS l
+            ASOF LEFT JOIN (SELECT currency AS r_currency, day AS r_day, rate FROM {{rates}}) AS r
+                 ON r.r_currency = l.currency AND r.r_day <= l.day
+            LEFT JOIN (SELECT currency AS f_currency, argMin(rate, day) AS rate FROM {{rates}} GROUP BY currency) AS f
+                 ON f.f_currency = l.currency
+        ),
+        sold AS (
+            SELECT item, any(name) AS name, toInt64(uniqExact(order_key)) AS orders, toInt64(sum(units)) AS units,
+                   CAST(sum(line) AS Nullable(Decimal(18, 3))) AS revenue, toInt64(uniqExact(person)) AS buyers
+            FROM priced WHERE item IS NOT NULL GROUP BY item
+        ),
+        viewed AS (
+            SELECT {key} AS item, toInt64(uniqExact(person)) AS viewers, toInt64(count()) AS views
+            FROM {{events}} WHERE type = 'track' AND event = 'Product Viewed' AND {key} IS NOT NULL
+                          AND day BETWEEN {{start:Date32}} AND {{end:Date32}}
+            GROUP BY item
+        ),
+        bought_after_view AS (
+            SELECT v.item AS item, toInt64(uniqExact(v.person)) AS converted FROM (
+                SELECT DISTINCT {key} AS item, person FROM {{events}}
+                WHERE type = 'track' AND event = 'Product Viewed' AND {key} IS NOT NULL
+                      AND day BETWEEN {{start:Date32}} AND {{end:Date32}}) AS v
+            JOIN (SELECT DISTINCT item, person FROM priced) AS p ON p.item = v.item AND p.person = v.person
+            GROUP BY v.item
+        )
+        SELECT * FROM (
+        SELECT coalesce(s.item, v.item) AS {query.by}, {"s.name AS name," if query.by == "product" else ""}
+               coalesce(s.orders, 0) AS orders, coalesce(s.units, 0) AS units,
+               coalesce(s.revenue, toDecimal64(0, 3)) AS revenue, coalesce(v.viewers, 0) AS viewers,
+               coalesce(v.views, 0) AS views, coalesce(b.converted, 0) AS viewers_who_bought,
+               if(v.viewers > 0, coalesce(b.converted, 0) / v.viewers, NULL) AS view_to_purchase_rate
+        FROM sold AS s FULL JOIN viewed AS v ON v.item = s.item
+        LEFT JOIN bought_after_view AS b ON b.item = coalesce(s.item, v.item)
+        )  -- ordered outside: the columns of the FROM clause would win over the aliases inside
+        ORDER BY revenue DESC, viewers DESC, {query.by}
+        LIMIT {{limit:UInt64}}
+    """
+    rows, names = _table(facts, sql, {"start": window.start, "end": window.end, "limit": query.limit})
+    return TableResult("products", facts.currency, window.to_dict(), jsonable(rows, names, {"revenue"}, places),
+                       {"by": query.by})  # fmt: skip
+
+
+def _email(facts: SalesFacts, query: EmailQuery) -> TableResult:
+    window = data_window(ClickHouseMetricsEngine(facts), query.date_from, query.date_to)
+    places = minor_units(facts.currency)
+    days = int(query.attribution_days)
+    campaign = f"coalesce({json_text('properties', 'campaign_name')}, {json_text('properties', 'campaign_id')}, '(no campaign)')"
+    email = (f"coalesce({json_text('properties', 'email_id')}, "
+             f"concat({json_text('properties', 'campaign_id')}, ':', toString(person)))")  # fmt: skip
+    facts.table("email_sends", f"""
+        WITH mail AS (
+            SELECT person, ts, day, toString(event) AS event, {campaign} AS campaign, {email} AS email
+            FROM {{events}}
+            WHERE type = 'track' AND event IN ('Email Delivered', 'Email Opened', 'Email Link Clicked',
+                                               'Email Bounced', 'Unsubscribed', 'Email Marked as Spam')
+        )
+        SELECT email, any(campaign) AS campaign, any(person) AS person,
+               minOrNullIf(ts, event = 'Email Delivered') AS delivered,
+               minOrNullIf(ts, event = 'Email Opened') AS opened,
+               minOrNullIf(ts, event = 'Email Link Clicked') AS clicked,
+               max(event = 'Email Bounced') = 1 AS bounced, max(event = 'Unsubscribed') = 1 AS unsubscribed,
+               max(event = 'Email Marked as Spam') = 1 AS spam, min(day) AS day
+        FROM mail GROUP BY email
+        HAVING min(day) BETWEEN {{start:Date32}} AND {{end:Date32}}
+    """, bind({"start": window.start, "end": window.end}))  # fmt: skip
+    hours = "((toUnixTimestamp64Micro(clicked) - toUnixTimestamp64Micro(delivered)) / 1e6 / 3600.0)"
+    sql = f"""
+        WITH attributed AS (
+            SELECT s.email AS a_email, toInt64(count(o.order_key)) AS orders, sum(o.value) AS revenue
+            FROM {{email_sends}} AS s
+            JOIN (SELECT person, order_key, ts, value FROM {{orders}} WHERE NOT cancelled) AS o ON o.person = s.person
+            WHERE o.ts > s.clicked AND o.ts <= s.clicked + INTERVAL {days} DAY
+            GROUP BY s.email
+        )
+        SELECT campaign,
+               toInt64(countIf(delivered IS NOT NULL OR bounced)) AS sent,
+               toInt64(countIf(delivered IS NOT NULL)) AS delivered,
+               toInt64(countIf(opened IS NOT NULL)) AS opened,
+               toInt64(countIf(clicked IS NOT NULL)) AS clicked,
+               toInt64(countIf(bounced)) AS bounced,
+               toInt64(countIf(unsubscribed)) AS unsubscribed,
+               toInt64(countIf(spam)) AS marked_spam,
+               countIf(opened IS NOT NULL) / nullIf(countIf(delivered IS NOT NULL), 0) AS open_rate,
+               countIf(clicked IS NOT NULL) / nullIf(countIf(delivered IS NOT NULL), 0) AS click_rate,
+               countIf(clicked IS NOT NULL) / nullIf(countIf(opened IS NOT NULL), 0) AS click_to_open_rate,
+               countIf(unsubscribed) / nullIf(countIf(delivered IS NOT NULL), 0) AS unsubscribe_rate,
+               countIf(bounced) / nullIf(countIf(delivered IS NOT NULL OR bounced), 0) AS bounce_rate,
+               quantileExactInclusiveOrNullIf(0.5)({hours}, clicked >= delivered) AS median_hours_to_click,
+               toInt64(coalesce(sum(a.orders), 0)) AS orders,
+               CAST(coalesce(sum(a.revenue), 0) AS Decimal(18, 3)) AS revenue
+        FROM {{email_sends}} AS s LEFT JOIN attributed AS a ON a.a_email = s.email
+        GROUP BY campaign ORDER BY sent DESC, campaign
+    """
+    rows, names = _table(facts, sql, {})
+    timing = {}
+    for label, part in (("by_hour", "toHour"), ("by_weekday", "toDayOfWeek")):
+        res, cols = _table(facts, f"""
+            SELECT toInt64({part}(toTimeZone(delivered, {text(facts.tz)}))) AS slot, toInt64(count()) AS delivered,
+                   toInt64(countIf(clicked IS NOT NULL)) AS clicked, countIf(clicked IS NOT NULL) / count() AS click_rate
+            FROM {{email_sends}} WHERE delivered IS NOT NULL GROUP BY slot ORDER BY slot
+        """, {})  # fmt: skip
+        timing[label] = jsonable(res, cols, set(), places)
+    return email_result(facts.currency, window, jsonable(rows, names, {"revenue"}, places), timing, days)
+
+
+def _acquisition(facts: SalesFacts, query: AcquisitionQuery) -> TableResult:
+    engine = ClickHouseMetricsEngine(facts)
+    window = data_window(engine, query.date_from, query.date_to)
+    places = minor_units(facts.currency)
+    value = _customer_value(False)
+    sql = f"""
+        WITH s AS (
+            SELECT channel AS spend_channel, campaign, CAST(sum(spend) AS Nullable(Decimal(18, 3))) AS spend
+            FROM {{spend}} WHERE day BETWEEN {{start:Date32}} AND {{end:Date32}} GROUP BY channel, campaign
+        ),
+        visits AS (
+            SELECT campaign AS v_campaign, toInt64(count()) AS sessions
+            FROM {{sessions}} WHERE day BETWEEN {{start:Date32}} AND {{end:Date32}} AND campaign IS NOT NULL
+            GROUP BY campaign
+        ),
+        bought AS (
+            SELECT campaign AS b_campaign, toInt64(count()) AS orders, CAST(sum(value) AS Nullable(Decimal(18, 3))) AS revenue
+            FROM {{orders}} WHERE NOT cancelled AND day BETWEEN {{start:Date32}} AND {{end:Date32}} AND campaign IS NOT NULL
+            GROUP BY campaign
+        ),
+        acquired AS (
+            SELECT p.first_campaign AS a_campaign, toInt64(count()) AS new_customers,
+                   CAST(coalesce(sum(v.net_revenue), 0) AS Decimal(18, 3)) AS customer_value
+            FROM {{people}} AS p LEFT JOIN (SELECT person AS v_person, net_revenue FROM ({value})) AS v
+                 ON v.v_person = p.person
+            WHERE p.first_order_ts IS NOT NULL
+                  AND toDate(p.first_order_ts, {text(facts.tz)}) BETWEEN {{start:Date32}} AND {{end:Date32}}
+            GROUP BY p.first_campaign
+        ),
+        leads AS (
+            SELECT first_campaign AS l_campaign, toInt64(count()) AS leads FROM {{people}}
+            WHERE signup_ts IS NOT NULL AND toDate(signup_ts, {text(facts.tz)}) BETWEEN {{start:Date32}} AND {{end:Date32}}
+            GROUP BY first_campaign
+        )
+        SELECT * FROM (
+        SELECT s.spend_channel AS channel, coalesce(s.campaign, v.v_campaign) AS campaign,
+               coalesce(s.spend, toDecimal64(0, 3)) AS spend, coalesce(v.sessions, 0) AS sessions,
+               coalesce(b.orders, 0) AS orders, coalesce(b.revenue, toDecimal64(0, 3)) AS revenue,
+               coalesce(a.new_customers, 0) AS new_customers, coalesce(l.leads, 0) AS leads,
+               toFloat64(s.spend) / nullIf(a.new_customers, 0) AS cac,
+               toFloat64(s.spend) / nullIf(l.leads, 0) AS cost_per_lead,
+               toFloat64(b.revenue) / nullIf(toFloat64(s.spend), 0) AS roas,
+               (toFloat64(a.customer_value) / nullIf(a.new_customers, 0))
+                   / nullIf(toFloat64(s.spend) / nullIf(a.new_customers, 0), 0) AS ltv_to_cac
+        FROM s FULL JOIN visits AS v ON v.v_campaign = s.campaign
+        LEFT JOIN bought AS b ON b.b_campaign = coalesce(s.campaign, v.v_campaign)
+        LEFT JOIN acquired AS a ON a.a_campaign = coalesce(s.campaign, v.v_campaign)
+        LEFT JOIN leads AS l ON l.l_campaign = coalesce(s.campaign, v.v_campaign)
+        )  -- ordered outside: the columns of the FROM clause would win over the aliases inside
+        ORDER BY spend DESC, revenue DESC, campaign
+    """
+    rows, names = _table(facts, sql, {"start": window.start, "end": window.end,
+                                      "as_of": data_window(engine, None, None).end})  # fmt: skip
+    return TableResult("acquisition", facts.currency, window.to_dict(),
+                       jsonable(rows, names, {"spend", "revenue", "cac", "cost_per_lead"}, places), {})  # fmt: skip
+
+
+def _platforms(facts: SalesFacts, query: PlatformsQuery, rules: ChannelRules) -> TableResult:
+    engine = ClickHouseMetricsEngine(facts)
+    window = data_window(engine, query.date_from, query.date_to)
+    places = minor_units(facts.currency)
+    # Every session's first touch (DuckDB's first(x ORDER BY ts) keeps a NULL: a tuple is never NULL).
+    first = lambda column: f"argMin(tuple({column}), ts).1"  # noqa: E731
+    facts.table("touches", f"""
+        SELECT session_id, {first("toNullable(toString(session_source))")} AS source,
+               {first("toNullable(toString(session_medium))")} AS medium, {first("click_id")} AS click_id,
+               {first("referrer_domain")} AS referrer
+        FROM {{events}} WHERE session_id IS NOT NULL GROUP BY session_id
+    """)  # fmt: skip
+    distinct = facts.rows("SELECT DISTINCT source, medium, click_id, referrer FROM {touches}")
+    facts.scratch("touch_platforms", touch_platforms(distinct, rules))
+    facts.table("session_platforms", """
+        SELECT t.session_id AS session_id, p.platform AS platform, p.category AS category, p.paid AS paid
+        FROM {touches} AS t JOIN {touch_platforms} AS p
+          ON t.source <=> p.source AND t.medium <=> p.medium AND t.click_id <=> p.click_id AND t.referrer <=> p.referrer
+    """)  # fmt: skip
+    names = [r[0] for r in facts.rows("SELECT DISTINCT channel FROM {spend}")]
+    facts.scratch("spend_names", spend_platforms(names, rules))
+    sql = """
+        WITH spent AS (
+            SELECT row_number() OVER (ORDER BY s.day, s.channel, s.campaign) AS row_id, s.channel AS channel,
+                   s.campaign AS campaign, s.spend AS spend, n.platform AS named, n.category AS named_category
+            FROM {spend} AS s LEFT JOIN (SELECT channel AS n_channel, platform, category FROM {spend_names}) AS n
+                 ON n.n_channel = s.channel
+            WHERE s.day BETWEEN {start:Date32} AND {end:Date32}
+        ),
+        carried AS (
+            SELECT v.campaign AS campaign, v.channel AS channel, p.platform AS platform, p.category AS category,
+                   p.paid AS paid, count() AS visits
+            FROM {sessions} AS v JOIN (SELECT session_id AS p_session, platform, category, paid FROM {session_platforms}) AS p
+                 ON p.p_session = v.session_id
+            WHERE v.campaign IS NOT NULL AND p.platform IS NOT NULL
+            GROUP BY v.campaign, v.channel, p.platform, p.category, p.paid
+        ),
+        ranked AS (
+            SELECT r.row_id AS row_id, c.platform AS platform, c.category AS category,
+                   row_number() OVER (PARTITION BY r.row_id
+                                      ORDER BY coalesce(c.platform = r.named, false) DESC,
+                                               coalesce(c.channel = r.channel, false) DESC,
+                                               c.paid DESC, c.visits DESC, c.platform) AS rank
+            FROM spent AS r JOIN carried AS c ON c.campaign = r.campaign
+        ),
+        parts AS (
+            SELECT 'visit' AS part, p.platform AS platform, p.category AS category, coalesce(p.paid, false) AS paid,
+                   toNullable(v.person) AS person, toNullable(v.orders > 0) AS converted,
+                   CAST(NULL AS Nullable(Decimal(18, 3))) AS amount
+            FROM {sessions} AS v LEFT JOIN (SELECT session_id AS p_session, platform, category, paid
+                                            FROM {session_platforms}) AS p ON p.p_session = v.session_id
+            WHERE v.day BETWEEN {start:Date32} AND {end:Date32}
+            UNION ALL
+            SELECT 'order', p.platform, p.category, coalesce(p.paid, false), NULL, NULL, o.value
+            FROM {orders} AS o LEFT JOIN (SELECT session_id AS p_session, platform, category, paid
+                                          FROM {session_platforms}) AS p ON p.p_session = o.session_id
+            WHERE NOT o.cancelled AND o.day BETWEEN {start:Date32} AND {end:Date32}
+            UNION ALL
+            SELECT 'spend', coalesce(k.platform, r.named), coalesce(k.category, r.named_category), true, NULL, NULL,
+                   r.spend
+            FROM spent AS r LEFT JOIN (SELECT row_id AS k_row, platform, category FROM ranked WHERE rank = 1) AS k
+                 ON k.k_row = r.row_id
+        ),
+        totals AS (
+            SELECT platform, category, paid,
+                   toInt64(countIf(part = 'visit')) AS sessions, toInt64(uniqExact(person)) AS visitors,
+                   toInt64(countIf(part = 'visit' AND converted)) AS converted_sessions,
+                   toInt64(countIf(part = 'order')) AS orders,
+                   CAST(coalesce(sumIf(amount, part = 'order'), 0) AS Decimal(18, 3)) AS revenue,
+                   CAST(coalesce(sumIf(amount, part = 'spend'), 0) AS Decimal(18, 3)) AS ad_spend
+            FROM parts GROUP BY platform, category, paid
+        )
+        SELECT platform, category, if(paid, 'paid', 'organic') AS traffic,
+               sessions, visitors, converted_sessions,
+               converted_sessions / nullIf(sessions, 0) AS conversion_rate,
+               orders, revenue, ad_spend,
+               toFloat64(revenue) / nullIf(toFloat64(ad_spend), 0) AS roas
+        FROM totals
+        ORDER BY platform IS NULL, revenue DESC, sessions DESC, platform, paid DESC
+    """
+    rows, columns = _table(facts, sql, {"start": window.start, "end": window.end})
+    return TableResult("platforms", facts.currency, window.to_dict(),
+                       jsonable(rows, columns, {"revenue", "ad_spend"}, places),
+                       {"unconverted": engine.unconverted(window)})  # fmt: skip
+
+
 def _as_of(facts: SalesFacts, given: date | None) -> date:
     """customer_runners._as_of: the asked day, else the data's last day."""
     return given if given is not None else data_window(ClickHouseMetricsEngine(facts), None, None).end
@@ -717,7 +1008,31 @@ def run_ltv(ctx: ClickHouseContext, query: LtvQuery) -> LtvReport:
         )  # fmt: skip
 
 
+def run_products(ctx: ClickHouseContext, query: ProductsQuery) -> TableResult:
+    with SalesFacts(ctx) as facts:
+        return _products(facts, query)
+
+
+def run_email(ctx: ClickHouseContext, query: EmailQuery) -> TableResult:
+    with SalesFacts(ctx) as facts:
+        return _email(facts, query)
+
+
+def run_acquisition(ctx: ClickHouseContext, query: AcquisitionQuery) -> TableResult:
+    with SalesFacts(ctx) as facts:
+        return _acquisition(facts, query)
+
+
+def run_platforms(ctx: ClickHouseContext, query: PlatformsQuery) -> TableResult:
+    with SalesFacts(ctx) as facts:
+        return _platforms(facts, query, ChannelRules.from_overrides(ctx.source.channel_rules))
+
+
 RUNNERS = {
+    "products": run_products,
+    "email": run_email,
+    "acquisition": run_acquisition,
+    "platforms": run_platforms,
     "cohorts": run_cohorts,
     "rfm": run_rfm,
     "rfm_customers": run_rfm_customers,
