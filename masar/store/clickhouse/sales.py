@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from masar.engine.characteristics import BIRTHDAY_TRAITS, CHARACTERISTICS, UNKNOWN, value_of
-from masar.engine.cohorts import CohortResult, cohort_result
+from masar.engine.cohorts import CohortResult, _first_day, cohort_result
 from masar.engine.forecast_runners import ForecastResult, TargetsResult, compute_forecast, compute_targets
 from masar.engine.kpis import compute_metrics, data_window
 from masar.engine.ltv import (
@@ -32,6 +32,7 @@ from masar.engine.ltv import (
     HistoricalLtv,
     LtvFit,
     LtvPrediction,
+    _check_grouping,
     fit_summary,
     historical_from_customers,
     predict_from_fit,
@@ -218,12 +219,10 @@ class ClickHouseMetricsEngine(MetricsEngine):
         self.facts = facts
 
     def _sql(self, template: str) -> str:
-        n = self.facts
-        for name in ("first_after_cart", "first_after_checkout"):
-            if name not in n.names:
-                n.names[name] = _first_order_after("cart_ts" if name == "first_after_cart" else "checkout_ts")
-        # the pipeline's subqueries name facts tables themselves
-        return n.sql(n.sql(template.replace("{tz}", text(self.tz))))
+        template = template.replace("{tz}", text(self.tz))
+        template = template.replace("{first_after_cart}", _first_order_after("cart_ts"))
+        template = template.replace("{first_after_checkout}", _first_order_after("checkout_ts"))
+        return self.facts.sql(template)
 
     def _keyed(self, source: str, key_sql: str) -> tuple[str, str]:
         """The family's rows with the person's trait as ``_trait_value`` when the group asks for it.
@@ -416,7 +415,7 @@ def _cohort_cells(facts: SalesFacts, *, by: str, period: str, measure: str, mode
     join = ("JOIN (SELECT person AS p_person, first_channel FROM {people}) AS p ON p.p_person = b.person"
             if need_people else "")  # fmt: skip
     params = bind({"as_of": as_of, "first": first, "last": last, "periods": periods,
-                   "from_day": _cohort_first_day(period, first), "channel": channel or ""})  # fmt: skip
+                   "from_day": _first_day(period, first), "channel": channel or ""})  # fmt: skip
     facts.table("cohort_members", f"""
         SELECT b.person AS person, toInt64(b.cohort) AS cohort, {grp} AS grp
         FROM ({births}) AS b {join}
@@ -462,12 +461,6 @@ def _cohort_cells(facts: SalesFacts, *, by: str, period: str, measure: str, mode
             before = cells.get((g, cohort, n), (0, None, 0))
             cells[(g, cohort, n)] = (count, revenue, before[2])
     return cells, sizes
-
-
-def _cohort_first_day(period: str, index: int) -> date:
-    from masar.engine.cohorts import _first_day
-
-    return _first_day(period, index)
 
 
 # -- RFM (rfm._SCORED) ------------------------------------------------------------------------------
@@ -587,8 +580,6 @@ class ClickHouseLtvData:
 
     def prediction(self, as_of: date, horizon: float, unit: str, group_by: str | None,
                    discount_rate: float) -> LtvPrediction:  # fmt: skip
-        from masar.engine.ltv import _check_grouping
-
         _check_grouping(group_by)
         fit = fit_summary(_summary(self.facts, as_of, unit))
         return predict_from_fit(fit, horizon, group_by=group_by, discount_rate=discount_rate,
@@ -604,8 +595,6 @@ class ClickHouseLtvData:
         return None
 
     def historical(self, as_of: date, group_by: str | None) -> HistoricalLtv:
-        from masar.engine.ltv import _check_grouping
-
         _check_grouping(group_by)
         if not isinstance(as_of, date) or isinstance(as_of, datetime):
             raise InvalidInput(f"as_of must be a date, got {as_of!r}.", code="invalid_query")
