@@ -131,12 +131,7 @@ def person_characteristic(con: duckdb.DuckDBPyConnection, name: str, as_of: date
                 {identify}) t USING (person)
         """
         table = con.sql(sql).to_arrow_table()
-
-        def band(key: str) -> tuple[str]:
-            b, a, d = key.split("\x1f")
-            return (age_band(age_at(as_of, b or None, a or None, date.fromisoformat(d) if d else None)),)
-
-        return _mapped(table, table.column("key"), band)
+        return _mapped(table, table.column("key"), value_of(name, as_of))
     if name == "gender":
         table = con.sql(
             f"""SELECT p.person, t.value FROM people p LEFT JOIN (
@@ -144,7 +139,7 @@ def person_characteristic(con: duckdb.DuckDBPyConnection, name: str, as_of: date
                                FILTER (WHERE json_extract_string(traits, '$.gender') IS NOT NULL) AS value
                     {identify}) t USING (person)"""
         ).to_arrow_table()
-        return _mapped(table, table.column("value"), lambda v: (gender(v),))
+        return _mapped(table, table.column("value"), value_of(name, as_of))
     if name == "city":
         # The city the person gave (address.city, else a city trait), else where their latest
         # event with a location was sent from.
@@ -156,11 +151,28 @@ def person_characteristic(con: duckdb.DuckDBPyConnection, name: str, as_of: date
                 LEFT JOIN (SELECT person, arg_max(city, ts) AS value FROM events WHERE city IS NOT NULL
                            GROUP BY person) s USING (person)"""
         ).to_arrow_table()
-        return _mapped(table, table.column("value"), lambda v: (city(v),))
+        return _mapped(table, table.column("value"), value_of(name, as_of))
     raise ValueError(f"unknown characteristic {name!r}")
 
 
-def _mapped(table: pa.Table, raw: pa.Array | pa.ChunkedArray, fn: Callable[[str], tuple[str]]) -> pa.Table:
+def value_of(name: str, as_of: date) -> Callable[[str], str]:
+    """The characteristic of a person's raw text (what person_characteristic's SQL reads for them:
+    for the age band, birthday, age and the day the age was sent, joined by chr(31))."""
+    if name == "age_band":
+
+        def band(key: str) -> str:
+            b, a, d = key.split("\x1f")
+            return age_band(age_at(as_of, b or None, a or None, date.fromisoformat(d) if d else None))
+
+        return band
+    if name == "gender":
+        return gender
+    if name == "city":
+        return city
+    raise ValueError(f"unknown characteristic {name!r}")
+
+
+def _mapped(table: pa.Table, raw: pa.Array | pa.ChunkedArray, fn: Callable[[str], str]) -> pa.Table:
     """``fn`` over the distinct raw values; a person without one (no trait sent) is unknown."""
-    (values,) = map_distinct(raw, fn, [pa.string()])
+    (values,) = map_distinct(raw, lambda v: (fn(v),), [pa.string()])
     return pa.table({"person": table.column("person"), "value": values.fill_null(UNKNOWN)})

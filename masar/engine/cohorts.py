@@ -10,6 +10,7 @@ those few hundred cells, never anything per person.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -122,8 +123,13 @@ class CohortResult:
         return pa.table(arrays)
 
 
-def cohort_table(
-    con: duckdb.DuckDBPyConnection,
+def cohort_table(con: duckdb.DuckDBPyConnection, **options: Any) -> CohortResult:
+    """The cohort table of the facts on a DuckDB cursor (``cohort_result``'s options)."""
+    return cohort_result(lambda **kw: _cells(con, **kw), **options)
+
+
+def cohort_result(
+    cells_of: Callable[..., tuple[dict[tuple[Any, int, int], Cell], dict[tuple[Any, int], int]]],
     *,
     by: str = "first_order",
     period: str = "month",
@@ -137,7 +143,8 @@ def cohort_table(
     tz: str = "UTC",
     as_of: date,
 ) -> CohortResult:
-    """The cohort table and retention curve.
+    """The cohort table and retention curve from ``cells_of`` (a backend's ``_cells``: the counts
+    per cell and the cohorts' sizes; everything after them is shared).
 
     Cohorts are the periods from the one containing ``start`` to the one containing ``end``
     (default: the ``periods`` periods ending with the one containing ``as_of``). ``tz`` is the
@@ -162,7 +169,7 @@ def cohort_table(
     if last - first + 1 > MAX_PERIODS:
         raise InvalidInput(f"the table would have {last - first + 1} cohorts, at most {MAX_PERIODS} are shown: "
                            "a later start or a longer period", code="invalid_query")  # fmt: skip
-    cells, sizes = _cells(con, by=by, period=period, measure=measure, mode=mode, periods=periods, channel=channel,
+    cells, sizes = cells_of(by=by, period=period, measure=measure, mode=mode, periods=periods, channel=channel,
                           group=group, tz=tz, as_of=as_of, first=first, last=last)  # fmt: skip
     if group == "period":
         keys: list[Any] = list(range(first, last + 1))

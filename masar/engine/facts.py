@@ -343,11 +343,11 @@ def build_facts(ctx: QueryContext, rates: list[Rate], spend_rows: list[dict[str,
     )
 
 
-def _spend_table(con: duckdb.DuckDBPyConnection, currency: str, rows: list[dict[str, Any]]) -> pa.Table:
-    """Spend rows converted; ``named_channel`` when the row's channel is one of the channel
-    groups (docs/channels.md), spelled as the groups are, else kept as given (a platform name)."""
+def spend_rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Spend rows as given (not converted); ``named_channel`` when the row's channel is one of the
+    channel groups (docs/channels.md), spelled as the groups are, else kept as given (a platform name)."""
     named = [CHANNEL_BY_LOWER.get(str(r["channel"]).strip().lower()) for r in rows]
-    raw = pa.table(
+    return pa.table(
         {
             "day": pa.array([r["day"] for r in rows], type=pa.date32()),
             "channel": pa.array([n or r["channel"] for n, r in zip(named, rows, strict=True)], type=pa.string()),
@@ -357,7 +357,11 @@ def _spend_table(con: duckdb.DuckDBPyConnection, currency: str, rows: list[dict[
             "currency": pa.array([r["currency"] for r in rows], type=pa.string()),
         }
     )
-    con.register("_spend_raw", raw)
+
+
+def _spend_table(con: duckdb.DuckDBPyConnection, currency: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Spend rows converted into the reporting currency."""
+    con.register("_spend_raw", spend_rows_table(rows))
     return con.sql(
         _convert("_spend_raw", currency, ["spend"]) + " ORDER BY day, channel, campaign"
     ).to_arrow_table()

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from masar.engine.metrics import METRICS, MetricsEngine, Window, bucket_sql
+from masar.engine.metrics import METRICS, MetricsEngine, Window
 from masar.errors import InvalidInput
 
 MIN_HISTORY = 14  # days; below two weeks neither a level nor a trend is worth estimating
@@ -580,7 +580,7 @@ def daily_series(
 
 def _by_day(engine: MetricsEngine, metric: Metric, start: date, end: date) -> dict[date, Decimal | int]:
     m = METRICS[MEASURES[metric]]
-    rows = engine.components(set(m.needs), Window(start, end), (bucket_sql("day"), []))
+    rows = engine.components(set(m.needs), Window(start, end), engine.by_period("day"))
     return {day: m.formula(c) for day, c in rows.items()}
 
 
@@ -818,9 +818,7 @@ def _remaining_forecast(
     engine: MetricsEngine, metric: Metric, as_of: date, last: date, level: float, history_days: int
 ) -> tuple[Forecast | None, str | None]:
     """The forecast from ``as_of`` to ``last``, or None and why (too little history, no orders)."""
-    first_sale = engine.con.execute(
-        "SELECT min(day) FROM orders WHERE cancelled IS NOT TRUE AND day < ?", [as_of]
-    ).fetchone()[0]
+    first_sale = engine.first_order_day(as_of - timedelta(days=1))
     if first_sale is None:
         return None, "no orders before this day to forecast from"
     history_end = as_of - timedelta(days=1)

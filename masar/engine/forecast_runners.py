@@ -39,11 +39,11 @@ def _engine(ctx: QueryContext) -> MetricsEngine:
     return MetricsEngine(ctx.con, currency=facts.currency, tz=ctx.tz.key, churn_days=90)
 
 
-def last_complete_day(ctx: QueryContext) -> date:
+def last_complete_day(engine: MetricsEngine, tz: Any) -> date:
     """The data's last day (docs/metrics.md), or yesterday when the data reaches today: today is
     not over, and its few hours would read as a slump to the model and as a finished day to a pace."""
-    today = datetime.now(ctx.tz).date()
-    return min(data_window(ctx.con, None, None).end, today - timedelta(days=1))
+    today = datetime.now(tz).date()
+    return min(data_window(engine, None, None).end, today - timedelta(days=1))
 
 
 # -- forecast -------------------------------------------------------------------------------------
@@ -97,16 +97,18 @@ class ForecastResult:
 
 
 def run_forecast(ctx: QueryContext, query: ForecastQuery) -> ForecastResult:
-    engine = _engine(ctx)
-    end = query.date_to or last_complete_day(ctx)
+    return compute_forecast(_engine(ctx), ctx.source.name, ctx.tz, query)
+
+
+def compute_forecast(engine: MetricsEngine, source_name: str, tz: Any, query: ForecastQuery) -> ForecastResult:
+    """The forecast query on any backend's metrics engine."""
+    end = query.date_to or last_complete_day(engine, tz)
     start = query.date_from
     if start is None:
-        start = ctx.con.execute(
-            "SELECT min(day) FROM orders WHERE NOT cancelled AND day <= ?", [end]
-        ).fetchone()[0]
+        start = engine.first_order_day(end)
         if start is None:
             raise InvalidInput(
-                f"{ctx.source.name!r} has no orders up to {end}: there is nothing to forecast from",
+                f"{source_name!r} has no orders up to {end}: there is nothing to forecast from",
                 code="invalid_query",
             )
     days, values = daily_series(engine, query.measure, start, end)
@@ -228,11 +230,15 @@ class TargetsResult:
 
 
 def run_targets(ctx: QueryContext, query: TargetsQuery) -> TargetsResult:
-    engine = _engine(ctx)
-    as_of = query.as_of or last_complete_day(ctx)
+    return compute_targets(_engine(ctx), ctx.store.targets(ctx.source), ctx.tz, query)
+
+
+def compute_targets(engine: MetricsEngine, targets: list[dict[str, Any]], tz: Any, query: TargetsQuery) -> TargetsResult:
+    """The targets query on any backend's metrics engine, for the source's stored ``targets``."""
+    as_of = query.as_of or last_complete_day(engine, tz)
     # forecast.py's periods are seen from the first day that is not over: the day after as_of.
     following = as_of + timedelta(days=1)
-    stored = [t for t in ctx.store.targets(ctx.source) if query.month in (None, t["month"])]
+    stored = [t for t in targets if query.month in (None, t["month"])]
     paces = {
         measure: month_paces(
             engine, measure, {t["month"]: t[measure] for t in stored if t[measure] is not None}, following,

@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-
-from masar.engine.characteristics import CHARACTERISTICS, person_characteristic
+from masar.engine.characteristics import CHARACTERISTICS
 from masar.engine.context import QueryContext
 from masar.engine.facts import Facts, build_facts, register_events
 from masar.engine.metrics import (
@@ -18,12 +15,10 @@ from masar.engine.metrics import (
     MetricsEngine,
     MetricsResult,
     Window,
-    bucket_sql,
     buckets,
     default_churn_days,
     dimension_sql,
 )
-from masar.engine.properties import person_values, resolve
 from masar.model.sales_queries import MetricsQuery
 
 _PERSON_LEVEL = {"first_channel", "first_campaign"}
@@ -45,16 +40,12 @@ def sales_facts(ctx: QueryContext) -> Facts:
     return facts
 
 
-def data_window(
-    con: duckdb.DuckDBPyConnection, start: date | None, end: date | None, days: int = 30
-) -> Window:
+def data_window(con: Any, start: date | None, end: date | None, days: int = 30) -> Window:
     """The asked range; open ends close on the data: the last day with a visit or an order, and
-    ``days`` days before it."""
+    ``days`` days before it. ``con`` is a DuckDB cursor with the facts, or a metrics engine."""
+    engine = con if isinstance(con, MetricsEngine) else MetricsEngine(con, currency="XXX", tz="UTC", churn_days=0)
     if end is None:
-        row = con.execute(
-            "SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))"
-        ).fetchall()
-        end = row[0][0] if row and row[0][0] is not None else date.today()
+        end = engine.last_day() or date.today()
         if start is not None and end < start:
             end = start
     if start is None:
@@ -64,12 +55,17 @@ def data_window(
 
 def run_metrics(ctx: QueryContext, query: MetricsQuery) -> MetricsResult:
     facts = sales_facts(ctx)
-    con = ctx.con
+    return compute_metrics(MetricsEngine(ctx.con, currency=facts.currency, tz=ctx.tz.key, churn_days=0, ctx=ctx),
+                           query)  # fmt: skip
+
+
+def compute_metrics(engine: MetricsEngine, query: MetricsQuery) -> MetricsResult:
+    """The metrics query on any backend's engine: SQL in the engine, everything else here."""
     names = list(query.metrics or HEADLINE)
     metrics = [METRICS[n] for n in names]
-    window = data_window(con, query.date_from, query.date_to)
-    churn_days = query.churn_days or default_churn_days(con)
-    engine = MetricsEngine(con, currency=facts.currency, tz=ctx.tz.key, churn_days=churn_days)
+    window = data_window(engine, query.date_from, query.date_to)
+    churn_days = query.churn_days or default_churn_days(engine)
+    engine.churn_days = churn_days
     families = {f for m in metrics for f in m.needs}
 
     current = engine.components(families, window, None).get(None, {})
@@ -96,9 +92,9 @@ def run_metrics(ctx: QueryContext, query: MetricsQuery) -> MetricsResult:
     series = _series(engine, metrics, families, window, query.granularity) if query.granularity else []
     breakdown: list[dict[str, Any]] = []
     if query.breakdown:
-        breakdown = _breakdown(ctx, engine, metrics, families, window, query.breakdown, query.breakdown_limit)
+        breakdown = _breakdown(engine, metrics, families, window, query.breakdown, query.breakdown_limit)
     return MetricsResult(
-        currency=facts.currency,
+        currency=engine.currency,
         window=window,
         previous=previous_window,
         granularity=query.granularity,
@@ -126,7 +122,7 @@ def _series(
     engine: MetricsEngine, metrics: list, families: set[str], window: Window, granularity: str
 ) -> list[dict]:
     starts = buckets(window, granularity)
-    by_bucket = engine.components(families - {"churn"}, window, (bucket_sql(granularity), []))
+    by_bucket = engine.components(families - {"churn"}, window, engine.by_period(granularity))
     rows = []
     previous_net: Any = None
     for i, start in enumerate(starts):
@@ -145,30 +141,20 @@ def _series(
     return rows
 
 
-def _breakdown(ctx: QueryContext, engine: MetricsEngine, metrics: list, families: set[str], window: Window,
-               prop: str, limit: int) -> list[dict]:  # fmt: skip
-    column = dimension_sql(prop)
-    if prop.startswith("person."):
-        persons, values = person_values(ctx.con, ctx.relation, resolve(prop), ctx.overrides)
-        ctx.con.register("_trait", pa.table({"person": persons, "value": values}))
-    elif prop in CHARACTERISTICS:
-        # One value per person, ages on the range's last day: each person is in one row.
-        ctx.con.register("_trait", person_characteristic(ctx.con, prop, window.end))
+def _breakdown(engine: MetricsEngine, metrics: list, families: set[str], window: Window, prop: str,
+               limit: int) -> list[dict]:  # fmt: skip
+    column = dimension_sql(prop)  # checks the name
     person_level = prop.startswith("person.") or prop in CHARACTERISTICS or column in _PERSON_LEVEL
     plain = families if person_level else families - {"churn"}
     # Churn belongs to customers, so it breaks down only by a person's own attributes.
-    raw = engine.components(plain, window, (column, []))
+    group = engine.by_dimension(prop, window)
+    raw = engine.components(plain, window, group)
     lead = metrics[0]
     ranked = sorted(raw, key=lambda k: (_sort_value(lead.formula(raw[k])), str(k)), reverse=True)
     top = [k for k in ranked if k is not None][:limit]
     rest = [k for k in raw if k is not None and k not in top]
     if rest:
-        marks = ", ".join("?" for _ in top) or "NULL"
-        grouped = (
-            f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} IN ({marks}) THEN CAST({column} AS VARCHAR) "
-            f"ELSE '{OTHER}' END",
-            list(top),
-        )
+        grouped = engine.by_top(group, list(top))
         rows = engine.components(plain, window, grouped)
         keys = [*top, OTHER] + ([None] if None in raw else [])
         lookup = {k: rows.get(None if k is None else str(k), {}) for k in keys}

@@ -153,23 +153,47 @@ def summary_from_orders(
     """The customer summary of the ``orders`` table: non-cancelled orders on or before
     ``calibration_end`` (store days). An order without a value (not convertible to the reporting
     currency) still makes its day a purchase day; that day's value is unknown and left out of m."""
-    unit_days = _unit_days(unit)
-    # DuckDB merges the days (the heavy part, over every order); numpy does the per-customer rest.
-    days = con.sql(
+    _unit_days(unit)
+    table = con.sql(
         """
-        SELECT person, day, sum(value)::DOUBLE AS value, bool_and(value IS NOT NULL) AS known
-        FROM orders
-        WHERE cancelled IS NOT TRUE AND day <= ? AND person IS NOT NULL
-        GROUP BY person, day
-        ORDER BY person, day
+        WITH days AS (
+            SELECT person, day, sum(value) AS value, bool_and(value IS NOT NULL) AS known,
+                   min(day) OVER (PARTITION BY person) AS first
+            FROM orders
+            WHERE cancelled IS NOT TRUE AND day <= ? AND person IS NOT NULL
+            GROUP BY person, day
+        )
+        SELECT person, min(day) AS first_day, max(day) AS last_day, count(*) AS days,
+               count(*) FILTER (WHERE known AND day > first) AS m_count,
+               sum(value) FILTER (WHERE known AND day > first) AS m_sum
+        FROM days GROUP BY person ORDER BY person
         """,
         params=[calibration_end],
     ).to_arrow_table()
-    person = days["person"].to_numpy()
-    day = days["day"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    known = days["known"].to_numpy()
-    value = np.nan_to_num(days["value"].to_numpy(zero_copy_only=False), nan=0.0)
-    return _summary_from_days(person, day, value, known, calibration_end, unit, unit_days)
+    return summary_from_customers(table, calibration_end, unit)
+
+
+def summary_from_customers(table: pa.Table, calibration_end: date, unit: str) -> CustomerSummary:
+    """The summary from one row per customer, sorted by person (what any backend's SQL computes):
+    ``person``, ``first_day`` and ``last_day`` (purchase days), ``days`` (purchase days), ``m_count``
+    (repeat days whose value is known) and ``m_sum`` (their value, an exact decimal). The sum is
+    exact in SQL and made a float once, here, so every backend fits the models to the same numbers."""
+    unit_days = _unit_days(unit)
+    if table.num_rows == 0:
+        raise _error(f"There are no purchases on or before {calibration_end.isoformat()} to summarise.")
+    first = table["first_day"].to_numpy().astype("datetime64[D]")
+    last = table["last_day"].to_numpy().astype("datetime64[D]")
+    m_count = table["m_count"].to_numpy().astype(np.int64)
+    m_sum = np.array([np.nan if v is None else float(v) for v in table["m_sum"].to_pylist()], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(m_count > 0, m_sum / np.maximum(m_count, 1), np.nan)
+    end = np.datetime64(calibration_end, "D")
+    return CustomerSummary(
+        person=table["person"].to_numpy().astype(np.int64), first_day=first,
+        x=(table["days"].to_numpy() - 1).astype(np.int64),
+        t_x=(last - first).astype(np.int64) / unit_days, T=(end - first).astype(np.int64) / unit_days,
+        m=m, m_count=m_count, calibration_end=calibration_end, unit=unit,
+    )  # fmt: skip
 
 
 def _summary_from_days(
@@ -839,8 +863,17 @@ def predict_from_orders(
     ``calibration_end``)."""
     _check_grouping(group_by)
     fit = fit_from_orders(con, calibration_end, unit)
+    known = labels_table(con, group_by, calibration_end) if group_by else None
+    return predict_from_fit(fit, horizon, group_by=group_by, discount_rate=discount_rate, known=known)
+
+
+def predict_from_fit(fit: LtvFit, horizon: float, *, group_by: str | None, discount_rate: float,
+                     known: pa.Table | None) -> LtvPrediction:  # fmt: skip
+    """``predict_from_orders`` after the fit: ``known`` (person, label) sorted by person labels the
+    customers for ``rfm_segment`` and ``first_channel`` (labels_table)."""
+    _check_grouping(group_by)
     s = fit.summary
-    groups = _group_labels(con, s, group_by) if group_by else None
+    groups = group_labels(s, group_by, known) if group_by else None
     out = predict(
         s, fit.bgnbd, fit.gamma_gamma, horizon, discount_rate=discount_rate, groups=groups, group_by=group_by
     )
@@ -869,16 +902,28 @@ def _prediction_group_schema(name: str) -> pa.Schema:
     ])  # fmt: skip
 
 
+def labels_table(con: duckdb.DuckDBPyConnection, group_by: str, as_of: date) -> pa.Table | None:
+    """(person, label) sorted by person for a grouping that is not the summary's own: the RFM
+    segment as of ``as_of``, or the first channel in ``people``."""
+    if group_by == "rfm_segment":
+        return segment_labels(con, as_of).rename_columns(["person", "label"])
+    if group_by == "first_channel":
+        return con.sql(
+            "SELECT person, any_value(first_channel) AS label FROM people WHERE person IS NOT NULL "
+            "GROUP BY person ORDER BY person"
+        ).to_arrow_table()
+    return None
+
+
 def _group_labels(con: duckdb.DuckDBPyConnection, s: CustomerSummary, group_by: str) -> np.ndarray:
+    return group_labels(s, group_by, labels_table(con, group_by, s.calibration_end))
+
+
+def group_labels(s: CustomerSummary, group_by: str, known: pa.Table | None) -> np.ndarray:
     if group_by == "cohort_month":
         return np.datetime_as_string(s.first_day.astype("datetime64[M]")).astype(object)
-    if group_by == "rfm_segment":
-        known = segment_labels(con, s.calibration_end)
-        return _labels_of(s.person, known["person"].to_numpy(), known["segment"].to_pylist())
-    people = con.sql(
-        "SELECT person, any_value(first_channel) AS c FROM people WHERE person IS NOT NULL GROUP BY person ORDER BY person"
-    ).to_arrow_table()
-    return _labels_of(s.person, people["person"].to_numpy(), people["c"].to_pylist())
+    assert known is not None
+    return _labels_of(s.person, known["person"].to_numpy(), known["label"].to_pylist())
 
 
 def _labels_of(person: np.ndarray, known: np.ndarray, label: list[str | None]) -> np.ndarray:
@@ -991,8 +1036,13 @@ def historical_ltv(con: duckdb.DuckDBPyConnection, as_of: date, group_by: str | 
     _check_grouping(group_by)
     if not isinstance(as_of, date) or isinstance(as_of, datetime):
         raise _error(f"as_of must be a date, got {as_of!r}.")
-    customers = con.sql(
-        f"""
+    customers = con.sql(historical_customers_sql(), params={"as_of": as_of}).to_arrow_table()
+    known = segment_labels(con, as_of) if group_by == "rfm_segment" else None
+    return historical_from_customers(customers, as_of, group_by, known)
+
+
+def historical_customers_sql() -> str:
+    return f"""
         WITH c AS ({customer_value_sql(first_months=True)}),
         p AS (SELECT person, any_value(first_channel) AS first_channel FROM people GROUP BY person)
         SELECT c.person, c.first_day, strftime(c.first_day, '%Y-%m') AS cohort_month, p.first_channel,
@@ -1000,11 +1050,16 @@ def historical_ltv(con: duckdb.DuckDBPyConnection, as_of: date, group_by: str | 
                c.revenue, c.refunded, c.net_revenue, {", ".join(f"c.{name}" for name in _WINDOWS)}
         FROM c LEFT JOIN p ON p.person = c.person
         ORDER BY c.person
-        """,
-        params={"as_of": as_of},
-    ).to_arrow_table()
+        """
+
+
+def historical_from_customers(customers: pa.Table, as_of: date, group_by: str | None,
+                              known: pa.Table | None) -> HistoricalLtv:  # fmt: skip
+    """HistoricalLtv from the per-customer rows of historical_customers_sql (sorted by person);
+    ``known`` (person, segment) labels them for ``rfm_segment``."""
+    _check_grouping(group_by)
     if group_by == "rfm_segment":
-        known = segment_labels(con, as_of)
+        assert known is not None
         labels = _labels_of(
             customers["person"].to_numpy(), known["person"].to_numpy(), known["segment"].to_pylist()
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -69,8 +69,51 @@ class LtvReport:
         return inner.groups_table() if inner.group_by is not None else self.rows
 
 
-def ltv_report(
-    con: duckdb.DuckDBPyConnection,
+class LtvData(Protocol):
+    """What the ltv report reads from a backend: the models and sums, and who customers are."""
+
+    def prediction(self, as_of: date, horizon: float, unit: str, group_by: str | None,
+                   discount_rate: float) -> LtvPrediction: ...  # fmt: skip
+    def historical(self, as_of: date, group_by: str | None) -> HistoricalLtv: ...
+    def persons_of_user(self, user_id: str) -> list[int]: ...
+    def who(self, persons: list[int]) -> pa.Table: ...  # person, user_id, email
+
+
+@dataclass(frozen=True)
+class DuckDbLtvData:
+    """LtvData of the facts on a DuckDB cursor."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def prediction(self, as_of: date, horizon: float, unit: str, group_by: str | None,
+                   discount_rate: float) -> LtvPrediction:  # fmt: skip
+        return predict_from_orders(self.con, as_of, horizon, unit, group_by=group_by, discount_rate=discount_rate)
+
+    def historical(self, as_of: date, group_by: str | None) -> HistoricalLtv:
+        return historical_ltv(self.con, as_of, group_by)
+
+    def persons_of_user(self, user_id: str) -> list[int]:
+        rows = self.con.execute("SELECT DISTINCT person FROM people WHERE user_id = ?", [user_id]).fetchall()
+        return [row[0] for row in rows]
+
+    def who(self, persons: list[int]) -> pa.Table:
+        self.con.register("_ltv_page", pa.table({"person": pa.array(persons, pa.int64())}))
+        try:
+            return self.con.sql(
+                "SELECT person, any_value(user_id) AS user_id, any_value(email) AS email FROM people "
+                "WHERE person IN (SELECT person FROM _ltv_page) GROUP BY person"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("_ltv_page")
+
+
+def ltv_report(con: duckdb.DuckDBPyConnection, **options: Any) -> LtvReport:
+    """``ltv_report_from`` the ``orders`` and ``people`` tables on ``con``."""
+    return ltv_report_from(DuckDbLtvData(con), **options)
+
+
+def ltv_report_from(
+    data: LtvData,
     *,
     currency: str,
     as_of: date,
@@ -85,7 +128,7 @@ def ltv_report(
     limit: int | None = 100,
     offset: int = 0,
 ) -> LtvReport:
-    """Lifetime value of the customers of the ``orders`` and ``people`` tables on ``con``.
+    """Lifetime value of the customers ``data`` reads.
 
     ``predicted``: both models fitted to the orders up to ``as_of`` (the calibration end), each
     customer's value over the next ``horizon_days``; ``historical``: net revenue up to ``as_of``.
@@ -101,59 +144,59 @@ def ltv_report(
         if unit not in UNITS:
             raise InvalidInput(f"unit must be one of {', '.join(UNITS)}, got {unit!r}", code="invalid_query")
         # The horizon is asked in days; the unit only sets the time scale the models are fitted in.
-        prediction = predict_from_orders(con, as_of, horizon_days / UNITS[unit], unit, group_by=group_by,
-                                         discount_rate=discount_rate)  # fmt: skip
+        prediction = data.prediction(as_of, horizon_days / UNITS[unit], unit, group_by, discount_rate)
         customers = prediction.customers_table()
     else:
-        historical = historical_ltv(con, as_of, group_by)
+        historical = data.historical(as_of, group_by)
         customers = historical.customers_table()
     if customer is not None:
-        customers = customers.filter(pc.is_in(customers["person"], pa.array(_persons(con, customer), pa.int64())))
+        customers = customers.filter(pc.is_in(customers["person"], pa.array(_persons(data, customer), pa.int64())))
         if customers.num_rows == 0:
             raise NotFound(f"{_who(customer)} has no order on or before {as_of.isoformat()}", code="not_found")
     return LtvReport(
         mode=mode, currency=currency, as_of=as_of, horizon_days=horizon_days if mode == "predicted" else None,
-        prediction=prediction, historical=historical, rows=_page(con, customers, sort, ascending, limit, offset),
+        prediction=prediction, historical=historical, rows=_page(data, customers, sort, ascending, limit, offset),
         total=customers.num_rows, sort=sort, ascending=ascending, limit=limit, offset=offset, customer=customer,
     )  # fmt: skip
 
 
-def _persons(con: duckdb.DuckDBPyConnection, customer: int | str) -> list[int]:
+def _persons(data: LtvData, customer: int | str) -> list[int]:
     """A number is a person id; text a user id (every person who has it)."""
     if isinstance(customer, int):
         return [customer]
-    rows = con.execute("SELECT DISTINCT person FROM people WHERE user_id = ?", [customer]).fetchall()
-    return [row[0] for row in rows]
+    return data.persons_of_user(customer)
 
 
 def _who(customer: int | str) -> str:
     return f"person {customer}" if isinstance(customer, int) else f"user {customer!r}"
 
 
-def _page(con: duckdb.DuckDBPyConnection, customers: pa.Table, sort: str, ascending: bool, limit: int | None,
+def _page(data: LtvData, customers: pa.Table, sort: str, ascending: bool, limit: int | None,
           offset: int) -> pa.Table:  # fmt: skip
     """``limit`` customers from ``offset`` in the order asked, each with their user id and email
-    (after ``person``). The page is cut before ``people`` is joined: a page of 100 joins 100 rows."""
+    (after ``person``). The page is cut before the backend is asked who they are: a page of 100
+    looks up 100 people. The customers are already here (the models run on them), so a private
+    DuckDB sorts them, whatever the backend."""
     # sort is one of SORTS (checked), never user text; the unknown (null) values go last either way
     order = f'"{sort}" {"ASC" if ascending else "DESC"} NULLS LAST, person'
     cut = "" if limit is None else "LIMIT $limit"
-    con.register("_ltv_customers", customers)
+    local = duckdb.connect()
     try:
-        return con.sql(
+        local.register("_ltv_customers", customers)
+        page = local.sql(f"SELECT * FROM _ltv_customers ORDER BY {order} {cut} OFFSET $offset",
+                         params={"offset": offset} | ({} if limit is None else {"limit": limit})).to_arrow_table()  # fmt: skip
+        who = data.who(page["person"].to_pylist())
+        local.register("page", page)
+        local.register("who", who.select(["person", "user_id", "email"]))
+        return local.sql(
             f"""
-            WITH page AS (SELECT * FROM _ltv_customers ORDER BY {order} {cut} OFFSET $offset),
-            who AS (
-                SELECT person, any_value(user_id) AS user_id, any_value(email) AS email
-                FROM people WHERE person IN (SELECT person FROM page) GROUP BY person
-            )
-            SELECT page.person, who.user_id, who.email, page.* EXCLUDE (person)
+            SELECT page.person, who.user_id::VARCHAR AS user_id, who.email::VARCHAR AS email, page.* EXCLUDE (person)
             FROM page LEFT JOIN who USING (person)
             ORDER BY {order}
-            """,
-            params={"offset": offset} | ({} if limit is None else {"limit": limit}),
+            """
         ).to_arrow_table()
     finally:
-        con.unregister("_ltv_customers")
+        local.close()
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from masar.engine.facts import sql_text
@@ -359,14 +358,76 @@ def _text(value: Any) -> str | None:
 
 
 class MetricsEngine:
-    """Computes metrics on a cursor where the facts are registered."""
+    """Computes metrics on a cursor where the facts are registered (DuckDB).
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, currency: str, tz: str, churn_days: int):
+    The SQL lives in the methods below ``components`` (``_family``, ``_churn``, ``unconverted``)
+    and in the groupings and look-ups after them; another backend subclasses this and answers the
+    same methods in its own dialect (masar/store/clickhouse/sales.py). Formulas, rounding and the
+    shape of results (masar/engine/kpis.py) are shared. ``ctx`` (the query context) is needed only
+    for breakdowns by a person's trait or characteristic."""
+
+    def __init__(self, con: Any, *, currency: str, tz: str, churn_days: int, ctx: Any = None):
         self.con = con
         self.currency = currency
         self.tz = tz
         self.churn_days = churn_days
         self.places = minor_units(currency)
+        self.ctx = ctx
+
+    # -- groupings and look-ups ------------------------------------------------------------------
+
+    def by_period(self, granularity: str) -> Group:
+        """Rows keyed by the first day of each period (weeks start on Monday)."""
+        return bucket_sql(granularity), []
+
+    def by_dimension(self, prop: str, window: Window) -> Group:
+        """Rows keyed by a breakdown dimension; a person's trait or characteristic is looked up
+        first (ages on the range's last day)."""
+        from masar.engine.characteristics import CHARACTERISTICS, person_characteristic
+        from masar.engine.properties import person_values, resolve
+
+        column = dimension_sql(prop)
+        ctx = self.ctx
+        if prop.startswith("person."):
+            persons, values = person_values(ctx.con, ctx.relation, resolve(prop), ctx.overrides)
+            self.con.register("_trait", pa.table({"person": persons, "value": values}))
+        elif prop in CHARACTERISTICS:
+            # One value per person, ages on the range's last day: each person is in one row.
+            self.con.register("_trait", person_characteristic(self.con, prop, window.end))
+        return column, []
+
+    def by_top(self, group: Group, top: list[Any]) -> Group:
+        """``group`` with every value but ``top`` (and NULL) folded into OTHER, keys as text."""
+        assert group is not None
+        column = group[0]
+        marks = ", ".join("?" for _ in top) or "NULL"
+        return (
+            f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} IN ({marks}) THEN CAST({column} AS VARCHAR) "
+            f"ELSE '{OTHER}' END",
+            list(top),
+        )
+
+    def last_day(self) -> date | None:
+        """The data's last day: the last with a visit or an order."""
+        row = self.con.execute(
+            "SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))"
+        ).fetchall()
+        return row[0][0] if row else None
+
+    def first_order_day(self, last: date) -> date | None:
+        """The first day with an order (not cancelled) on or before ``last``."""
+        return self.con.execute(
+            "SELECT min(day) FROM orders WHERE cancelled IS NOT TRUE AND day <= ?", [last]
+        ).fetchone()[0]
+
+    def repeat_gaps(self) -> tuple[int, float | None]:
+        """Repeat orders (not cancelled) and the 80th percentile of the days since the same
+        customer's previous order (default_churn_days)."""
+        row = self.con.execute(
+            "SELECT count(*), quantile_cont(epoch(ts - previous_ts) / 86400.0, 0.8) FROM orders "
+            "WHERE NOT cancelled AND previous_ts IS NOT NULL"
+        ).fetchall()
+        return row[0]
 
     # -- components -------------------------------------------------------------------------------
 
@@ -473,15 +534,11 @@ class MetricsEngine:
         return int(value) if float(value).is_integer() else round(float(value), 4)
 
 
-def default_churn_days(con: duckdb.DuckDBPyConnection) -> int:
+def default_churn_days(engine: MetricsEngine) -> int:
     """The store's own purchase cycle: the 80th percentile of days between a customer's
     consecutive orders (4 in 5 repeat orders come sooner), at least 14 days; 90 days until the
     store has 20 repeat orders to measure it by."""
-    row = con.execute(
-        "SELECT count(*), quantile_cont(epoch(ts - previous_ts) / 86400.0, 0.8) FROM orders "
-        "WHERE NOT cancelled AND previous_ts IS NOT NULL"
-    ).fetchall()
-    count, p80 = row[0]
+    count, p80 = engine.repeat_gaps()
     if count < 20 or p80 is None:
         return 90
     return max(14, int(-(-p80 // 1)))

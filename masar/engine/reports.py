@@ -43,7 +43,7 @@ class TableResult:
         return pa.Table.from_pylist(self.rows) if self.rows else pa.table({})
 
 
-def _jsonable(rows: list[tuple], names: list[str], money: set[str], places: int) -> list[dict[str, Any]]:
+def jsonable(rows: list[tuple], names: list[str], money: set[str], places: int) -> list[dict[str, Any]]:
     quantum = Decimal(1).scaleb(-places)
     out = []
     for row in rows:
@@ -119,7 +119,7 @@ def run_products(ctx: QueryContext, query: ProductsQuery) -> TableResult:
     params = [window.start, window.end, window.start, window.end, window.start, window.end, query.limit]
     result = con.execute(sql, params)
     names = [d[0] for d in result.description]
-    rows = _jsonable(result.fetchall(), names, {"revenue"}, places)
+    rows = jsonable(result.fetchall(), names, {"revenue"}, places)
     return TableResult("products", facts.currency, window.to_dict(), rows, {"by": query.by})
 
 
@@ -186,7 +186,7 @@ def run_email(ctx: QueryContext, query: EmailQuery) -> TableResult:
     )
     result = con.execute(sql, [window.start, window.end])
     names = [d[0] for d in result.description]
-    rows = _jsonable(result.fetchall(), names, {"revenue"}, places)
+    rows = jsonable(result.fetchall(), names, {"revenue"}, places)
     timing_sql = (
         base
         + f"""
@@ -200,10 +200,15 @@ def run_email(ctx: QueryContext, query: EmailQuery) -> TableResult:
     for label, part in (("by_hour", "hour"), ("by_weekday", "isodow")):
         res = con.execute(timing_sql.format(part=part), [window.start, window.end])
         cols = [d[0] for d in res.description]
-        timing[label] = _jsonable(res.fetchall(), cols, set(), places)
+        timing[label] = jsonable(res.fetchall(), cols, set(), places)
+    return email_result(facts.currency, window, rows, timing, days)
+
+
+def email_result(currency: str, window: Any, rows: list[dict[str, Any]], timing: dict[str, list[dict[str, Any]]],
+                 days: int) -> TableResult:  # fmt: skip
     best = {label: max(items, key=lambda r: (r["click_rate"] or 0, r["delivered"]))["slot"] if items else None
             for label, items in timing.items()}  # fmt: skip
-    return TableResult("email", facts.currency, window.to_dict(), rows,
+    return TableResult("email", currency, window.to_dict(), rows,
                        {"attribution_days": days, **timing, "best_hour": best["by_hour"],
                         "best_weekday": best["by_weekday"]})  # fmt: skip
 
@@ -264,7 +269,7 @@ def run_acquisition(ctx: QueryContext, query: AcquisitionQuery) -> TableResult:
               "as_of": data_window(con, None, None).end}  # fmt: skip
     result = con.execute(sql, params)
     names = [d[0] for d in result.description]
-    rows = _jsonable(result.fetchall(), names, {"spend", "revenue", "cac", "cost_per_lead"}, places)
+    rows = jsonable(result.fetchall(), names, {"spend", "revenue", "cac", "cost_per_lead"}, places)
     return TableResult("acquisition", facts.currency, window.to_dict(), rows, {})
 
 
@@ -286,17 +291,7 @@ def run_platforms(ctx: QueryContext, query: PlatformsQuery) -> TableResult:
     rules = ChannelRules.from_overrides(ctx.source.channel_rules)
     _register_session_platforms(con, rules)
     names = [r[0] for r in con.execute("SELECT DISTINCT channel FROM spend").fetchall()]
-    named = [rules.site(_AD_WORDS.sub("", n.strip().lower())) for n in names]
-    con.register(
-        "_spend_names",
-        pa.table(
-            {
-                "channel": pa.array(names, pa.string()),
-                "platform": pa.array([n[0] if n else None for n in named], pa.string()),
-                "category": pa.array([n[1] if n else None for n in named], pa.string()),
-            }
-        ),
-    )
+    con.register("_spend_names", spend_platforms(names, rules))
     sql = """
         WITH spent AS (
             SELECT row_number() OVER (ORDER BY s.day, s.channel, s.campaign) AS row_id, s.channel, s.campaign,
@@ -357,10 +352,39 @@ def run_platforms(ctx: QueryContext, query: PlatformsQuery) -> TableResult:
     w = [window.start, window.end]
     result = con.execute(sql, [*w, *w, *w])
     columns = [d[0] for d in result.description]
-    rows = _jsonable(result.fetchall(), columns, {"revenue", "ad_spend"}, places)
+    rows = jsonable(result.fetchall(), columns, {"revenue", "ad_spend"}, places)
     # The metrics query's report of amounts without a rate, for the same range (churn plays no part).
     unconverted = MetricsEngine(con, currency=facts.currency, tz=ctx.tz.key, churn_days=1).unconverted(window)
     return TableResult("platforms", facts.currency, window.to_dict(), rows, {"unconverted": unconverted})
+
+
+def spend_platforms(names: list[str], rules: ChannelRules) -> pa.Table:
+    """The platform (and its site list) each spend channel names, if any: ``Google Ads`` → google."""
+    named = [rules.site(_AD_WORDS.sub("", n.strip().lower())) for n in names]
+    return pa.table(
+        {
+            "channel": pa.array(names, pa.string()),
+            "platform": pa.array([n[0] if n else None for n in named], pa.string()),
+            "category": pa.array([n[1] if n else None for n in named], pa.string()),
+        }
+    )
+
+
+def touch_platforms(distinct: list[tuple], rules: ChannelRules) -> pa.Table:
+    """Each distinct first touch (source, medium, click id, referrer) with its platform, site list
+    and whether it was paid."""
+    found = [rules.platform(source, click_id, referrer) for source, _medium, click_id, referrer in distinct]
+    return pa.table(
+        {
+            "source": pa.array([d[0] for d in distinct], pa.string()),
+            "medium": pa.array([d[1] for d in distinct], pa.string()),
+            "click_id": pa.array([d[2] for d in distinct], pa.string()),
+            "referrer": pa.array([d[3] for d in distinct], pa.string()),
+            "platform": pa.array([f[0] if f else None for f in found], pa.string()),
+            "category": pa.array([f[1] if f else None for f in found], pa.string()),
+            "paid": pa.array([is_paid_medium(d[1]) for d in distinct], pa.bool_()),
+        }
+    )
 
 
 def _register_session_platforms(con: duckdb.DuckDBPyConnection, rules: ChannelRules) -> None:
@@ -378,21 +402,7 @@ def _register_session_platforms(con: duckdb.DuckDBPyConnection, rules: ChannelRu
     con.register("_touches", touches)
     # The rules run once per distinct touch: a store has few.
     distinct = con.execute("SELECT DISTINCT source, medium, click_id, referrer FROM _touches").fetchall()
-    found = [rules.platform(source, click_id, referrer) for source, _medium, click_id, referrer in distinct]
-    con.register(
-        "_touch_platforms",
-        pa.table(
-            {
-                "source": pa.array([d[0] for d in distinct], pa.string()),
-                "medium": pa.array([d[1] for d in distinct], pa.string()),
-                "click_id": pa.array([d[2] for d in distinct], pa.string()),
-                "referrer": pa.array([d[3] for d in distinct], pa.string()),
-                "platform": pa.array([f[0] if f else None for f in found], pa.string()),
-                "category": pa.array([f[1] if f else None for f in found], pa.string()),
-                "paid": pa.array([is_paid_medium(d[1]) for d in distinct], pa.bool_()),
-            }
-        ),
-    )
+    con.register("_touch_platforms", touch_platforms(distinct, rules))
     con.register(
         "_session_platforms",
         con.sql(

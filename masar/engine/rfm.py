@@ -203,7 +203,7 @@ class RfmCustomers:
 def rfm_segments(con: duckdb.DuckDBPyConnection, as_of: date, since: date | None = None) -> RfmResult:
     """Segment sizes, revenue, means and score distributions of the customers as of ``as_of``
     (orders on days ``since``..``as_of``, both included; all days up to ``as_of`` without ``since``)."""
-    params = _params(as_of, since)
+    params = check_dates(as_of, since)
     sql = f"""
         SELECT grouping(segment) AS g_segment, grouping(r) AS g_r, grouping(f) AS g_f, grouping(m) AS g_m,
                segment, r, f, m, count(*) AS customers, sum(monetary) AS revenue, count(monetary) AS known,
@@ -211,14 +211,19 @@ def rfm_segments(con: duckdb.DuckDBPyConnection, as_of: date, since: date | None
         FROM ({_SCORED})
         GROUP BY GROUPING SETS ((segment), (r, f), (m), ())
     """
+    return segments_from_rows(as_of, since, con.execute(sql, params).fetchall())
+
+
+def segments_from_rows(as_of: date, since: date | None, rows: list[tuple]) -> RfmResult:
+    """The RFM result from the grouping-set rows of a backend's query: (grouping flags of segment,
+    r, f and m; segment, r, f, m; customers, Σ monetary, customers with a known monetary,
+    Σ recency days, Σ frequency), one row per segment, per (r, f), per m and one for all."""
     by_segment: dict[str, tuple] = {}
     grid = [[0] * 5 for _ in range(5)]
     m_scores = [0] * 5
     m_unknown = 0
     customers, revenue = 0, _ZERO
-    for g_segment, g_r, _g_f, g_m, segment, r, f, m, n, rev, known, rec_sum, freq_sum in con.execute(
-        sql, params
-    ).fetchall():
+    for g_segment, g_r, _g_f, g_m, segment, r, f, m, n, rev, known, rec_sum, freq_sum in rows:
         if not g_segment:
             by_segment[segment] = (n, rev, known, rec_sum, freq_sum)
         elif not g_r:
@@ -260,15 +265,8 @@ def rfm_customers(
     """The customers of one segment (all customers when ``segment`` is None) with their figures
     and scores, highest monetary first (then by person), ``limit`` rows from ``offset``;
     ``limit=None`` returns every row (for export)."""
-    params = _params(as_of, since)
-    if segment is not None and segment not in SEGMENTS:
-        raise InvalidInput(
-            f"unknown segment {segment!r}; the segments are: {', '.join(SEGMENTS)}", code="invalid_query"
-        )
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise InvalidInput(f"limit must be a whole number ≥ 0 or none, got {limit!r}", code="invalid_query")
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise InvalidInput(f"offset must be a whole number ≥ 0, got {offset!r}", code="invalid_query")
+    params = check_dates(as_of, since)
+    check_page(segment, limit, offset)
     columns = """people.user_id, people.email, recency_days, frequency, monetary::DECIMAL(38, 3) AS monetary,
                  r::TINYINT AS r, f::TINYINT AS f, m::TINYINT AS m, segment"""
     params.update(segment=segment)
@@ -306,12 +304,23 @@ def rfm_customers(
     )
 
 
+def check_page(segment: str | None, limit: int | None, offset: int) -> None:
+    if segment is not None and segment not in SEGMENTS:
+        raise InvalidInput(
+            f"unknown segment {segment!r}; the segments are: {', '.join(SEGMENTS)}", code="invalid_query"
+        )
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise InvalidInput(f"limit must be a whole number ≥ 0 or none, got {limit!r}", code="invalid_query")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidInput(f"offset must be a whole number ≥ 0, got {offset!r}", code="invalid_query")
+
+
 def rfm_customer(
     con: duckdb.DuckDBPyConnection, as_of: date, person: int, *, since: date | None = None
 ) -> dict[str, Any] | None:
     """One customer's row of ``rfm_customers`` (scored among every customer), without the identity
     columns; None when the person has no order that counts."""
-    params = _params(as_of, since)
+    params = check_dates(as_of, since)
     params["person"] = person
     rows = con.execute(
         f"SELECT recency_days, frequency, monetary::DECIMAL(38, 3), r, f, m, segment FROM ({_SCORED}) "
@@ -328,7 +337,7 @@ def segment_labels(con: duckdb.DuckDBPyConnection, as_of: date) -> pa.Table:
     """Every customer's segment as of ``as_of``: ``person``, ``segment``, sorted by person (the
     labels lifetime value groups by)."""
     sql = f"SELECT person, segment FROM ({_SCORED}) ORDER BY person"
-    return con.sql(sql, params=_params(as_of, None)).to_arrow_table()
+    return con.sql(sql, params=check_dates(as_of, None)).to_arrow_table()
 
 
 def _count(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
@@ -337,7 +346,7 @@ def _count(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
     return con.execute(sql, params).fetchall()[0][0]
 
 
-def _params(as_of: date, since: date | None) -> dict[str, Any]:
+def check_dates(as_of: date, since: date | None) -> dict[str, Any]:
     if not isinstance(as_of, date) or isinstance(as_of, datetime):
         raise InvalidInput(f"as_of must be a date, got {as_of!r}", code="invalid_query")
     if since is not None:
