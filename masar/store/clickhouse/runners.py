@@ -6,4 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-RUNNERS: dict[str, Callable[[Any, Any], Any]] = {}
+from masar.store.clickhouse import sales
+
+RUNNERS: dict[str, Callable[[Any, Any], Any]] = {**sales.RUNNERS}
