@@ -188,12 +188,12 @@ class ChdbClient:
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._check()
         with self._lock:
-            self._connection.query(sql, "CSV", params=params or None)
+            self._connection.query(sql, "CSV", params=_escaped(params))
 
     def arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         self._check()
         with self._lock:
-            result = self._connection.query(sql, "ArrowTable", params=params or None)
+            result = self._connection.query(sql, "ArrowTable", params=_escaped(params))
         return result
 
     def insert(self, table: str, data: pa.Table, *, settings: dict[str, Any] | None = None) -> None:
@@ -210,6 +210,19 @@ class ChdbClient:
 
     def close(self) -> None:
         """The engine stays up for the process (chdb cannot reopen on another path anyway)."""
+
+
+def _escaped(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Text parameters as ClickHouse parses them (escaped, as in TSV) — what clickhouse-connect
+    does for the HTTP client — so a backslash, a quote or a line break reaches the query as given
+    (a regular expression's ``\\d`` stays ``\\d``)."""
+    if not params:
+        return None
+    return {k: "".join("\\" + c if c in _MUST_ESCAPE else c for c in v) if isinstance(v, str) else v
+            for k, v in params.items()}  # fmt: skip
+
+
+_MUST_ESCAPE = ("\\", "'", "`", "\t", "\n")
 
 
 def _setting(value: Any) -> str:
