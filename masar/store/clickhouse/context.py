@@ -27,10 +27,12 @@ class ClickHouseContext(SourceClock):
 
 
 def events_sql(database: str, source: Source, timezone: str) -> str:
-    """The source's events with ``person`` after identity merges and the local ``day``."""
+    """The source's events with ``person`` after identity merges and the local ``day``. A person
+    with no override has no row to join: NULL with ``join_use_nulls`` (0 without), so both read
+    as "not merged"."""
     tz = timezone.replace("\\", "\\\\").replace("'", "\\'")
     return f"""(
-        SELECT e.*, if(o.new_person_id = 0, e.person_id, o.new_person_id) AS person, toDate(e.ts, '{tz}') AS day
+        SELECT e.*, coalesce(nullIf(o.new_person_id, 0), e.person_id) AS person, toDate(e.ts, '{tz}') AS day
         FROM {database}.events AS e
         LEFT JOIN (
             SELECT old_person_id, argMax(new_person_id, version) AS new_person_id
