@@ -128,11 +128,12 @@ def filter_sql(flt: PropertyFilter, events: str, params: Params) -> str:
     if ref.scope != "person":
         return condition(ref, value_sql(ref, params), flt, params)
     value = json_text("traits", ref.key, params)
+    # Aliases are distinct on purpose: ClickHouse's analyzer resolves an alias across subqueries.
     latest = (
-        f"SELECT person, argMax(v, (ts, v)) AS v FROM (SELECT person, ts, {value} AS v FROM {events} "
-        f"WHERE type = 'identify') WHERE v IS NOT NULL GROUP BY person"
+        f"SELECT person, argMax(trait_value, (ts, trait_value)) AS latest_value FROM (SELECT person, ts, "
+        f"{value} AS trait_value FROM {events} WHERE type = 'identify') WHERE trait_value IS NOT NULL GROUP BY person"
     )
-    test = condition(ref, "v", flt, params)
+    test = condition(ref, "latest_value", flt, params)
     if flt.op in _PASSES_UNSET:  # people without the trait pass: the complement of those who fail
         return f"(person NOT IN (SELECT person FROM ({latest}) WHERE NOT {test}))"
     return f"(person IN (SELECT person FROM ({latest}) WHERE {test}))"
