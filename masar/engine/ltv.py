@@ -153,7 +153,7 @@ def summary_from_orders(
     """The customer summary of the ``orders`` table: non-cancelled orders on or before
     ``calibration_end`` (store days). An order without a value (not convertible to the reporting
     currency) still makes its day a purchase day; that day's value is unknown and left out of m."""
-    unit_days = _unit_days(unit)
+    _unit_days(unit)
     # DuckDB merges the days (the heavy part, over every order); numpy does the per-customer rest.
     days = con.sql(
         """
@@ -165,10 +165,18 @@ def summary_from_orders(
         """,
         params=[calibration_end],
     ).to_arrow_table()
+    return summary_from_purchase_days(days, calibration_end, unit)
+
+
+def summary_from_purchase_days(days: pa.Table, calibration_end: date, unit: str = "week") -> CustomerSummary:
+    """The customer summary from purchase days — ``person, day, value`` (the day's orders' value,
+    a float, NULL when none is known) and ``known`` (every order of the day has a value) — sorted
+    by (person, day): what any backend's orders table is reduced to."""
+    unit_days = _unit_days(unit)
     person = days["person"].to_numpy()
     day = days["day"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    known = days["known"].to_numpy()
-    value = np.nan_to_num(days["value"].to_numpy(zero_copy_only=False), nan=0.0)
+    known = days["known"].to_numpy(zero_copy_only=False).astype(bool)
+    value = np.nan_to_num(days["value"].to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
     return _summary_from_days(person, day, value, known, calibration_end, unit, unit_days)
 
 
