@@ -194,12 +194,12 @@ class ClickHouseCompiler(_Compiler):
         return (
             f"SELECT person FROM (SELECT person, count() AS order_days, max(day) AS last_day, "
             f"quantileExactInclusive(0.5)(gap) AS usual "
-            f"FROM (SELECT person, day, day - lagInFrame(toNullable(day)) OVER (PARTITION BY person ORDER BY day "
-            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS gap "
+            f"FROM (SELECT person, day, dateDiff('day', lagInFrame(toNullable(day)) OVER (PARTITION BY person ORDER BY day "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), day) AS gap "
             f"FROM (SELECT DISTINCT person, day FROM orders WHERE person IS NOT NULL{self.only()} "
             f"AND NOT ifNull(cancelled, false) AND day <= {self.day_to})) GROUP BY person) "
             f"WHERE order_days >= {self.bind(c.min_orders)} "
-            f"AND ({self.day_to} - last_day) > {self.bind(float(c.factor))} * usual"
+            f"AND dateDiff('day', last_day, {self.day_to}) > {self.bind(float(c.factor))} * usual"
         )
 
     def trait(self, c: Trait) -> str:
