@@ -38,20 +38,11 @@ from masar.engine.audiences import (
 )
 from masar.errors import InvalidInput
 from masar.model.sales_queries import AudienceQuery
+from masar.store.clickhouse.conditions import json_text
 from masar.store.clickhouse.context import ClickHouseContext
 from masar.store.clickhouse.sales_relations import sales_relations
 
 _DECIMAL_COLUMNS = {"price", "total"}
-
-
-def json_text(document: str, key: str) -> str:
-    """``json_extract_string(document, '$."key"')``: a string as it is, another value as JSON
-    text, NULL for null or no key (``key`` is SQL: a bound parameter)."""
-    return (
-        f"multiIf(JSONType({document}, {key}) = 'String', JSONExtractString({document}, {key}), "
-        f"JSONType({document}, {key}) IN ('Null'), NULL, JSONHas({document}, {key}), "
-        f"JSONExtractRaw({document}, {key}), NULL)"
-    )
 
 
 class ClickHouseCompiler(_Compiler):

@@ -42,15 +42,15 @@ def quote(identifier: str) -> str:
     return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
-def json_text(document: str, key: str, params: Params) -> str:
+def json_text(document: str, key: str) -> str:
     """A key of a JSON text as DuckDB's ``json_extract_string`` reads it: a string as it is, any
-    other value as JSON text, NULL for JSON null or a missing key. (ClickHouse writes numbers in
-    its own form — ``42.0`` reads ``42`` — where DuckDB keeps what was sent: docs/scaling-journeys.md.)"""
-    k = params.text(key)
+    other value as JSON text, NULL for JSON null or a missing key. ``key`` is SQL: a bound
+    parameter or a literal. (ClickHouse writes numbers in its own form — ``42.0`` reads ``42`` —
+    where DuckDB writes ``42.0``: docs/scaling-journeys.md.)"""
     return (
-        f"multiIf(JSONType({document}, {k}) = 'String', JSONExtractString({document}, {k}), "
-        f"JSONType({document}, {k}) IN ('Null'), NULL, JSONHas({document}, {k}), "
-        f"JSONExtractRaw({document}, {k}), NULL)"
+        f"multiIf(JSONType({document}, {key}) = 'String', JSONExtractString({document}, {key}), "
+        f"JSONType({document}, {key}) IN ('Null'), NULL, JSONHas({document}, {key}), "
+        f"JSONExtractRaw({document}, {key}), NULL)"
     )
 
 
@@ -61,8 +61,8 @@ def value_sql(ref: PropertyRef, params: Params) -> str:
             return f"formatDateTime({quote(ref.key)}, '%Y-%m-%dT%H:%i:%S', 'UTC')"
         return quote(ref.key)
     if ref.scope == "event":
-        return json_text("properties", ref.key, params)
-    return json_text("traits", ref.key, params)
+        return json_text("properties", params.text(ref.key))
+    return json_text("traits", params.text(ref.key))
 
 
 def _text(ref: PropertyRef, sql: str) -> str:
@@ -127,7 +127,7 @@ def filter_sql(flt: PropertyFilter, events: str, params: Params) -> str:
     ref = resolve(flt.property)
     if ref.scope != "person":
         return condition(ref, value_sql(ref, params), flt, params)
-    value = json_text("traits", ref.key, params)
+    value = json_text("traits", params.text(ref.key))
     # Aliases are distinct on purpose: ClickHouse's analyzer resolves an alias across subqueries.
     latest = (
         f"SELECT person, argMax(trait_value, (ts, trait_value)) AS latest_value FROM (SELECT person, ts, "

@@ -42,6 +42,7 @@ from masar.engine.rfm import GRID
 from masar.errors import InvalidInput, NotFound
 from masar.model.sales_queries import CustomerQuery
 from masar.store.clickhouse.audiences import is_member
+from masar.store.clickhouse.conditions import json_text
 from masar.store.clickhouse.context import ClickHouseContext
 from masar.store.clickhouse.sales_relations import literal, sales_relations
 
@@ -236,10 +237,7 @@ def resolve_person(ctx: ClickHouseContext, given: int | str, by: str | None = No
                          {"person": person})  # fmt: skip
             return [person] if rows else []
         if reading == "email":  # the latest email trait (as ``people.email``), any case
-            email = (
-                "multiIf(JSONType(traits, 'email') = 'String', JSONExtractString(traits, 'email'), "
-                "JSONType(traits, 'email') IN ('Null'), NULL, JSONHas(traits, 'email'), JSONExtractRaw(traits, 'email'), NULL)"
-            )
+            email = json_text("traits", "'email'")
             rows = _rows(ctx, f"""SELECT person FROM (SELECT person, argMax(email, ts) AS latest_email
                                   FROM (SELECT person, ts, {email} AS email FROM {ctx.events} WHERE traits IS NOT NULL)
                                   WHERE email IS NOT NULL GROUP BY person)

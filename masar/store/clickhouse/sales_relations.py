@@ -1,10 +1,10 @@
 """The sales relations audiences and the customer profile read — ``events``, ``orders`` and
 ``people`` — as ClickHouse common table expressions with the meaning of masar/engine/facts.py.
 
-``sales_relations(ctx)`` yields a ``WITH`` clause that names them (the source's exchange rates,
-converted to its currency, sit in a scratch table for the query's life); a query written for the
-DuckDB facts reads them under the same names. ``person=`` restricts every relation to one person's
-events: a profile reads only them.
+``sales_relations(ctx)`` yields a ``WITH`` clause that names them (``visits`` too: the sessions
+that are someone's visit); a query written for the DuckDB facts reads them under the same names.
+The source's exchange rates, converted to its currency, sit in a scratch table, and the relations
+are computed once into Memory tables, for the life of the block.
 
 Kept apart from the sales facts' own module (masar/store/clickhouse/facts.py, written alongside):
 this one holds only the columns audiences and profiles read, and the two are meant to merge.
@@ -21,6 +21,7 @@ import pyarrow as pa
 from masar.engine.facts import ORDER_COMPLETED, ORDER_EVENTS, SIGNUP_EVENTS, rates_to
 from masar.model.money import minor_units
 from masar.store.clickhouse.client import ClickHouseUnavailable, scratch_table
+from masar.store.clickhouse.conditions import json_text
 from masar.store.clickhouse.context import ClickHouseContext
 
 
@@ -47,14 +48,14 @@ _RATES = pa.schema([pa.field("day", pa.date32(), nullable=False), pa.field("curr
 
 
 @contextmanager
-def sales_relations(ctx: ClickHouseContext, *, person: int | None = None) -> Iterator[str]:
+def sales_relations(ctx: ClickHouseContext) -> Iterator[str]:
     """``WITH events AS (...), orders AS (...), visits AS (...), people AS (...)`` for the queries
     of one answer. ``orders``, ``visits`` and ``people`` are computed once, into Memory tables that
     live as long as the block: a WITH clause is inlined wherever it is named, and a profile asks a
     dozen questions of the same orders."""
     rates = rates_to(ctx.source.currency, ctx.store.exchange_rates()).cast(_RATES)
     with scratch_table(ctx.client, rates, prefix="rates") as rates_table:
-        parts = _relations(ctx, rates_table, person)
+        parts = _relations(ctx, rates_table)
         made: dict[str, str] = {}
         try:
             for name, needs in _STAGES:
@@ -82,15 +83,15 @@ def _convert(amount: str, currency: str, places: int) -> str:
     )
 
 
-def _relations(ctx: ClickHouseContext, rates: str, person: int | None = None) -> dict[str, str]:
+def _relations(ctx: ClickHouseContext, rates: str) -> dict[str, str]:
     """The common table expressions of each relation (``orders`` needs its helpers before it)."""
     currency = literal(ctx.source.currency)
     places = minor_units(ctx.source.currency)
     tz = literal(ctx.tz.key)
-    one = "" if person is None else f" WHERE person = {int(person)}"
     products = "JSONExtractArrayRaw(ifNull(properties, ''), 'products')"
-    quantity = "toInt64OrNull(trimBoth(if(JSONType(x, 'quantity') = 'String', JSONExtractString(x, 'quantity'), JSONExtractRaw(x, 'quantity'))))"  # noqa: E501
-    events = f"events AS (SELECT * FROM {ctx.events}{one})"
+    quantity = "toInt64OrNull(trimBoth(" + json_text("x", "'quantity'") + "))"
+    email = json_text("traits", "'email'")
+    events = f"events AS (SELECT * FROM {ctx.events})"
     order_rows = f"""
     order_rows AS (
         SELECT event, message_id, ifNull(order_id, message_id) AS order_key, person, ts, day, session_id, currency,
@@ -204,9 +205,7 @@ def _relations(ctx: ClickHouseContext, rates: str, person: int | None = None) ->
             ON b.person = k.person
         LEFT JOIN (
             SELECT person, argMax(email, ts) AS latest_email, min(ts) AS email_ts
-            FROM (SELECT person, ts, if(JSONType(traits, 'email') = 'String', JSONExtractString(traits, 'email'),
-                                        if(JSONType(traits, 'email') IN ('Null') OR NOT JSONHas(traits, 'email'),
-                                           NULL, JSONExtractRaw(traits, 'email'))) AS email
+            FROM (SELECT person, ts, {email} AS email
                   FROM events WHERE traits IS NOT NULL)
             WHERE email IS NOT NULL GROUP BY person
         ) AS m ON m.person = k.person
