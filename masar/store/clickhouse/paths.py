@@ -18,20 +18,21 @@ from __future__ import annotations
 import numpy as np
 
 from masar.engine.paths import PAGE_EVENTS, PathsResult, summarize
-from masar.errors import InvalidInput
+from masar.errors import InvalidInput, MasarError
 from masar.model.queries import PathsQuery
 from masar.store.clickhouse.conditions import Params, quote, step_sql
 from masar.store.clickhouse.context import ClickHouseContext
 from masar.store.clickhouse.regex import re2_pattern
 
 ACTIONS = "type IN ('track', 'page', 'screen')"
-# Events at one instant: in the order they arrived, then by message id — a total order. (The
-# embedded store keeps the order its segment files hold them in; docs/scaling-journeys.md.)
-TIE_ORDER = "toUnixTimestamp64Micro(ifNull(received_at, ts)), ifNull(message_id, '')"
 
 
-class FunnelAnchorUnavailable(InvalidInput):
-    code = "unsupported_on_clickhouse"
+class FunnelAnchorUnavailable(MasarError):
+    """Paths after a funnel drop-out need the funnel's per-person attempt (the ClickHouse funnel
+    compiler's); until then they are refused, never approximated."""
+
+    code = "not_supported_on_clickhouse"
+    status = 501
 
 
 def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
@@ -75,8 +76,9 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery) -> tuple[str, dict]:
         anchors = "[arrayFirstIndex(x -> x.7, journey)]"
     else:
         anchors = "arrayFilter(i -> journey[i].7, arrayEnumerate(journey))"
-    # A person's journey = (t, arrival, message id, label, keep, session, candidate), sorted as tuples: in time
-    # order, ties by arrival then message id. anchor_at: the anchor's index.
+    # A person's journey = (t, arrival, message id, label, kept, session, anchor?), sorted as tuples: in
+    # time order, events at one instant by arrival then message id, a total order (the embedded store
+    # takes them in its files' order: docs/scaling-journeys.md). anchor_at: the anchor's index.
     near = "x.5 AND " + (
         "x.6 = journey[anchor_at].6" if q.window == "session"
         else f"abs(x.1 - journey[anchor_at].1) <= {params.bind(int(q.window) * 1_000_000, 'Int64')}"
