@@ -3,6 +3,7 @@ each gets the facts registered on the context's cursor and calls its engine modu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from typing import Any
@@ -120,16 +121,23 @@ def resolve_person(ctx: QueryContext, given: int | str, by: PersonBy | None = No
     """The person that a person id, user id, email or anonymous id names, after identity merges.
     Without ``by`` every reading is tried, and readings that name different people are an error
     (a user id "42" and person 42 may be two people)."""
+    return pick_person(ctx.source.name, given, by, lambda reading, text: _persons(ctx, reading, text))
+
+
+def pick_person(source_name: str, given: int | str, by: PersonBy | None,
+                persons_of: Callable[[str, str], list[int]]) -> int:  # fmt: skip
+    """The one person the readings of ``given`` find (``persons_of(reading, text)``: the persons
+    one reading finds, after merges); the errors of resolve_person."""
     text = str(given)
     found: dict[str, list[int]] = {}
     for reading in [by] if by else list(_READINGS):
-        persons = _persons(ctx, reading, text)
+        persons = persons_of(reading, text)
         if persons:
             found[reading] = persons
     distinct = sorted({p for persons in found.values() for p in persons})
     if not distinct:
         what = _READINGS[by] if by else "person id, user id, email or anonymous id"
-        raise NotFound(f"no person of {ctx.source.name!r} has the {what} {text!r}", code="person_not_found")
+        raise NotFound(f"no person of {source_name!r} has the {what} {text!r}", code="person_not_found")
     if len(distinct) > 1:
         readings = "; ".join(f"{_READINGS[r]}: person {', '.join(map(str, ps))}" for r, ps in found.items())
         raise InvalidInput(f"{text!r} names more than one person ({readings}); ask by person id, or say which "

@@ -164,8 +164,9 @@ def anchors_of(
 # -- aggregation ----------------------------------------------------------------------------------
 
 
-def count_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of an int32 matrix (values ≥ -1) and how often each occurs, most frequent
+def count_rows(matrix: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of an int32 matrix (values ≥ -1) and how often each occurs (the sum of the
+    rows' ``weights``, when rows are already distinct paths with their counts), most frequent
     first (ties in a stable order of the rows' codes)."""
     n, width = matrix.shape
     if n == 0:
@@ -176,7 +177,7 @@ def count_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = np.zeros(n, dtype=np.int64)
         for k in range(width):
             key = key * base + (matrix[:, k].astype(np.int64) + 1)
-        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     else:
         order = np.lexsort(matrix.T[::-1])
         ordered = matrix[order]
@@ -184,7 +185,9 @@ def count_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bounds[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
         starts = np.flatnonzero(bounds)
         first = order[starts]
-        counts = np.diff(np.append(starts, n))
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.cumsum(bounds) - 1
+    counts = np.bincount(inverse.ravel(), weights=weights, minlength=len(first)).astype(np.int64)
     by_count = np.argsort(-counts, kind="stable")
     return matrix[first[by_count]], counts[by_count]
 
@@ -192,28 +195,37 @@ def count_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _ranked(
     rows: np.ndarray, counts: np.ndarray, names: list[str], chronological, limit: int
 ) -> list[tuple[list[str], int]]:
-    """The ``limit`` most frequent rows (count_rows order) as labels, ties by label."""
+    """The ``limit`` most frequent rows (count_rows order) as labels, ties by label — at the cut
+    too: every row tied with the last one in is a candidate, so which rows are listed never
+    depends on how labels happen to be coded."""
+    cut = len(counts) if len(counts) <= limit else limit + int(np.count_nonzero(counts[limit:] == counts[limit - 1]))
     listed = [
         (chronological([names[c] for c in row if c >= 0]), int(n))
-        for row, n in zip(rows[:limit], counts[:limit], strict=True)
+        for row, n in zip(rows[:cut], counts[:cut], strict=True)
     ]
     listed.sort(key=lambda item: (-item[1], item[0]))
-    return listed
+    return listed[:limit]
+
+
+def _bincount(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    return np.bincount(values, weights=weights, minlength=size).astype(np.int64)
 
 
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 6) if whole else None
 
 
-def sankey(paths: np.ndarray, names: list[str], q: PathsQuery) -> dict[str, Any]:
+def sankey(paths: np.ndarray, names: list[str], q: PathsQuery, weights: np.ndarray | None = None) -> dict[str, Any]:
     """Nodes (position, label) with the ``node_limit`` largest kept and the rest of each position
-    folded into ``$other``; edges between consecutive positions, the ``edge_limit`` largest."""
+    folded into ``$other``; edges between consecutive positions, the ``edge_limit`` largest.
+    ``weights``: how many paths each row stands for (rows are distinct paths with counts)."""
     n, length = paths.shape
+    w = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     labels = len(names)
     other = labels  # the code of $other
     sign = 1 if q.direction == "after" else -1
     node_counts = np.stack(
-        [np.bincount(paths[:, k][paths[:, k] >= 0], minlength=labels) for k in range(length)]
+        [_bincount(paths[:, k][paths[:, k] >= 0], w[paths[:, k] >= 0], labels) for k in range(length)]
     )
     ranked = sorted(
         ((int(node_counts[k, c]), k, c) for k in range(length) for c in np.flatnonzero(node_counts[k])),
@@ -236,9 +248,9 @@ def sankey(paths: np.ndarray, names: list[str], q: PathsQuery) -> dict[str, Any]
     for k in range(length):
         col = folded[:, k]
         present = col >= 0
-        counts = np.bincount(col[present], minlength=labels + 1)
+        counts = _bincount(col[present], w[present], labels + 1)
         ends = present & (folded[:, k + 1] < 0) if k + 1 < length else np.zeros(n, dtype=bool)
-        end_counts = np.bincount(col[ends], minlength=labels + 1)
+        end_counts = _bincount(col[ends], w[ends], labels + 1)
         for c in np.flatnonzero(counts):
             nodes.append({"id": node_id(k, c), "position": sign * k, "label": all_names[c], "count": int(counts[c]),
                           "ends": int(end_counts[c]) if k + 1 < length else None})  # fmt: skip
@@ -249,7 +261,7 @@ def sankey(paths: np.ndarray, names: list[str], q: PathsQuery) -> dict[str, Any]
         a, b = folded[:, k], folded[:, k + 1]
         both = (a >= 0) & (b >= 0)
         keys = a[both].astype(np.int64) * base + b[both]
-        counts = np.bincount(keys, minlength=base * base)
+        counts = _bincount(keys, w[both], base * base)
         for key in np.flatnonzero(counts):
             src, dst = int(key // base), int(key % base)
             # Edges run in time order: before the anchor, from the earlier event (walk k + 1).
@@ -266,14 +278,21 @@ def sankey(paths: np.ndarray, names: list[str], q: PathsQuery) -> dict[str, Any]
     }
 
 
-def loops(paths: np.ndarray, names: list[str], q: PathsQuery, chronological) -> dict[str, Any]:
+def loops(
+    paths: np.ndarray, names: list[str], q: PathsQuery, chronological, weights: np.ndarray | None = None
+) -> dict[str, Any]:
     found, rows = find_loops(paths)
-    looped = _distinct_sorted(rows)
-    distinct, counts = count_rows(found)
+    if weights is None:
+        looped = _distinct_sorted(rows)
+        distinct, counts = count_rows(found)
+    else:  # rows are distinct paths: each loop counts as many times as its path occurs
+        w = np.asarray(weights, dtype=np.int64)
+        looped = int(w[np.unique(rows)].sum())
+        distinct, counts = count_rows(found, w[rows])
     top = _ranked(distinct, counts, names, chronological, q.limit)
     return {
         "paths": looped,
-        "share": _share(looped, len(paths)),
+        "share": _share(looped, len(paths) if weights is None else int(np.sum(weights))),
         "top": [{"events": events, "count": count} for events, count in top],
     }
 
@@ -319,17 +338,35 @@ def run_paths(ctx: QueryContext, q: PathsQuery) -> PathsResult:
     anchors, funnel = anchors_of(ctx, q, walk_labels)
     paths = walk(ctx, q, anchors, labels, walk_labels) if len(anchors) else np.empty((0, q.length), np.int32)
 
+    people = _distinct_sorted(frame.person[anchors])
+    return summarize(q, ctx.source.name, paths, names, people=people, funnel=funnel)
+
+
+def summarize(
+    q: PathsQuery,
+    source_name: str,
+    paths: np.ndarray,
+    names: list[str],
+    *,
+    people: int,
+    funnel: dict[str, Any] | None,
+    weights: np.ndarray | None = None,
+) -> PathsResult:
+    """The result from the paths matrix (one row per anchor, in walk order, label codes into
+    ``names``, -1 padded) — or from the distinct paths with how many anchors each stands for
+    (``weights``), which is what a backend that counts paths itself hands over."""
+
     def chronological(events: list[str]) -> list[str]:
         return events if q.direction == "after" else events[::-1]
 
-    total = int(len(paths))
-    distinct, counts = count_rows(paths)
+    total = int(len(paths)) if weights is None else int(np.sum(weights))
+    distinct, counts = count_rows(paths, weights)
     ranked = _ranked(distinct, counts, names, chronological, q.limit)
     rest = counts[q.limit :]
     anchor = q.step.label if q.step is not None else (funnel["step"] if funnel else None)
     data: dict[str, Any] = {
         "kind": "paths",
-        "source": ctx.source.name,
+        "source": source_name,
         "direction": q.direction,
         "anchor": anchor,
         "funnel": funnel,
@@ -340,13 +377,13 @@ def run_paths(ctx: QueryContext, q: PathsQuery) -> PathsResult:
         "occurrence": q.occurrence,
         "label": q.label,
         "total": total,
-        "people": _distinct_sorted(frame.person[anchors]),
+        "people": people,
         "paths": [
             {"events": events, "count": count, "share": _share(count, total)} for events, count in ranked
         ],
         "other_paths": {"paths": int(len(rest)), "count": int(rest.sum())},
-        "sankey": sankey(paths, names, q),
-        "loops": loops(paths, names, q, chronological),
+        "sankey": sankey(paths, names, q, weights),
+        "loops": loops(paths, names, q, chronological, weights),
     }
     return PathsResult(data)
 

@@ -248,10 +248,20 @@ class ChdbClient:
 
 
 def _params(params: dict[str, Any] | None) -> dict[str, Any] | None:
-    """chdb passes parameter values as text: arrays must be spelled as ClickHouse literals."""
+    """chdb passes parameter values as text, which ClickHouse parses as in TSV: text escaped (what
+    clickhouse-connect does for the HTTP client), so a backslash, a quote or a line break reaches
+    the query as given (a regular expression's ``\\d`` stays ``\\d``); arrays spelled as literals."""
     if not params:
         return None
-    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+    return {k: _literal(v) if isinstance(v, list | tuple) else _escape(v) if isinstance(v, str) else v
+            for k, v in params.items()}  # fmt: skip
+
+
+_MUST_ESCAPE = ("\\", "'", "`", "\t", "\n")
+
+
+def _escape(text: str) -> str:
+    return "".join("\\" + c if c in _MUST_ESCAPE else c for c in text)
 
 
 def _literal(value: Any) -> str:
