@@ -6,6 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from masar.store.clickhouse import sales
+from masar.store.clickhouse import audiences, customers, paths, sales
 
-RUNNERS: dict[str, Callable[[Any, Any], Any]] = {**sales.RUNNERS}
+RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
+    **sales.RUNNERS,
+    **audiences.RUNNERS,
+    **customers.RUNNERS,
+    **paths.RUNNERS,
+}
