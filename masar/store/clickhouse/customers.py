@@ -115,9 +115,9 @@ def ltv_fit(ctx: ClickHouseContext, relations: str, calibration_end: date, unit:
         f"""{relations}
         SELECT person, min(day) AS first_day, max(day) AS last_day, toInt64(count()) AS days,
                toInt64(countIf(known AND day > first)) AS m_count,
-               CAST(sumOrNullIf(value, known AND day > first) AS Nullable(Decimal(38, 3))) AS m_sum
+               CAST(sumOrNullIf(day_value, known AND day > first) AS Nullable(Decimal(38, 3))) AS m_sum
         FROM (
-            SELECT person, day, sum(value) AS value, min(value IS NOT NULL) = 1 AS known,
+            SELECT person, day, sum(value) AS day_value, min(value IS NOT NULL) = 1 AS known,
                    min(day) OVER (PARTITION BY person) AS first
             FROM orders WHERE NOT ifNull(cancelled, false) AND day <= {{end:Date}} AND person IS NOT NULL
             GROUP BY person, day
