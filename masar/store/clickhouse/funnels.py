@@ -1,0 +1,595 @@
+"""Funnels on ClickHouse: query kinds ``funnel`` and ``funnel_people`` (docs/funnels.md), computed
+inside ClickHouse; only aggregates and one page of people come back.
+
+How (docs/scaling-funnels.md):
+
+1. **Events**: the source's actions with a step bitmask and an exclusion bitmask per event
+   (masar/store/clickhouse/predicates.py), first-time steps kept on the person's first matching
+   event (a window function), step 1 limited to the date range, only events that can matter kept
+   (in strict funnels every action matters: another action breaks an attempt).
+2. **Units**: one ``groupArray`` per person (per session, per held-constant value), sorted by
+   time, then by lowest step, then by message id (the tie rule of the numba kernel's
+   ``_sort_run``; the embedded store's last tie-break is storage order, ClickHouse has none, so the
+   message id stands in).
+3. **The kernel**: the numba kernel's state machine (masar/engine/kernels/funnel.py) as one
+   ``arrayFold`` over *operations*: an ordered funnel's instant is split into one operation per
+   step it holds, in step order, then its exclusions — the same order ``_ordered_group`` takes
+   them; a strict funnel has one operation per action (advance every chain at once, record the
+   deepest), then a start, then exclusions. The accumulator keeps, per step, the attempt that
+   reached it with the latest start (its steps' times and event positions). Unordered funnels
+   and counting totals have their own folds (below).
+4. **Counted units** (``units_sql``): one row per counted unit — person, deepest step, the
+   reported attempt's step times, the breakdown value — materialized once in a Memory table that
+   the step counts, times (exact quantiles), breakdown rows, trend, time to convert and people
+   queries read.
+
+``units_sql`` is the reusable part: the leak finder, correlation and journeys of drop-outs build
+on the per-unit rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from masar.engine.funnels import (
+    OTHER,
+    FunnelResult,
+    _held_for,
+    _iso,
+    _range_dict,
+    _ratio,
+    rows_from_stats,
+    ttc_bins,
+)
+from masar.errors import InvalidInput
+from masar.model.queries import EventMatcher, FunnelPeopleQuery, FunnelQuery
+from masar.store.clickhouse.context import ClickHouseContext
+from masar.store.clickhouse.predicates import ACTIONS, Predicates
+
+ABSENT = -(2**63)  # a step the attempt did not do (skipped optional step, or past its level)
+_ABS = f"toInt64({ABSENT})"
+_NO_STEP = 64
+
+
+def _let(name: str, value: str, body: str) -> str:
+    """``body`` with ``name`` bound to ``value`` (ClickHouse lambdas have no let)."""
+    return f"arrayMap({name} -> {body}, [{value}])[1]"
+
+
+def _int_array(values: list[int], kind: str) -> str:
+    return f"CAST([{', '.join(str(v) for v in values)}] AS Array({kind}))"
+
+
+@dataclass
+class UnitsSQL:
+    """The counted units of a funnel as a subquery: ``person`` Int64, ``level`` Int8 (0-based
+    deepest step), ``ts`` Array(Int64) (µs of each step of the reported attempt, ``ABSENT`` where
+    none), ``reach`` Int64 (µs of its deepest step), ``bd`` Nullable(String) (the breakdown value,
+    attributed) and ``ukey`` (orders units of one person: session, value, attempt start)."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+class _Compiler:
+    def __init__(self, ctx: ClickHouseContext, q: FunnelQuery, held: list[str], p: Predicates):
+        self.ctx = ctx
+        self.q = q
+        self.held = held
+        self.p = p
+        self.n = len(q.steps)
+        self.window = int(q.window) * 1_000_000
+        self.gaps = [int(s.max_seconds_from_previous or 0) * 1_000_000 for s in q.steps]
+        self.optional = [bool(s.optional) and q.order != "unordered" for s in q.steps]
+        self.ex = [(ex.from_step - 1, (ex.to_step or self.n) - 1) for ex in q.exclusions]
+
+    # -- stage 1: events --------------------------------------------------------------------------
+
+    def events(self, date_from, date_to) -> str:
+        q, p = self.q, self.p
+        step_bits = " + ".join(
+            f"bitShiftLeft(toUInt64({p.any_of(step.matchers)}), {k})" for k, step in enumerate(q.steps)
+        )
+        ex_bits = " + ".join(
+            f"bitShiftLeft(toUInt64({p.matcher(EventMatcher(event=ex.event, filters=ex.filters))}), {i})"
+            for i, ex in enumerate(q.exclusions)
+        ) or "toUInt64(0)"
+        keys = []
+        if q.counting == "sessions":
+            keys.append("ifNull(session_id, 0) AS u_session")
+        for i, name in enumerate(self.held):
+            keys.append(f"{p.text(name)} AS u_held{i}")
+        bd = p.text(q.breakdown.property) if q.breakdown is not None else "CAST(NULL AS Nullable(String))"
+        base = (
+            f"SELECT e.person AS person, toInt64(toUnixTimestamp64Micro(e.ts)) AS t, e.message_id AS mid, "
+            f"{step_bits} AS m0, {ex_bits} AS x, {bd} AS bd{''.join(', ' + k for k in keys)} "
+            f"FROM {self.ctx.events} AS e {p.joins(self.ctx.events, 'e')} WHERE e.{ACTIONS}"
+        )
+        if q.order != "strict":
+            base += " AND (m0 != 0 OR x != 0)"
+        # First-time steps: only the person's first matching event (over all data) keeps the bit.
+        m = "m0"
+        first = [k for k, s in enumerate(q.steps) if s.first_time]
+        if first:
+            firsts = ", ".join(
+                f"min(if(bitTest(m0, {k}), (t, mid), (toInt64({2**63 - 1}), ''))) OVER (PARTITION BY person) AS f{k}"
+                for k in first
+            )
+            clear = " + ".join(
+                f"if(bitTest(m0, {k}) AND (t, mid) != f{k}, toUInt64({1 << k}), toUInt64(0))" for k in first
+            )
+            base = f"SELECT *, bitAnd(m0, bitNot({clear})) AS m1 FROM (SELECT *, {firsts} FROM ({base}))"
+            m = "m1"
+        # Only step-1 events inside the range start attempts.
+        low = self.ctx.bound_us(date_from, end=False)
+        high = self.ctx.bound_us(date_to, end=True)
+        outside = [f"t < {int(low)}"] if low is not None else []
+        outside += [f"t >= {int(high)}"] if high is not None else []
+        if outside:
+            m = f"if({' OR '.join(outside)}, bitAnd({m}, bitNot(toUInt64(1))), {m})"
+        where = []
+        if self.held:
+            # An event without the held value is no step of any attempt (its own unit, never counted).
+            where += [f"isNotNull(u_held{i})" for i in range(len(self.held))]
+        out = f"SELECT *, {m} AS m FROM ({base})"
+        if where:
+            out += " WHERE " + " AND ".join(where)
+        if q.order != "strict":
+            out = f"SELECT * FROM ({out}) WHERE m != 0 OR x != 0"
+        return out
+
+    # -- stage 2: units ---------------------------------------------------------------------------
+
+    def unit_keys(self) -> list[str]:
+        keys = ["person"]
+        if self.q.counting == "sessions":
+            keys.append("u_session")
+        keys += [f"u_held{i}" for i in range(len(self.held))]
+        return keys
+
+    def grouped(self, events: str) -> str:
+        keys = ", ".join(self.unit_keys())
+        low = "if(m = 0, 64, bitCount(bitXor(m, m - 1)) - 1)"
+        sort = "(e.1, e.2, e.3)" if self.q.order != "unordered" else "(e.1, e.3)"
+        return (
+            f"SELECT {keys}, arraySort(e -> {sort}, groupArray((t, toUInt8({low}), mid, m, x, bd))) AS evs "
+            f"FROM ({events}) GROUP BY {keys}"
+        )
+
+    # -- stage 3: the fold ------------------------------------------------------------------------
+
+    def _pred(self, acc: str, t: str, k: str) -> str:
+        """The chain step ``k`` may extend at ``t``: step k-1's, or an earlier one's across optional
+        steps; the latest start wins, then the latest last step, then the deeper chain
+        (``_predecessor``'s tie rule). -1 when none."""
+        cands = []
+        for kk in range(self.n):
+            c = []
+            p = kk - 1
+            while p >= 0:
+                c.append(p)
+                if p > 0 and self.optional[p]:
+                    p -= 1
+                else:
+                    break
+            cands.append(c)
+        cand = "CAST([" + ", ".join("[" + ", ".join(map(str, c)) + "]" for c in cands) + "] AS Array(Array(Int16)))"
+        gaps = _int_array(self.gaps, "Int64")
+        ok = (f"{acc}.3[_q + 1] = 1 AND {t} - {acc}.4[_q + 1][1] <= {self.window} "
+              f"AND ({gaps}[{k} + 1] = 0 OR {t} - {acc}.4[_q + 1][_q + 1] <= {gaps}[{k} + 1])")  # fmt: skip
+        return _let(
+            "_c",
+            f"arrayFilter(_q -> {ok}, {cand}[{k} + 1])",
+            f"if(empty(_c), toInt16(-1), arrayReverseSort(_q -> ({acc}.4[_q + 1][1], {acc}.4[_q + 1][_q + 1], _q), _c)[1])",
+        )
+
+    def _row_t(self, acc: str, t: str, k: str, pr: str) -> str:
+        return f"arrayMap(_s -> if(_s <= {pr}, {acc}.4[{pr} + 1][_s + 1], if(_s = {k}, {t}, {_ABS})), range({self.n}))"
+
+    def _row_i(self, acc: str, i: str, k: str, pr: str) -> str:
+        return f"arrayMap(_s -> if(_s <= {pr}, {acc}.5[{pr} + 1][_s + 1], if(_s = {k}, {i}, toUInt32(0))), range({self.n}))"
+
+    def _set(self, arr: str, k: str, value: str) -> str:
+        return f"arrayMap((_v, _j) -> if(_j = {k}, {value}, _v), {arr}, range({self.n}))"
+
+    def _state(self, acc: str, **changes: str) -> str:
+        names = ["lt", "lk", "v", "ct", "ci", "best", "bt", "bi"]
+        parts = [changes.get(name, f"{acc}.{i + 1}") for i, name in enumerate(names)]
+        return "(" + ", ".join(parts) + ")"
+
+    def _start(self, acc: str, t: str, i: str) -> str:
+        n = self.n
+        row_t = f"arrayMap(_s -> if(_s = 0, {t}, {_ABS}), range({n}))"
+        row_i = f"arrayMap(_s -> if(_s = 0, {i}, toUInt32(0)), range({n}))"
+        fresh = f"{acc}.6 < 0"
+        return self._state(
+            acc,
+            v=self._set(f"{acc}.3", "0", "toUInt8(1)"),
+            ct=self._set(f"{acc}.4", "0", row_t),
+            ci=self._set(f"{acc}.5", "0", row_i),
+            best=f"if({fresh}, toInt8(0), {acc}.6)",
+            bt=f"if({fresh}, {row_t}, {acc}.7)",
+            bi=f"if({fresh}, {row_i}, {acc}.8)",
+        )
+
+    def _step(self, acc: str, t: str, k: str, i: str) -> str:
+        """Ordered: step ``k`` at ``t`` extends its predecessor's chain; recorded when deepest yet."""
+        row_t = self._row_t(acc, t, k, "_p")
+        row_i = self._row_i(acc, i, k, "_p")
+        deeper = f"{k} > {acc}.6"
+        extended = self._state(
+            acc,
+            v=self._set(f"{acc}.3", k, "toUInt8(1)"),
+            ct=self._set(f"{acc}.4", k, row_t),
+            ci=self._set(f"{acc}.5", k, row_i),
+            best=f"if({deeper}, toInt8({k}), {acc}.6)",
+            bt=f"if({deeper}, {row_t}, {acc}.7)",
+            bi=f"if({deeper}, {row_i}, {acc}.8)",
+        )
+        return _let("_p", self._pred(acc, t, k), f"if(_p < 0, {acc}, {extended})")
+
+    def _exclude(self, acc: str, t: str, x: str) -> str:
+        """Exclusion i stops every chain that reached its from-step, not its to-step, when the last
+        step done up to the from-step is strictly earlier."""
+        if not self.ex:
+            return acc
+        stops = " OR ".join(
+            f"(bitTest({x}, {i}) AND _l >= {lo} AND _l < {hi} "
+            f"AND arrayLast(_w -> _w != {_ABS}, arraySlice({acc}.4[_l + 1], 1, {lo + 1})) < {t})"
+            for i, (lo, hi) in enumerate(self.ex)
+        )
+        valid = f"arrayMap(_l -> if({acc}.3[_l + 1] = 1 AND NOT ({stops}), toUInt8(1), toUInt8(0)), range({self.n}))"
+        return self._state(acc, v=valid)
+
+    def _strict_advance(self, acc: str, t: str, m: str, i: str) -> str:
+        """Strict: every chain takes the action as its next step or ends (all at once, from the
+        state before it); the deepest extended is recorded when deeper than the best, or as deep,
+        reached at this instant and started later."""
+        n = self.n
+        preds = f"arrayMap(_k -> if(_k > 0 AND bitTest({m}, _k), {self._pred(acc, t, '_k')}, toInt16(-1)), range({n}))"
+        row_t = self._row_t(acc, t, "_k", "_P[_k + 1]")
+        row_i = self._row_i(acc, i, "_k", "_P[_k + 1]")
+        new_v = f"arrayMap(_k -> toUInt8(_P[_k + 1] >= 0), range({n}))"
+        new_ct = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_t}, {acc}.4[_k + 1]), range({n}))"
+        new_ci = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_i}, {acc}.5[_k + 1]), range({n}))"
+        advanced = self._state(acc, v=new_v, ct=new_ct, ci=new_ci)
+        record = (
+            "_d >= 0 AND (_d > _a.6 OR (_d = _a.6 AND _a.7[_d + 1] = " + t + " AND _a.4[_d + 1][1] > _a.7[1]))"
+        )
+        recorded = self._state(
+            "_a",
+            best=f"if({record}, toInt8(_d), _a.6)",
+            bt=f"if({record}, _a.4[_d + 1], _a.7)",
+            bi=f"if({record}, _a.5[_d + 1], _a.8)",
+        )
+        body = _let("_d", "toInt16(arrayLastIndex(_w -> _w = 1, _a.3)) - 1", recorded)
+        return _let("_P", preds, _let("_a", advanced, body))
+
+    def fold(self) -> str:
+        """Per unit: (level, ts of each step, event positions of each step) of the reported attempt."""
+        n = self.n
+        ops_of = []
+        if self.q.order == "ordered":
+            # An instant's steps in step order (the first event of the instant with each step),
+            # then its exclusions: kind 0 start, 1 step, 2 exclusion; dedup on (t, step).
+            per_event = (
+                f"arrayConcat(arrayMap(_k -> (_e.1, if(_k = 0, toUInt8(0), toUInt8(1)), toUInt8(_k), _i, _e.4, _e.5, toUInt8(1)), "
+                f"arrayFilter(_k -> bitTest(_e.4, _k), range({n}))), "
+                f"if(_e.5 != 0, [(_e.1, toUInt8(2), toUInt8({_NO_STEP}), _i, _e.4, _e.5, toUInt8(0))], []))"
+            )
+            ops = f"arraySort(_o -> (_o.1, _o.3, _o.4), arrayFlatten(arrayMap((_e, _i) -> {per_event}, evs, arrayEnumerate(evs))))"
+        else:
+            # Strict: one advance per action, then its start, then its exclusions.
+            per_event = (
+                f"arrayConcat([(_e.1, toUInt8(3), toUInt8(0), _i, _e.4, _e.5, toUInt8(0))], "
+                f"if(bitTest(_e.4, 0), [(_e.1, toUInt8(0), toUInt8(0), _i, _e.4, _e.5, toUInt8(0))], []), "
+                f"if(_e.5 != 0, [(_e.1, toUInt8(2), toUInt8({_NO_STEP}), _i, _e.4, _e.5, toUInt8(0))], []))"
+            )
+            ops = f"arrayFlatten(arrayMap((_e, _i) -> {per_event}, evs, arrayEnumerate(evs)))"
+        ops_of.append(ops)
+        acc = "_acc"
+        t, kind, k, i, m, x, dedup = (f"_o.{j}" for j in range(1, 8))
+        i32 = f"toUInt32({i})"
+        body = (
+            f"if({dedup} = 1 AND {t} = {acc}.1 AND {k} = {acc}.2, {acc}, "
+            f"multiIf({kind} = 0, {self._start(acc, t, i32)}, "
+            f"{kind} = 1, {self._step(acc, t, k, i32)}, "
+            f"{kind} = 2, {self._exclude(acc, t, x)}, "
+            f"{self._strict_advance(acc, t, m, i32)}))"
+        )
+        mark = f"({t}, {k}, _r.3, _r.4, _r.5, _r.6, _r.7, _r.8)"
+        body = _let("_r", body, mark)
+        empty_row_t = f"arrayMap(_s -> {_ABS}, range({n}))"
+        empty_row_i = f"arrayMap(_s -> toUInt32(0), range({n}))"
+        init = (
+            f"(toInt64({ABSENT}), toUInt8(255), arrayMap(_s -> toUInt8(0), range({n})), "
+            f"arrayMap(_s -> {empty_row_t}, range({n})), arrayMap(_s -> {empty_row_i}, range({n})), "
+            f"toInt8(-1), {empty_row_t}, {empty_row_i})"
+        )
+        return f"arrayFold((_acc, _o) -> {body}, {ops}, {init})"
+
+    def unordered(self) -> str:
+        """Unordered: for each step event as anchor, the steps done within the window from it (an
+        event matching several steps counts as each); the level is the most distinct steps of any
+        anchor, the reported window the one reaching that many first (then the latest start), its
+        steps the first event of each step, in the order done. (level, ts, positions)."""
+        n = self.n
+        # Per anchor a: the events from a on within the window; per step its first position there.
+        def firsts_from(a: str) -> str:
+            return (f"arrayMap(_k -> arrayFirstIndex((_e, _j) -> _j >= {a} AND _e.1 - evs[{a}].1 <= {self.window} "
+                    f"AND bitTest(_e.4, _k), evs, arrayEnumerate(evs)), range({n}))")  # fmt: skip
+
+        firsts = firsts_from("_a")
+        anchors = "arrayFilter(_a -> evs[_a].4 != 0, arrayEnumerate(evs))"
+        # (distinct steps, reach time, start time, positions in the order done)
+        per_anchor = _let(
+            "_f", firsts,
+            "(toInt16(countEqual(arrayMap(_z -> _z > 0, _f), 1)), _f)",
+        )  # fmt: skip
+        windows = f"arrayMap(_a -> tuple(_a, {per_anchor}), {anchors})"
+        # the best count, then the window reaching it first, latest start on ties
+        choose = _let(
+            "_b", "arrayMax(arrayMap(_w -> _w.2.1, _W))",
+            _let("_cands",
+                 "arrayMap(_w -> (_w.1, arrayElement(arraySort(arrayFilter(_z -> _z > 0, _w.2.2)), _b)), "
+                 "arrayFilter(_w -> _w.2.1 = _b, _W))",
+                 "(_b - 1, arraySort(_c -> (evs[_c.2].1, -evs[_c.1].1, _c.1), _cands)[1].1)"),
+        )  # fmt: skip
+        chosen = _let("_W", windows, choose)
+        # The chosen anchor's steps: the first event of each step up to the reach event, in order.
+        result = _let(
+            "_ch", chosen,
+            _let("_f2", firsts_from("_ch.2"),
+                 # an event that is the first of several steps stands for each of them
+                 _let("_pos", "arraySort(arrayFilter(_z -> _z > 0, _f2))",
+                      f"(toInt8(_ch.1), arrayMap(_s -> if(_s < length(_pos), evs[_pos[_s + 1]].1, {_ABS}), range({n})), "
+                      f"arrayMap(_s -> if(_s < length(_pos), toUInt32(_pos[_s + 1]), toUInt32(0)), range({n})))")),
+        )  # fmt: skip
+        return f"if(empty({anchors}), (toInt8(-1), arrayMap(_s -> {_ABS}, range({n})), arrayMap(_s -> toUInt32(0), range({n}))), {result})"
+
+
+def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to=None,
+              p: Predicates | None = None) -> UnitsSQL:  # fmt: skip
+    """The counted units of ``q`` over ``[date_from, date_to]`` (see ``UnitsSQL``)."""
+    p = p or Predicates()
+    held = _held_for(q)
+    c = _Compiler(ctx, q, held, p)
+    n = c.n
+    events = c.events(date_from, date_to)
+    grouped = c.grouped(events)
+    keys = c.unit_keys()
+    if q.counting == "totals":
+        per_unit = _totals(c, grouped, keys)
+    else:
+        fold = c.unordered() if q.order == "unordered" else c.fold()
+        if q.order == "unordered":
+            body = f"SELECT {', '.join(keys)}, evs, {fold} AS r, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ({grouped})"
+        else:
+            body = f"SELECT {', '.join(keys)}, evs, {fold} AS r, r.6 AS level, r.7 AS ts, r.8 AS pos FROM ({grouped})"
+        per_unit = f"SELECT * FROM ({body}) WHERE level >= 0"
+    bd = _attributed(q, n)
+    ukey = "tuple(" + ", ".join(k for k in keys[1:]) + ", ts[1])" if len(keys) > 1 else "tuple(ts[1])"
+    rows = (f"SELECT person, toInt8(level) AS level, ts, ts[level + 1] AS reach, {bd} AS bd, {ukey} AS ukey "
+            f"FROM ({per_unit})")  # fmt: skip
+    if held and q.counting == "uniques":
+        # A person counts once, by the value that took them deepest (reached first). Ties: the
+        # embedded store takes the value it met first in storage; here the smallest value.
+        rows = (f"SELECT person, best.1 AS level, best.2 AS ts, best.3 AS reach, best.4 AS bd, best.5 AS ukey FROM ("
+                f"SELECT person, arraySort(_u -> (-_u.1, _u.3, _u.5), groupArray((level, ts, reach, bd, ukey)))[1] AS best "
+                f"FROM ({rows}) GROUP BY person)")  # fmt: skip
+    return UnitsSQL(rows, p.params)
+
+
+def _attributed(q: FunnelQuery, n: int) -> str:
+    """The breakdown value of a unit: on its step 1 (first_touch, all_events), its last step done
+    (last_touch) or step N; NULL where there is none."""
+    bd = q.breakdown
+    if bd is None:
+        return "CAST(NULL AS Nullable(String))"
+    if bd.attribution in ("first_touch", "all_events"):
+        at = "pos[1]"
+    elif bd.attribution == "last_touch":
+        at = "arrayLast(_z -> _z > 0, pos)"
+    else:
+        at = f"pos[{bd.step}]"
+    return f"if({at} > 0, evs[{at}].6, CAST(NULL AS Nullable(String)))"
+
+
+def _totals(c: _Compiler, grouped: str, keys: list[str]) -> str:
+    raise InvalidInput("counting totals is not available on ClickHouse yet", code="not_supported")
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _materialized(ctx: ClickHouseContext, units: UnitsSQL):
+    """The units in a Memory table for the few aggregate queries that read them."""
+    name = f"{ctx.client.database}._funnel_{uuid.uuid4().hex[:12]}"
+    ctx.client.command(f"CREATE TABLE {name} ENGINE = Memory AS {units.sql}", units.params)
+    try:
+        yield name
+    finally:
+        ctx.client.command(f"DROP TABLE IF EXISTS {name}")
+
+
+def _reached(q: FunnelQuery, k: str) -> str:
+    """SQL: the unit reached step ``k`` (0-based expression); an optional step only when done."""
+    opt = _int_array([int(s.optional and q.order != "unordered") for s in q.steps], "UInt8")
+    return f"(level >= {k} AND ({opt}[{k} + 1] = 0 OR ts[{k} + 1] != {_ABS}))"
+
+
+def _stats(median, average, p90, n) -> dict[str, float | None]:
+    if not n:
+        return {"median": None, "average": None, "p90": None}
+    return {"median": round(float(median), 3), "average": round(float(average), 3), "p90": round(float(p90), 3)}
+
+
+def _grouped_rows(ctx: ClickHouseContext, q: FunnelQuery, table: str, group: str = "0",
+                  params: dict[str, Any] | None = None) -> dict[int, list[dict]]:  # fmt: skip
+    """Step rows per group of units: counts, and the seconds from the previous step done."""
+    n = len(q.steps)
+    prev = f"arrayLast(_w -> _w != {_ABS}, arraySlice(ts, 1, k))"
+    timed = f"(k > 0 AND ts[k + 1] != {_ABS} AND level >= k)"
+    sql = (
+        f"SELECT g, k, countIf({_reached(q, 'k')}) AS n, countIf({timed}) AS m, "
+        f"quantilesExactInclusiveIf(0.5, 0.9)((ts[k + 1] - {prev}) / 1e6, {timed}) AS qs, "
+        f"sumIf(ts[k + 1] - {prev}, {timed}) AS total "
+        f"FROM (SELECT {group} AS g, level, ts FROM {table}) ARRAY JOIN range({n}) AS k GROUP BY g, k"
+    )
+    table_rows = ctx.arrow(sql, params).to_pylist()
+    by_group: dict[int, tuple[list[int], list[dict]]] = {}
+    for r in table_rows:
+        counts, stats = by_group.setdefault(int(r["g"]), ([0] * n, [_stats(0, 0, 0, 0) for _ in range(n)]))
+        k = int(r["k"])
+        counts[k] = int(r["n"])
+        if k and r["m"]:
+            stats[k] = _stats(r["qs"][0], r["total"] / r["m"] / 1e6, r["qs"][1], r["m"])
+    return {g: rows_from_stats(q, counts, stats) for g, (counts, stats) in by_group.items()}
+
+
+def _step_rows(ctx: ClickHouseContext, q: FunnelQuery, table: str) -> list[dict]:
+    rows = _grouped_rows(ctx, q, table)
+    if 0 in rows:
+        return rows[0]
+    return rows_from_stats(q, [0] * len(q.steps), [_stats(0, 0, 0, 0) for _ in q.steps])
+
+
+def _time_to_convert(ctx: ClickHouseContext, q: FunnelQuery, table: str) -> dict[str, Any]:
+    last = len(q.steps) - 1
+    sec = f"(ts[{last + 1}] - ts[1]) / 1e6"
+    bins = ttc_bins(q)
+    counts = ", ".join(
+        f"countIf({sec} >= {low} AND {sec} {'<' if high != q.window else '<='} {high}) AS b{j}"
+        for j, (low, high) in enumerate(bins)
+    )
+    row = ctx.arrow(
+        f"SELECT count() AS n, quantilesExactInclusive(0.5, 0.9)({sec}) AS qs, sum(ts[{last + 1}] - ts[1]) AS total, "
+        f"{counts} FROM {table} WHERE level = {last}"
+    ).to_pylist()[0]
+    n = int(row["n"])
+    stats = _stats(row["qs"][0], row["total"] / n / 1e6 if n else 0, row["qs"][1], n)
+    return {
+        "converted": n,
+        **{f"{k}_seconds": v for k, v in stats.items()},
+        "bins": [{"from_seconds": low, "to_seconds": high, "count": int(row[f"b{j}"])} for j, (low, high) in enumerate(bins)],
+    }
+
+
+_PERIODS = {"day": "{d}", "week": "toMonday({d})", "month": "toStartOfMonth({d})"}
+
+
+def _trend(ctx: ClickHouseContext, q: FunnelQuery, table: str) -> list[dict[str, Any]]:
+    if q.trend is None:
+        return []
+    tz = ctx.tz.key.replace("'", "")
+    day = f"toDate(fromUnixTimestamp64Micro(ts[1], 'UTC'), '{tz}')"
+    period = _PERIODS[q.trend].format(d=day)
+    rows = ctx.arrow(
+        f"SELECT {period} AS period, count() AS entered, countIf(level = {len(q.steps) - 1}) AS converted "
+        f"FROM {table} GROUP BY period ORDER BY period"
+    ).to_pylist()
+    return [
+        {"period": r["period"].isoformat(), "entered": int(r["entered"]), "converted": int(r["converted"]),
+         "conversion": _ratio(int(r["converted"]), int(r["entered"]))}
+        for r in rows
+    ]  # fmt: skip
+
+
+def _breakdown_rows(ctx: ClickHouseContext, q: FunnelQuery, table: str) -> list[dict[str, Any]]:
+    bd = q.breakdown
+    assert bd is not None
+    # Values by units at step 1, most first; a unit without a value ranks as the empty text.
+    ranked = ctx.arrow(
+        f"SELECT bd, count() AS n FROM {table} GROUP BY bd "
+        f"ORDER BY n DESC, ifNull(bd, '') ASC, isNotNull(bd) ASC LIMIT {int(bd.limit)}"
+    ).to_pylist()
+    if not ranked:
+        return []
+    distinct = ctx.arrow(f"SELECT uniqExact(bd) + (countIf(isNull(bd)) > 0) AS n FROM {table}").to_pylist()[0]["n"]
+    top = [r["bd"] for r in ranked]
+    rest = int(distinct) - len(top)
+    group = "indexOf({top:Array(Nullable(String))}, bd)"
+    groups = _grouped_rows(ctx, q, table, group, {"top": top})
+    out: list[dict[str, Any]] = [{"value": value, "steps": groups[rank + 1]} for rank, value in enumerate(top)]
+    if rest:
+        out.append({"value": OTHER, "other_values": rest, "steps": groups[0]})
+    return out
+
+
+def run_funnel(ctx: ClickHouseContext, q: FunnelQuery) -> FunnelResult:
+    data: dict[str, Any] = {
+        "kind": "funnel",
+        "source": ctx.source.name,
+        "order": q.order,
+        "counting": q.counting,
+        "window_seconds": q.window,
+        "range": _range_dict(q.date_from, q.date_to),
+    }
+    with _materialized(ctx, units_sql(ctx, q, date_from=q.date_from, date_to=q.date_to)) as table:
+        data["steps"] = _step_rows(ctx, q, table)
+        data["breakdown"] = _breakdown_rows(ctx, q, table) if q.breakdown is not None else []
+        data["breakdown_property"] = q.breakdown.property if q.breakdown is not None else None
+        data["time_to_convert"] = _time_to_convert(ctx, q, table)
+        data["trend"] = _trend(ctx, q, table)
+        data["compare"] = None
+    if q.compare is not None:
+        units = units_sql(ctx, q, date_from=q.compare.date_from, date_to=q.compare.date_to)
+        with _materialized(ctx, units) as table:
+            data["compare"] = {
+                "range": _range_dict(q.compare.date_from, q.compare.date_to),
+                "steps": _step_rows(ctx, q, table),
+                "time_to_convert": _time_to_convert(ctx, q, table),
+            }
+    return FunnelResult(data)
+
+
+def run_funnel_people(ctx: ClickHouseContext, q: FunnelPeopleQuery) -> FunnelResult:
+    """The people who reached step ``q.step`` or dropped out just before it, newest last step first."""
+    if q.step > len(q.steps):
+        raise InvalidInput(f"step must be between 1 and {len(q.steps)}", code="invalid_query")
+    if q.status == "dropped" and q.step == 1:
+        raise InvalidInput("nobody drops out before step 1: ask for step 2 or later", code="invalid_query")
+    k = q.step - 1
+    cond = _reached(q, str(k)) if q.status == "reached" else f"{_reached(q, str(k - 1))} AND NOT {_reached(q, str(k))}"
+    units = units_sql(ctx, q, date_from=q.date_from, date_to=q.date_to)
+    params = dict(units.params)
+    if q.breakdown is not None and q.breakdown_value is not None:
+        cond += " AND ifNull(bd = {masar_value:String}, false)"
+        params["masar_value"] = q.breakdown_value
+    rows = ctx.arrow(
+        f"SELECT person, level, reach, count() OVER () AS total FROM ({units.sql}) WHERE {cond} "
+        f"ORDER BY reach DESC, person ASC, ukey ASC LIMIT {int(q.limit)} OFFSET {int(q.offset)}",
+        params,
+    ).to_pylist()
+    if rows:
+        total = int(rows[0]["total"])
+    else:
+        total = int(ctx.arrow(f"SELECT count() AS n FROM ({units.sql}) WHERE {cond}", params).to_pylist()[0]["n"])
+    ids = ctx.store.identities_of(ctx.source, [int(r["person"]) for r in rows])
+    people = []
+    for r in rows:
+        person = int(r["person"])
+        known = ids.get(person, {})
+        people.append({
+            "person_id": person,
+            "user_id": known.get("user_id"),
+            "anonymous_ids": known.get("anonymous_ids", []),
+            "deepest_step": int(r["level"]) + 1,
+            "last_step_at": _iso(int(r["reach"])),
+        })  # fmt: skip
+    return FunnelResult({
+        "kind": "funnel_people",
+        "source": ctx.source.name,
+        "step": q.step,
+        "status": q.status,
+        "total": total,
+        "offset": q.offset,
+        "people": people,
+    })  # fmt: skip
+
+
+RUNNERS = {"funnel": run_funnel, "funnel_people": run_funnel_people}
