@@ -195,27 +195,39 @@ class _Compiler:
     def _set(self, arr: str, k: str, value: str) -> str:
         return f"arrayMap((_v, _j) -> if(_j = {k}, {value}, _v), {arr}, range({self.n}))"
 
+    # The fold's state: 1 lt, 2 lk (the last (instant, step) taken, to take each once), 3 valid
+    # per step, 4 ts and 5 positions of each step's chain, 6 best level, 7 ts and 8 positions of
+    # the reported chain; counting totals: 9 active, 10 attempt start, 11 used at this instant,
+    # 12 a new attempt started at this instant, 13 the finished attempts (level, ts, positions).
+    _NAMES = ("lt", "lk", "v", "ct", "ci", "best", "bt", "bi", "active", "start", "used", "fresh", "out")
+
     def _state(self, acc: str, **changes: str) -> str:
-        names = ["lt", "lk", "v", "ct", "ci", "best", "bt", "bi"]
-        parts = [changes.get(name, f"{acc}.{i + 1}") for i, name in enumerate(names)]
+        parts = [changes.get(name, f"{acc}.{i + 1}") for i, name in enumerate(self._NAMES)]
         return "(" + ", ".join(parts) + ")"
 
-    def _start(self, acc: str, t: str, i: str) -> str:
+    def _start(self, acc: str, t: str, i: str, *, fresh: bool = False) -> str:
+        """Chain 0 starts at the event; ``fresh``: a new attempt (counting totals), nothing else valid."""
         n = self.n
         row_t = f"arrayMap(_s -> if(_s = 0, {t}, {_ABS}), range({n}))"
         row_i = f"arrayMap(_s -> if(_s = 0, {i}, toUInt32(0)), range({n}))"
-        fresh = f"{acc}.6 < 0"
+        if fresh:
+            return self._state(
+                acc, v=f"arrayMap(_s -> toUInt8(_s = 0), range({n}))", ct=self._set(f"{acc}.4", "0", row_t),
+                ci=self._set(f"{acc}.5", "0", row_i), best="toInt8(0)", bt=row_t, bi=row_i, active="toUInt8(1)",
+                start=t, fresh="toUInt8(1)",
+            )  # fmt: skip
+        first = f"{acc}.6 < 0"
         return self._state(
             acc,
             v=self._set(f"{acc}.3", "0", "toUInt8(1)"),
             ct=self._set(f"{acc}.4", "0", row_t),
             ci=self._set(f"{acc}.5", "0", row_i),
-            best=f"if({fresh}, toInt8(0), {acc}.6)",
-            bt=f"if({fresh}, {row_t}, {acc}.7)",
-            bi=f"if({fresh}, {row_i}, {acc}.8)",
+            best=f"if({first}, toInt8(0), {acc}.6)",
+            bt=f"if({first}, {row_t}, {acc}.7)",
+            bi=f"if({first}, {row_i}, {acc}.8)",
         )
 
-    def _step(self, acc: str, t: str, k: str, i: str) -> str:
+    def _step(self, acc: str, t: str, k: str, i: str, **extra: str) -> str:
         """Ordered: step ``k`` at ``t`` extends its predecessor's chain; recorded when deepest yet."""
         row_t = self._row_t(acc, t, k, "_p")
         row_i = self._row_i(acc, i, k, "_p")
@@ -228,6 +240,7 @@ class _Compiler:
             best=f"if({deeper}, toInt8({k}), {acc}.6)",
             bt=f"if({deeper}, {row_t}, {acc}.7)",
             bi=f"if({deeper}, {row_i}, {acc}.8)",
+            **extra,
         )
         return _let("_p", self._pred(acc, t, k), f"if(_p < 0, {acc}, {extended})")
 
@@ -244,10 +257,23 @@ class _Compiler:
         valid = f"arrayMap(_l -> if({acc}.3[_l + 1] = 1 AND NOT ({stops}), toUInt8(1), toUInt8(0)), range({self.n}))"
         return self._state(acc, v=valid)
 
-    def _strict_advance(self, acc: str, t: str, m: str, i: str) -> str:
+    def _emit(self, acc: str) -> str:
+        """Counting totals: the attempt in progress is finished."""
+        return self._state(acc, out=f"arrayPushBack({acc}.13, ({acc}.6, {acc}.7, {acc}.8))", active="toUInt8(0)")
+
+    def _close_if_done(self, acc: str, *, or_stopped: bool = True) -> str:
+        """Finish the attempt when it reached the last step (or, ``or_stopped``, no chain below the
+        last step can go on)."""
+        done = f"{acc}.6 = {self.n - 1}"
+        if or_stopped:
+            done += f" OR NOT arrayExists(_l -> {acc}.3[_l + 1] = 1, range({self.n - 1}))"
+        return f"if({done}, {self._emit(acc)}, {acc})"
+
+    def _strict_advance(self, acc: str, t: str, m: str, i: str, *, totals: bool = False) -> str:
         """Strict: every chain takes the action as its next step or ends (all at once, from the
-        state before it); the deepest extended is recorded when deeper than the best, or as deep,
-        reached at this instant and started later."""
+        state before it); the deepest extended is recorded when deeper than the best, or (uniques)
+        as deep, reached at this instant and started later. Totals: the action is used when it
+        extended a chain; the attempt finishes when complete or broken."""
         n = self.n
         preds = f"arrayMap(_k -> if(_k > 0 AND bitTest({m}, _k), {self._pred(acc, t, '_k')}, toInt16(-1)), range({n}))"
         row_t = self._row_t(acc, t, "_k", "_P[_k + 1]")
@@ -256,60 +282,111 @@ class _Compiler:
         new_ct = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_t}, {acc}.4[_k + 1]), range({n}))"
         new_ci = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_i}, {acc}.5[_k + 1]), range({n}))"
         advanced = self._state(acc, v=new_v, ct=new_ct, ci=new_ci)
-        record = (
-            "_d >= 0 AND (_d > _a.6 OR (_d = _a.6 AND _a.7[_d + 1] = " + t + " AND _a.4[_d + 1][1] > _a.7[1]))"
-        )
+        record = "_d >= 0 AND _d > _a.6"
+        if not totals:
+            record = "_d >= 0 AND (_d > _a.6 OR (_d = _a.6 AND _a.7[_d + 1] = " + t + " AND _a.4[_d + 1][1] > _a.7[1]))"
+        extra = {"used": "toUInt8(_d >= 0)"} if totals else {}
         recorded = self._state(
             "_a",
             best=f"if({record}, toInt8(_d), _a.6)",
             bt=f"if({record}, _a.4[_d + 1], _a.7)",
             bi=f"if({record}, _a.5[_d + 1], _a.8)",
+            **extra,
         )
+        if totals:
+            recorded = _let("_b", recorded, self._close_if_done("_b"))
         body = _let("_d", "toInt16(arrayLastIndex(_w -> _w = 1, _a.3)) - 1", recorded)
         return _let("_P", preds, _let("_a", advanced, body))
 
-    def fold(self) -> str:
-        """Per unit: (level, ts of each step, event positions of each step) of the reported attempt."""
+    def _ops(self) -> str:
+        """The unit's operations, in the order the kernel takes them: tuples (t, kind, k, position,
+        step mask, exclusion mask, taken once per (t, kind, k))."""
         n = self.n
-        ops_of = []
+
+        def op(kind: int, k: str = "toUInt8(0)", once: int = 0) -> str:
+            return f"(_e.1, toUInt8({kind}), {k}, _i, _e.4, _e.5, toUInt8({once}))"
+
+        def of_events(parts: list[str]) -> str:
+            return f"arrayFlatten(arrayMap((_e, _i) -> arrayConcat({', '.join(parts)}), evs, arrayEnumerate(evs)))"
+
+        steps = f"arrayFilter(_k -> bitTest(_e.4, _k), range({n}))"
+        later = f"arrayFilter(_k -> _k > 0 AND bitTest(_e.4, _k), range({n}))"
+        excl = "if(_e.5 != 0, [{}], [])"
+        if self.q.counting == "totals" and self.q.order == "ordered":
+            # Per instant: the window check; the attempt in progress takes the instant's steps
+            # (2..n), then its exclusions; else a new attempt starts at its step 1 and takes its
+            # steps, then its exclusions.
+            parts = [
+                f"[{op(10)}]",
+                f"arrayMap(_k -> {op(11, 'toUInt8(_k)', 1)}, {later})",
+                f"[{op(12)}]",
+                f"if(bitTest(_e.4, 0), [{op(13, 'toUInt8(0)', 1)}], [])",
+                f"arrayMap(_k -> {op(14, 'toUInt8(_k)', 1)}, {later})",
+                f"[{op(15)}]",
+            ]
+            return f"arraySort(_o -> (_o.1, _o.2, _o.3, _o.4), {of_events(parts)})"
+        if self.q.counting == "totals":
+            # Per instant: the window check, each action (advance, then maybe a new attempt), then
+            # the instant's exclusions.
+            parts = [f"[{op(10)}]", f"[{op(20)}]", f"[{op(21)}]", excl.format(op(22))]
+            return f"arraySort(_o -> (_o.1, _o.2 != 10, _o.2 = 22, _o.4, _o.2), {of_events(parts)})"
         if self.q.order == "ordered":
             # An instant's steps in step order (the first event of the instant with each step),
-            # then its exclusions: kind 0 start, 1 step, 2 exclusion; dedup on (t, step).
-            per_event = (
-                f"arrayConcat(arrayMap(_k -> (_e.1, if(_k = 0, toUInt8(0), toUInt8(1)), toUInt8(_k), _i, _e.4, _e.5, toUInt8(1)), "
-                f"arrayFilter(_k -> bitTest(_e.4, _k), range({n}))), "
-                f"if(_e.5 != 0, [(_e.1, toUInt8(2), toUInt8({_NO_STEP}), _i, _e.4, _e.5, toUInt8(0))], []))"
-            )
-            ops = f"arraySort(_o -> (_o.1, _o.3, _o.4), arrayFlatten(arrayMap((_e, _i) -> {per_event}, evs, arrayEnumerate(evs))))"
-        else:
-            # Strict: one advance per action, then its start, then its exclusions.
-            per_event = (
-                f"arrayConcat([(_e.1, toUInt8(3), toUInt8(0), _i, _e.4, _e.5, toUInt8(0))], "
-                f"if(bitTest(_e.4, 0), [(_e.1, toUInt8(0), toUInt8(0), _i, _e.4, _e.5, toUInt8(0))], []), "
-                f"if(_e.5 != 0, [(_e.1, toUInt8(2), toUInt8({_NO_STEP}), _i, _e.4, _e.5, toUInt8(0))], []))"
-            )
-            ops = f"arrayFlatten(arrayMap((_e, _i) -> {per_event}, evs, arrayEnumerate(evs)))"
-        ops_of.append(ops)
+            # then its exclusions.
+            parts = [f"arrayMap(_k -> {op(1, 'toUInt8(_k)', 1)}, {steps})", excl.format(op(2, f"toUInt8({_NO_STEP})"))]
+            return f"arraySort(_o -> (_o.1, _o.3, _o.4), {of_events(parts)})"
+        # Strict: one advance per action, then its start; an instant's exclusions after its last
+        # action (they stop attempts for the steps strictly after the instant).
+        parts = [f"[{op(3)}]", f"if(bitTest(_e.4, 0), [{op(0)}], [])", excl.format(op(2, f"toUInt8({_NO_STEP})"))]
+        return f"arraySort(_o -> (_o.1, _o.2 = 2, _o.4, _o.2 = 0), {of_events(parts)})"
+
+    def fold(self) -> str:
+        """Per unit, the final state: (uniques) its level, and the ts and positions of the
+        reported attempt's steps in fields 6-8; (totals) every attempt in field 13."""
+        n = self.n
         acc = "_acc"
-        t, kind, k, i, m, x, dedup = (f"_o.{j}" for j in range(1, 8))
+        t, kind, k, i, m, x = (f"_o.{j}" for j in range(1, 7))
         i32 = f"toUInt32({i})"
-        body = (
-            f"if({dedup} = 1 AND {t} = {acc}.1 AND {k} = {acc}.2, {acc}, "
-            f"multiIf({kind} = 0, {self._start(acc, t, i32)}, "
-            f"{kind} = 1, {self._step(acc, t, k, i32)}, "
-            f"{kind} = 2, {self._exclude(acc, t, x)}, "
-            f"{self._strict_advance(acc, t, m, i32)}))"
-        )
-        mark = f"({t}, {k}, _r.3, _r.4, _r.5, _r.6, _r.7, _r.8)"
-        body = _let("_r", body, mark)
-        empty_row_t = f"arrayMap(_s -> {_ABS}, range({n}))"
-        empty_row_i = f"arrayMap(_s -> toUInt32(0), range({n}))"
+        excluded = _let("_x", self._exclude(acc, t, x), "{}")
+        if self.q.counting == "totals" and self.q.order == "ordered":
+            branches = {
+                10: f"if({acc}.9 = 1 AND {t} - {acc}.10 > {self.window}, {self._emit(acc)}, {acc})",
+                11: f"if({acc}.9 = 1, {self._step(acc, t, k, i32, used='toUInt8(1)')}, {acc})",
+                12: f"if({acc}.9 = 1, {excluded.format(self._close_if_done('_x'))}, {acc})",
+                13: f"if({acc}.9 = 0 AND {acc}.11 = 0, {self._start(acc, t, i32, fresh=True)}, {acc})",
+                14: f"if({acc}.12 = 1 AND {acc}.9 = 1, {self._step(acc, t, k, i32)}, {acc})",
+                15: f"if({acc}.12 = 1 AND {acc}.9 = 1, {excluded.format(self._close_if_done('_x', or_stopped=False))}, {acc})",
+            }
+        elif self.q.counting == "totals":
+            branches = {
+                10: f"if({acc}.9 = 1 AND {t} - {acc}.10 > {self.window}, {self._emit(acc)}, {acc})",
+                20: f"if({acc}.9 = 1, {self._strict_advance(acc, t, m, i32, totals=True)}, {self._state(acc, used='toUInt8(0)')})",
+                21: f"if({acc}.9 = 0 AND {acc}.11 = 0 AND bitTest({m}, 0), {self._start(acc, t, i32, fresh=True)}, {acc})",
+                22: f"if({acc}.9 = 1, {excluded.format(self._close_if_done('_x'))}, {acc})",
+            }
+        elif self.q.order == "ordered":
+            branches = {1: f"if({k} = 0, {self._start(acc, t, i32)}, {self._step(acc, t, k, i32)})",
+                        2: self._exclude(acc, t, x)}  # fmt: skip
+        else:
+            branches = {3: self._strict_advance(acc, t, m, i32), 0: self._start(acc, t, i32),
+                        2: self._exclude(acc, t, x)}  # fmt: skip
+        cases = ", ".join(f"{kind} = {kk}, {body}" for kk, body in list(branches.items())[:-1])
+        last = list(branches.values())[-1]
+        body = f"multiIf({cases}, {last})" if cases else last
+        # Each (instant, kind, step) once: the first event of the instant with that step.
+        body = f"if(_o.7 = 1 AND {t} = {acc}.1 AND toUInt16(toUInt16({kind}) * 128 + {k}) = {acc}.2, {acc}, {body})"
+        # A new instant clears "used" and "new attempt" (counting totals).
+        body = _let("_r", body, f"({t}, toUInt16(toUInt16({kind}) * 128 + {k}), _r.3, _r.4, _r.5, _r.6, _r.7, _r.8, _r.9, _r.10, "
+                                f"if({t} != {acc}.1, toUInt8(0), _r.11), if({t} != {acc}.1, toUInt8(0), _r.12), _r.13)")
+        row_t = f"arrayMap(_s -> {_ABS}, range({n}))"
+        row_i = f"arrayMap(_s -> toUInt32(0), range({n}))"
         init = (
-            f"(toInt64({ABSENT}), toUInt8(255), arrayMap(_s -> toUInt8(0), range({n})), "
-            f"arrayMap(_s -> {empty_row_t}, range({n})), arrayMap(_s -> {empty_row_i}, range({n})), "
-            f"toInt8(-1), {empty_row_t}, {empty_row_i})"
+            f"(toInt64({ABSENT}), toUInt16(65535), arrayMap(_s -> toUInt8(0), range({n})), "
+            f"arrayMap(_s -> {row_t}, range({n})), arrayMap(_s -> {row_i}, range({n})), "
+            f"toInt8(-1), {row_t}, {row_i}, toUInt8(0), toInt64(0), toUInt8(0), toUInt8(0), "
+            f"CAST([] AS Array(Tuple(Int8, Array(Int64), Array(UInt32)))))"
         )
-        return f"arrayFold((_acc, _o) -> {body}, {ops}, {init})"
+        return f"arrayFold((_acc, _o) -> {body}, {self._ops()}, {init})"
 
     def unordered(self) -> str:
         """Unordered: for each step event as anchor, the steps done within the window from it (an
@@ -399,7 +476,10 @@ def _attributed(q: FunnelQuery, n: int) -> str:
 
 
 def _totals(c: _Compiler, grouped: str, keys: list[str]) -> str:
-    raise InvalidInput("counting totals is not available on ClickHouse yet", code="not_supported")
+    """Every attempt of every unit: the fold's finished attempts, and the one still in progress."""
+    attempts = "if(r.9 = 1, arrayPushBack(r.13, (r.6, r.7, r.8)), r.13)"
+    return (f"SELECT {', '.join(keys)}, evs, attempt.1 AS level, attempt.2 AS ts, attempt.3 AS pos "
+            f"FROM (SELECT {', '.join(keys)}, evs, {c.fold()} AS r FROM ({grouped})) ARRAY JOIN {attempts} AS attempt")  # fmt: skip
 
 
 # -- running ----------------------------------------------------------------------------------------
