@@ -12,15 +12,18 @@ Two levels:
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import masar
+from masar.demo.load import load_demo
 from masar.engine import parse_query
-from masar.store.clickhouse.funnels import _Compiler, _totals
+from masar.errors import InvalidInput
+from masar.store.clickhouse.funnels import RUNNERS, _Compiler, _totals, units_sql
 from masar.store.clickhouse.predicates import Predicates
+from tests.clickhouse.twins import twin
 from tests.engine import reference_funnel as ref
+from tests.engine.test_funnel_clickhouse import tie_store
 from tests.engine.test_funnel_kernel import Case, cases
 
 pytestmark = pytest.mark.timeout(300)
@@ -164,4 +167,216 @@ def test_strict_exclusions_case_the_numba_kernel_misses(chdb_client):
     check_units(chdb_client, case)
 
 
-_ids = itertools.count()
+
+
+# -- whole queries: the embedded engine and ClickHouse on the same store ----------------------------
+
+
+DEMO = "Masar Demo Store"
+SHOP = ["Product Viewed", "Product Added", "Checkout Started", "Order Completed"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, chdb_client):
+    """The demo store (3,000 visitors over 30 days: identify calls with traits, sessions, channels,
+    products, e-commerce properties) in the embedded store and twinned into ClickHouse."""
+    store = masar.open(tmp_path_factory.mktemp("funnels") / "data")
+    load_demo(store, visitors=3000, days=30)
+    context = twin(store, chdb_client)
+    days = store.run({"kind": "funnel", "source": DEMO, "steps": ["Page Viewed", "Page Viewed"], "trend": "day"})
+    periods = [row["period"] for row in days.to_dict()["trend"]]
+    yield store, context(DEMO), periods
+    store.close()
+
+
+def same(demo, query: dict) -> dict:
+    """The query's result from both engines, asserted identical; returns it."""
+    store, ctx, _ = demo
+    query = {"kind": "funnel", "source": DEMO, **query}
+    embedded = store.run(query, reuse=False).to_dict()
+    parsed = parse_query(query)
+    clickhouse = RUNNERS[parsed.kind](ctx, parsed).to_dict()
+    assert clickhouse == embedded
+    return embedded
+
+
+def _alternatives():
+    return {"name": "Browse", "any_of": [
+        {"event": "Page Viewed", "filters": [{"property": "channel", "op": "eq", "value": "Direct"}]},
+        {"event": "Product List Viewed", "filters": [{"property": "device_type", "op": "in", "value": ["mobile", "tablet"]}]},
+    ]}  # fmt: skip
+
+
+QUERIES = {
+    "plain": {"steps": SHOP},
+    "window 1 hour": {"steps": SHOP, "window": "1h"},
+    "any_of and filters": {"steps": [
+        _alternatives(),
+        {"event": "Product Added", "filters": [{"property": "price", "op": "gt", "value": 100}]},
+        {"event": "Order Completed", "filters": [{"property": "revenue", "op": "gte", "value": 50}]},
+    ]},  # fmt: skip
+    "event property filters": {"steps": [
+        {"event": "Product Viewed", "filters": [{"property": "category", "op": "contains", "value": "PERF"}]},
+        {"event": "Product Added", "filters": [{"property": "properties.brand", "op": "not_in", "value": ["Bayt"]}]},
+        {"event": "Order Completed", "filters": [{"property": "coupon", "op": "is_not_set"}]},
+    ]},  # fmt: skip
+    "person traits": {"steps": [
+        {"event": "Product Viewed", "filters": [{"property": "person.gender", "op": "eq", "value": "female"}]},
+        {"event": "Product Added", "filters": [{"property": "person.city", "op": "neq", "value": "Riyadh"}]},
+        "Order Completed",
+    ]},  # fmt: skip
+    "numbers as text": {"steps": [
+        {"event": "Product Viewed", "filters": [{"property": "price", "op": "eq", "value": 119}]},
+        {"event": "Product Added", "filters": [{"property": "quantity", "op": "neq", "value": "2"}]},
+    ]},  # fmt: skip
+    "any event": {"steps": ["Product Viewed", "*", "Product Added", "*"], "window": "1h"},
+    "optional step": {"steps": ["Product Viewed", {"event": "Cart Viewed", "optional": True}, "Checkout Started",
+                                {"event": "Payment Info Entered", "optional": True}, "Order Completed"]},
+    "first time": {"steps": ["Product Viewed", {"event": "Order Completed", "first_time": True}]},
+    "first time step 1": {"steps": [{"event": "Page Viewed", "first_time": True}, "Product Viewed"],
+                          "from": "-", "to": "-"},
+    "time between steps": {"steps": ["Product Viewed", {"event": "Product Added", "max_seconds_from_previous": "10m"},
+                                     {"event": "Order Completed", "max_seconds_from_previous": "1h"}]},
+    "strict": {"steps": ["Page Viewed", "Product Viewed", "Product Added"], "order": "strict"},
+    "strict optional": {"steps": ["Page Viewed", {"event": "Products Searched", "optional": True},
+                                  "Product List Viewed", "Page Viewed"], "order": "strict"},
+    "unordered": {"steps": ["Product Viewed", "Product Added", "Signed Up"], "order": "unordered", "window": "1d"},
+    "sessions": {"steps": SHOP, "counting": "sessions"},
+    "totals": {"steps": ["Product Viewed", "Product Added"], "counting": "totals", "window": "1h"},
+    "totals strict": {"steps": ["Page Viewed", "Product Viewed", "Page Viewed"], "counting": "totals",
+                      "order": "strict", "window": "1h"},
+    "totals exclusions": {"steps": SHOP, "counting": "totals",
+                          "exclusions": [{"event": "Product Removed", "from_step": 2}]},
+    "exclusions": {"steps": SHOP, "exclusions": [{"event": "Product Removed", "from_step": 2},
+                                                 {"event": "Products Searched", "from_step": 1, "to_step": 3}]},
+    "strict exclusions": {"steps": ["Page Viewed", "Product Viewed", "Product Added", "Page Viewed"], "order": "strict",
+                          "exclusions": [{"event": "Product Added", "from_step": 2, "to_step": 4,
+                                          "filters": [{"property": "price", "op": "gt", "value": 300}]}]},
+    "hold constant": {"steps": ["Product Viewed", "Product Added"], "hold_constant": ["product_id"],
+                      "breakdown": "category"},
+    "hold constant two": {"steps": SHOP, "hold_constant": ["device_type", "person.gender"]},
+    "hold constant sessions": {"steps": ["Product Viewed", "Product Added"], "hold_constant": ["category"],
+                               "counting": "sessions"},
+    "breakdown first touch": {"steps": SHOP, "breakdown": "device_type"},
+    "breakdown last touch with other": {"steps": SHOP, "breakdown": {"property": "channel", "attribution": "last_touch",
+                                                                     "limit": 2}},
+    "breakdown step": {"steps": SHOP, "breakdown": {"property": "category", "attribution": "step", "step": 2,
+                                                    "limit": 3}},
+    "breakdown all events": {"steps": ["Product Viewed", "Product Added"],
+                             "breakdown": {"property": "product_id", "attribution": "all_events", "limit": 4}},
+    "breakdown trait": {"steps": SHOP, "breakdown": "person.age_band"},
+    "breakdown money": {"steps": ["Product Added", "Order Completed"], "breakdown": {"property": "price", "limit": 5}},
+    "breakdown unordered": {"steps": ["Product Viewed", "Signed Up"], "order": "unordered", "breakdown": "os"},
+    "trend day": {"steps": SHOP, "trend": "day"},
+    "trend week sessions": {"steps": SHOP, "trend": "week", "counting": "sessions"},
+    "trend month totals": {"steps": ["Product Viewed", "Product Added"], "trend": "month", "counting": "totals"},
+}
+
+
+def _dated(demo, query: dict) -> dict:
+    """Dates from the data: "-" in from/to is the data's 10th and 20th day."""
+    _, _, periods = demo
+    out = dict(query)
+    if out.get("from") == "-":
+        out["from"], out["to"] = periods[10], periods[20]
+    return out
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_funnel_same_as_embedded(demo, name):
+    result = same(demo, _dated(demo, QUERIES[name]))
+    assert result["steps"][0]["count"] > 0  # the data exercises the query
+
+
+def test_date_range_compare_and_trend(demo):
+    _, _, periods = demo
+    result = same(demo, {"steps": SHOP, "from": periods[8], "to": periods[15], "trend": "day",
+                         "compare": {"from": periods[0], "to": periods[7]}, "breakdown": "device_type"})  # fmt: skip
+    assert result["compare"]["steps"][0]["count"] > 0 and result["time_to_convert"]["converted"] > 0
+    # datetimes, read in the source's time zone
+    same(demo, {"steps": SHOP, "from": f"{periods[3]}T06:30:00", "to": f"{periods[9]}T18:00:00", "window": "2d"})
+
+
+PEOPLE = {
+    "reached 2": {"steps": SHOP, "step": 2},
+    "dropped 3": {"steps": SHOP, "step": 3, "status": "dropped"},
+    "page 2": {"steps": SHOP, "step": 1, "limit": 25, "offset": 30},
+    "past the end": {"steps": SHOP, "step": 1, "offset": 100_000},
+    "breakdown value": {"steps": SHOP, "step": 2, "breakdown": "device_type", "breakdown_value": "desktop"},
+    "optional step": {"steps": ["Product Viewed", {"event": "Cart Viewed", "optional": True}, "Order Completed"],
+                      "step": 2},
+    "sessions": {"steps": SHOP, "step": 2, "counting": "sessions", "limit": 500},
+    "totals": {"steps": ["Product Viewed", "Product Added"], "step": 2, "counting": "totals", "limit": 500},
+    "unordered dropped": {"steps": ["Product Viewed", "Product Added", "Signed Up"], "order": "unordered",
+                          "step": 2, "status": "dropped"},
+}
+
+
+@pytest.mark.parametrize("name", list(PEOPLE))
+def test_funnel_people_same_as_embedded(demo, name):
+    result = same(demo, {"kind": "funnel_people", **PEOPLE[name]})
+    if name != "past the end":
+        assert result["people"]
+
+
+def test_bad_people_steps_are_refused(demo):
+    store, ctx, _ = demo
+    for query, words in [({"step": 9}, "between 1 and 4"), ({"step": 1, "status": "dropped"}, "nobody drops out")]:
+        parsed = parse_query({"kind": "funnel_people", "source": DEMO, "steps": SHOP, **query})
+        with pytest.raises(InvalidInput, match=words):
+            RUNNERS["funnel_people"](ctx, parsed)
+
+
+# -- many ties: persons whose events sit on a 10-second grid (tests/engine/test_funnel_clickhouse.py) --
+
+TIES = {
+    "ordered": {"steps": ["A", "B", "C", "D"]},
+    "repeated steps": {"steps": ["A", "*", "A", "B", "*"]},
+    "optional and gaps": {"steps": ["A", {"event": "B", "optional": True}, {"event": "C", "max_seconds_from_previous": 20},
+                                    "D"]},
+    "exclusions": {"steps": ["A", "B", "C"], "exclusions": [{"event": "D", "from_step": 1}, {"event": "E", "from_step": 2}]},
+    "strict": {"steps": ["A", "B", "C"], "order": "strict", "exclusions": [{"event": "D", "from_step": 1}]},
+    "unordered": {"steps": ["A", "B", "C", "D"], "order": "unordered"},
+    "totals": {"steps": ["A", "B", "C"], "counting": "totals", "exclusions": [{"event": "E", "from_step": 2}]},
+    "totals strict": {"steps": ["A", "B"], "counting": "totals", "order": "strict"},
+    "first time": {"steps": [{"event": "A", "first_time": True}, "B", {"event": "C", "first_time": True}]},
+    "hold constant": {"steps": ["A", "B", "C"], "hold_constant": ["amount"],
+                      "breakdown": {"property": "amount", "attribution": "step", "step": 2}},
+}
+
+
+@pytest.fixture(scope="module")
+def ties(tmp_path_factory, chdb_client):
+    store, _, _ = tie_store(tmp_path_factory.mktemp("ties"))
+    yield store, twin(store, chdb_client)("Shop")
+    store.close()
+
+
+@pytest.mark.parametrize("name", list(TIES))
+def test_ties_same_as_embedded(ties, name):
+    store, ctx = ties
+    for kind, extra in [("funnel", {"trend": "day"}), ("funnel_people", {"step": 2, "limit": 1000}),
+                        ("funnel_people", {"step": 3, "status": "dropped", "limit": 1000})]:  # fmt: skip
+        query = {"kind": kind, "source": "Shop", "window": 60, **TIES[name], **extra}
+        if kind == "funnel_people" and len(query["steps"]) < 3:
+            query["step"] = 2
+            query.pop("status", None)
+        parsed = parse_query(query)
+        assert RUNNERS[kind](ctx, parsed).to_dict() == store.run(query, reuse=False).to_dict(), (name, kind)
+
+
+def test_levels_equal_window_funnel(ties):
+    """Where ClickHouse's windowFunnel applies (ordered, uniques, no exclusions, optional steps,
+    first-time steps or times between steps), the fold's level is windowFunnel's."""
+    _, ctx = ties
+    q = parse_query({"kind": "funnel", "source": "Shop", "steps": ["A", "*", "B", "C"], "window": 30})
+    units = units_sql(ctx, q)
+    conditions = "event = 'A', true, event = 'B', event = 'C'"
+    table = ctx.arrow(
+        f"SELECT count() AS n, countIf(ifNull(u.level + 1, 0) != w.level) AS different FROM ("
+        f"SELECT person, windowFunnel(30000000)(toUInt64(toUnixTimestamp64Micro(ts)), {conditions}) AS level "
+        f"FROM {ctx.events} WHERE type IN ('track', 'page', 'screen') GROUP BY person) AS w "
+        f"LEFT JOIN ({units.sql}) AS u ON u.person = w.person",
+        units.params,
+    ).to_pylist()[0]
+    assert table["n"] == 400 and table["different"] == 0

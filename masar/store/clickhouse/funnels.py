@@ -502,6 +502,13 @@ def _reached(q: FunnelQuery, k: str) -> str:
     return f"(level >= {k} AND ({opt}[{k} + 1] = 0 OR ts[{k} + 1] != {_ABS}))"
 
 
+def _mean(total_us: int, n: int) -> float:
+    """Mean seconds from an exact sum of microseconds: the sum in seconds first, then the division,
+    as numpy's mean of the seconds does (exact when the times are whole seconds; otherwise both
+    are within an ulp, which the rounding to milliseconds hides but at a boundary)."""
+    return (total_us / 1e6) / n if n else 0.0
+
+
 def _stats(median, average, p90, n) -> dict[str, float | None]:
     if not n:
         return {"median": None, "average": None, "p90": None}
@@ -527,7 +534,7 @@ def _grouped_rows(ctx: ClickHouseContext, q: FunnelQuery, table: str, group: str
         k = int(r["k"])
         counts[k] = int(r["n"])
         if k and r["m"]:
-            stats[k] = _stats(r["qs"][0], r["total"] / r["m"] / 1e6, r["qs"][1], r["m"])
+            stats[k] = _stats(r["qs"][0], _mean(r["total"], r["m"]), r["qs"][1], r["m"])
     return {g: rows_from_stats(q, counts, stats) for g, (counts, stats) in by_group.items()}
 
 
@@ -551,7 +558,7 @@ def _time_to_convert(ctx: ClickHouseContext, q: FunnelQuery, table: str) -> dict
         f"{counts} FROM {table} WHERE level = {last}"
     ).to_pylist()[0]
     n = int(row["n"])
-    stats = _stats(row["qs"][0], row["total"] / n / 1e6 if n else 0, row["qs"][1], n)
+    stats = _stats(row["qs"][0], _mean(row["total"], n), row["qs"][1], n)
     return {
         "converted": n,
         **{f"{k}_seconds": v for k, v in stats.items()},
