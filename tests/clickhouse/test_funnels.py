@@ -380,3 +380,74 @@ def test_levels_equal_window_funnel(ties):
         units.params,
     ).to_pylist()[0]
     assert table["n"] == 400 and table["different"] == 0
+
+
+# -- predicates: filters and values event by event ---------------------------------------------------
+
+FILTERS = [
+    {"property": "device_type", "op": "eq", "value": "mobile"},
+    {"property": "device_type", "op": "neq", "value": "mobile"},
+    {"property": "channel", "op": "in", "value": ["Direct", "Paid Social"]},
+    {"property": "channel", "op": "not_in", "value": ["Direct"]},
+    {"property": "url", "op": "contains", "value": "PRODUCTS"},
+    {"property": "title", "op": "not_contains", "value": "a"},
+    {"property": "price", "op": "gt", "value": 150},
+    {"property": "price", "op": "lte", "value": 119},
+    {"property": "price", "op": "eq", "value": 119},
+    {"property": "price", "op": "eq", "value": "119.000"},
+    {"property": "price", "op": "in", "value": ["119.000", "149"]},
+    {"property": "quantity", "op": "gte", "value": 1},
+    {"property": "category", "op": "eq", "value": "Perfumes"},
+    {"property": "properties.price", "op": "eq", "value": 119},
+    {"property": "properties.price", "op": "eq", "value": "119.0"},
+    {"property": "properties.price", "op": "contains", "value": ".0"},
+    {"property": "products", "op": "contains", "value": "product_id"},
+    {"property": "products", "op": "is_set"},
+    {"property": "utm_campaign", "op": "is_not_set"},
+    {"property": "cart_id", "op": "is_set"},
+    {"property": "person.gender", "op": "eq", "value": "female"},
+    {"property": "person.age_band", "op": "not_in", "value": ["25-34"]},
+    {"property": "person.email", "op": "contains", "value": "EXAMPLE.ORG"},
+    {"property": "person.created_at", "op": "is_set"},
+    {"property": "step", "op": "gte", "value": 2},
+]
+
+
+def test_filters_pass_the_same_events(demo):
+    from masar.engine.matching import filter_true
+    from masar.model.queries import PropertyFilter
+
+    store, ctx, _ = demo
+    embedded = store.query_context(store.source(DEMO))
+    p = Predicates()
+    conditions = [p.filter(PropertyFilter(**f)) for f in FILTERS]
+    columns = ", ".join(f"countIf({c}) AS c{i}" for i, c in enumerate(conditions))
+    row = ctx.arrow(
+        f"SELECT {columns} FROM {ctx.events} AS e {p.joins(ctx.events, 'e')} WHERE e.type IN ('track', 'page', 'screen')",
+        p.params,
+    ).to_pylist()[0]
+    for i, f in enumerate(FILTERS):
+        want = int(filter_true(embedded, PropertyFilter(**f)).sum())
+        assert row[f"c{i}"] == want, f
+        assert 0 < want < embedded.frame.rows or f["op"] in ("neq", "not_in", "not_contains", "is_not_set"), f
+
+
+@pytest.mark.parametrize("name", ["device_type", "price", "quantity", "category", "products", "person.age_band",
+                                  "properties.price"])  # fmt: skip
+def test_values_read_the_same(demo, name):
+    from collections import Counter
+
+    from masar.engine.properties import resolve
+
+    store, ctx, _ = demo
+    embedded = store.query_context(store.source(DEMO))
+    codes, values = embedded.codes(resolve(name))
+    want = Counter(values[c] if c >= 0 else None for c in codes.tolist())
+    p = Predicates()
+    rows = ctx.arrow(
+        f"SELECT {p.text(name)} AS v, count() AS n FROM {ctx.events} AS e {p.joins(ctx.events, 'e')} "
+        f"WHERE e.type IN ('track', 'page', 'screen') GROUP BY v",
+        p.params,
+    ).to_pylist()
+    assert {r["v"]: r["n"] for r in rows} == dict(want)
+    assert len(want) > 2

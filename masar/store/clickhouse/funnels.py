@@ -160,231 +160,266 @@ class _Compiler:
         )
 
     # -- stage 3: the fold ------------------------------------------------------------------------
+    #
+    # ClickHouse runs a lambda over all rows at once, one array position after another, and a
+    # nested lambda copies every column it captures once per element: so the fold's body never
+    # captures the state in a nested lambda. Chains are one flat array (row p at p * n), rows are
+    # cut and glued with arraySlice/arrayConcat, the per-step choices are unrolled in SQL text (the
+    # steps are known), and a value needed twice is kept in the state by one operation for the
+    # next (field 14) instead of a let.
+    #
+    # The state: 1 unused, 2 unused, 3 valid per step, 4 ts and 5 positions of each step's chain
+    # (flat, n x n), 6 best level, 7 ts and 8 positions of the reported chain; counting totals:
+    # 9 active, 10 attempt start, 11 used at this instant, 12 a new attempt started at this
+    # instant, 13 the finished attempts (level, ts, positions); 14 a scratch value (the
+    # predecessor of the step being taken, the deepest step an action extended).
+    _NAMES = ("lt", "lk", "v", "ct", "ci", "best", "bt", "bi", "active", "start", "used", "fresh", "out", "d")
+    A = "_acc"
 
-    def _pred(self, acc: str, t: str, k: str) -> str:
+    def _state(self, **changes: str) -> str:
+        parts = [changes.get(name, f"{self.A}.{i + 1}") for i, name in enumerate(self._NAMES)]
+        return "(" + ", ".join(parts) + ")"
+
+    def _el(self, field: int, p: str, s: str) -> str:
+        return f"{self.A}.{field}[({p}) * {self.n} + ({s}) + 1]"
+
+    def _row(self, field: int, p: str) -> str:
+        return f"arraySlice({self.A}.{field}, ({p}) * {self.n} + 1, {self.n})"
+
+    def _set_row(self, field: int, k: str, row: str) -> str:
+        n = self.n
+        return f"arrayConcat(arraySlice({self.A}.{field}, 1, ({k}) * {n}), {row}, arraySlice({self.A}.{field}, ({k} + 1) * {n} + 1))"
+
+    def _set_el(self, field: int, k: str, value: str) -> str:
+        return f"arrayConcat(arraySlice({self.A}.{field}, 1, {k}), [{value}], arraySlice({self.A}.{field}, {k} + 2))"
+
+    def _ext_row(self, field: int, k: str, p: str, value: str, fill: str) -> str:
+        """Chain ``p``'s steps up to p, skipped steps up to k, then ``value`` at step k."""
+        n = self.n
+        p0 = f"greatest(toInt16({p}), 0)"
+        return (f"arrayConcat(arraySlice({self._row(field, p0)}, 1, {p0} + 1), "
+                f"arrayWithConstant(greatest(toInt16({k}) - {p0} - 1, 0), {fill}), [{value}], "
+                f"arrayWithConstant(greatest({n - 1} - toInt16({k}), 0), {fill}))")  # fmt: skip
+
+    def _candidates(self, k: int) -> list[int]:
+        out = []
+        p = k - 1
+        while p >= 0:
+            out.append(p)
+            if p > 0 and self.optional[p]:
+                p -= 1
+            else:
+                break
+        return out
+
+    def _pred_static(self, k: int, t: str) -> str:
         """The chain step ``k`` may extend at ``t``: step k-1's, or an earlier one's across optional
         steps; the latest start wins, then the latest last step, then the deeper chain
         (``_predecessor``'s tie rule). -1 when none."""
-        cands = []
-        for kk in range(self.n):
-            c = []
-            p = kk - 1
-            while p >= 0:
-                c.append(p)
-                if p > 0 and self.optional[p]:
-                    p -= 1
-                else:
-                    break
-            cands.append(c)
-        cand = "CAST([" + ", ".join("[" + ", ".join(map(str, c)) + "]" for c in cands) + "] AS Array(Array(Int16)))"
-        gaps = _int_array(self.gaps, "Int64")
-        ok = (f"{acc}.3[_q + 1] = 1 AND {t} - {acc}.4[_q + 1][1] <= {self.window} "
-              f"AND ({gaps}[{k} + 1] = 0 OR {t} - {acc}.4[_q + 1][_q + 1] <= {gaps}[{k} + 1])")  # fmt: skip
-        return _let(
-            "_c",
-            f"arrayFilter(_q -> {ok}, {cand}[{k} + 1])",
-            f"if(empty(_c), toInt16(-1), arrayReverseSort(_q -> ({acc}.4[_q + 1][1], {acc}.4[_q + 1][_q + 1], _q), _c)[1])",
-        )
+        keys = []
+        for p in self._candidates(k):
+            start = self._el(4, str(p), "0")
+            last = self._el(4, str(p), str(p))
+            ok = f"{self.A}.3[{p + 1}] = 1 AND {t} - {start} <= {self.window}"
+            if self.gaps[k] > 0:
+                ok += f" AND {t} - {last} <= {self.gaps[k]}"
+            keys.append(f"if({ok}, ({start}, {last}, toInt16({p})), (toInt64({ABSENT}), toInt64({ABSENT}), toInt16(-1)))")
+        if len(keys) == 1:
+            return f"({keys[0]}).3"
+        return f"arrayReverseSort([{', '.join(keys)}])[1].3"
 
-    def _row_t(self, acc: str, t: str, k: str, pr: str) -> str:
-        return f"arrayMap(_s -> if(_s <= {pr}, {acc}.4[{pr} + 1][_s + 1], if(_s = {k}, {t}, {_ABS})), range({self.n}))"
+    def _pred(self, t: str, k: str) -> str:
+        cases = ", ".join(f"{k} = {kk}, {self._pred_static(kk, t)}" for kk in range(1, self.n))
+        return f"multiIf({cases}, toInt16(-1))"
 
-    def _row_i(self, acc: str, i: str, k: str, pr: str) -> str:
-        return f"arrayMap(_s -> if(_s <= {pr}, {acc}.5[{pr} + 1][_s + 1], if(_s = {k}, {i}, toUInt32(0))), range({self.n}))"
-
-    def _set(self, arr: str, k: str, value: str) -> str:
-        return f"arrayMap((_v, _j) -> if(_j = {k}, {value}, _v), {arr}, range({self.n}))"
-
-    # The fold's state: 1 lt, 2 lk (the last (instant, step) taken, to take each once), 3 valid
-    # per step, 4 ts and 5 positions of each step's chain, 6 best level, 7 ts and 8 positions of
-    # the reported chain; counting totals: 9 active, 10 attempt start, 11 used at this instant,
-    # 12 a new attempt started at this instant, 13 the finished attempts (level, ts, positions).
-    _NAMES = ("lt", "lk", "v", "ct", "ci", "best", "bt", "bi", "active", "start", "used", "fresh", "out")
-
-    def _state(self, acc: str, **changes: str) -> str:
-        parts = [changes.get(name, f"{acc}.{i + 1}") for i, name in enumerate(self._NAMES)]
-        return "(" + ", ".join(parts) + ")"
-
-    def _start(self, acc: str, t: str, i: str, *, fresh: bool = False) -> str:
+    def _start(self, t: str, i: str, *, fresh: bool = False) -> str:
         """Chain 0 starts at the event; ``fresh``: a new attempt (counting totals), nothing else valid."""
         n = self.n
-        row_t = f"arrayMap(_s -> if(_s = 0, {t}, {_ABS}), range({n}))"
-        row_i = f"arrayMap(_s -> if(_s = 0, {i}, toUInt32(0)), range({n}))"
+        row_t = f"arrayConcat([{t}], arrayWithConstant({n - 1}, {_ABS}))"
+        row_i = f"arrayConcat([{i}], arrayWithConstant({n - 1}, toUInt32(0)))"
+        ct, ci = self._set_row(4, "0", row_t), self._set_row(5, "0", row_i)
         if fresh:
             return self._state(
-                acc, v=f"arrayMap(_s -> toUInt8(_s = 0), range({n}))", ct=self._set(f"{acc}.4", "0", row_t),
-                ci=self._set(f"{acc}.5", "0", row_i), best="toInt8(0)", bt=row_t, bi=row_i, active="toUInt8(1)",
-                start=t, fresh="toUInt8(1)",
+                v=f"arrayConcat([toUInt8(1)], arrayWithConstant({n - 1}, toUInt8(0)))", ct=ct, ci=ci,
+                best="toInt8(0)", bt=row_t, bi=row_i, active="toUInt8(1)", start=t, fresh="toUInt8(1)",
             )  # fmt: skip
-        first = f"{acc}.6 < 0"
+        first = f"{self.A}.6 < 0"
         return self._state(
-            acc,
-            v=self._set(f"{acc}.3", "0", "toUInt8(1)"),
-            ct=self._set(f"{acc}.4", "0", row_t),
-            ci=self._set(f"{acc}.5", "0", row_i),
-            best=f"if({first}, toInt8(0), {acc}.6)",
-            bt=f"if({first}, {row_t}, {acc}.7)",
-            bi=f"if({first}, {row_i}, {acc}.8)",
-        )
+            v=self._set_el(3, "0", "toUInt8(1)"), ct=ct, ci=ci,
+            best=f"if({first}, toInt8(0), {self.A}.6)",
+            bt=f"if({first}, {row_t}, {self.A}.7)",
+            bi=f"if({first}, {row_i}, {self.A}.8)",
+        )  # fmt: skip
 
-    def _step(self, acc: str, t: str, k: str, i: str, **extra: str) -> str:
-        """Ordered: step ``k`` at ``t`` extends its predecessor's chain; recorded when deepest yet."""
-        row_t = self._row_t(acc, t, k, "_p")
-        row_i = self._row_i(acc, i, k, "_p")
-        deeper = f"{k} > {acc}.6"
+    def _extend(self, t: str, k: str, i: str, **extra: str) -> str:
+        """Ordered: step ``k`` at ``t`` extends the predecessor found by the operation before
+        (field 14); recorded when deepest yet."""
+        a = self.A
+        row_t = self._ext_row(4, k, f"{a}.14", t, _ABS)
+        row_i = self._ext_row(5, k, f"{a}.14", i, "toUInt32(0)")
+        deeper = f"{k} > {a}.6"
         extended = self._state(
-            acc,
-            v=self._set(f"{acc}.3", k, "toUInt8(1)"),
-            ct=self._set(f"{acc}.4", k, row_t),
-            ci=self._set(f"{acc}.5", k, row_i),
-            best=f"if({deeper}, toInt8({k}), {acc}.6)",
-            bt=f"if({deeper}, {row_t}, {acc}.7)",
-            bi=f"if({deeper}, {row_i}, {acc}.8)",
-            **extra,
-        )
-        return _let("_p", self._pred(acc, t, k), f"if(_p < 0, {acc}, {extended})")
+            v=self._set_el(3, k, "toUInt8(1)"), ct=self._set_row(4, k, row_t), ci=self._set_row(5, k, row_i),
+            best=f"if({deeper}, toInt8({k}), {a}.6)", bt=f"if({deeper}, {row_t}, {a}.7)",
+            bi=f"if({deeper}, {row_i}, {a}.8)", **extra,
+        )  # fmt: skip
+        return f"if({a}.14 < 0, {a}, {extended})"
 
-    def _exclude(self, acc: str, t: str, x: str) -> str:
+    def _exclude(self, t: str, x: str, then: str | None = None) -> str:
         """Exclusion i stops every chain that reached its from-step, not its to-step, when the last
-        step done up to the from-step is strictly earlier."""
+        step done up to the from-step is strictly earlier. ``then``: a condition on the new valid
+        flags (``{v}``) under which the attempt finishes (counting totals)."""
+        a = self.A
         if not self.ex:
-            return acc
-        stops = " OR ".join(
-            f"(bitTest({x}, {i}) AND _l >= {lo} AND _l < {hi} "
-            f"AND arrayLast(_w -> _w != {_ABS}, arraySlice({acc}.4[_l + 1], 1, {lo + 1})) < {t})"
-            for i, (lo, hi) in enumerate(self.ex)
-        )
-        valid = f"arrayMap(_l -> if({acc}.3[_l + 1] = 1 AND NOT ({stops}), toUInt8(1), toUInt8(0)), range({self.n}))"
-        return self._state(acc, v=valid)
+            valid = f"{a}.3"
+        else:
+            flags = []
+            for level in range(self.n):
+                stops = [
+                    f"(bitTest({x}, {i}) AND arrayLast(_w -> _w != {_ABS}, arraySlice({a}.4, {level * self.n + 1}, {lo + 1})) < {t})"
+                    for i, (lo, hi) in enumerate(self.ex) if lo <= level < hi
+                ]  # fmt: skip
+                flag = f"{a}.3[{level + 1}]"
+                flags.append(f"toUInt8({flag} = 1 AND NOT ({' OR '.join(stops)}))" if stops else flag)
+            valid = "[" + ", ".join(flags) + "]"
+        if then is None:
+            return self._state(v=valid)
+        done = then.format(v=valid)
+        return f"if({done}, {self._state(v=valid, out=self._out(), active='toUInt8(0)')}, {self._state(v=valid)})"
 
-    def _emit(self, acc: str) -> str:
+    def _out(self) -> str:
+        a = self.A
+        return f"arrayPushBack({a}.13, ({a}.6, {a}.7, {a}.8))"
+
+    def _emit(self) -> str:
         """Counting totals: the attempt in progress is finished."""
-        return self._state(acc, out=f"arrayPushBack({acc}.13, ({acc}.6, {acc}.7, {acc}.8))", active="toUInt8(0)")
+        return self._state(out=self._out(), active="toUInt8(0)")
 
-    def _close_if_done(self, acc: str, *, or_stopped: bool = True) -> str:
-        """Finish the attempt when it reached the last step (or, ``or_stopped``, no chain below the
-        last step can go on)."""
-        done = f"{acc}.6 = {self.n - 1}"
-        if or_stopped:
-            done += f" OR NOT arrayExists(_l -> {acc}.3[_l + 1] = 1, range({self.n - 1}))"
-        return f"if({done}, {self._emit(acc)}, {acc})"
+    def _stopped(self, v: str) -> str:
+        """No chain below the last step can go on."""
+        return f"NOT has(arraySlice({v}, 1, {self.n - 1}), 1)"
 
-    def _strict_advance(self, acc: str, t: str, m: str, i: str, *, totals: bool = False) -> str:
+    def _strict_advance(self, t: str, m: str, i: str) -> str:
         """Strict: every chain takes the action as its next step or ends (all at once, from the
-        state before it); the deepest extended is recorded when deeper than the best, or (uniques)
-        as deep, reached at this instant and started later. Totals: the action is used when it
-        extended a chain; the attempt finishes when complete or broken."""
+        state before it); field 14 gets the deepest step extended (-1: none)."""
         n = self.n
-        preds = f"arrayMap(_k -> if(_k > 0 AND bitTest({m}, _k), {self._pred(acc, t, '_k')}, toInt16(-1)), range({n}))"
-        row_t = self._row_t(acc, t, "_k", "_P[_k + 1]")
-        row_i = self._row_i(acc, i, "_k", "_P[_k + 1]")
-        new_v = f"arrayMap(_k -> toUInt8(_P[_k + 1] >= 0), range({n}))"
-        new_ct = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_t}, {acc}.4[_k + 1]), range({n}))"
-        new_ci = f"arrayMap(_k -> if(_P[_k + 1] >= 0, {row_i}, {acc}.5[_k + 1]), range({n}))"
-        advanced = self._state(acc, v=new_v, ct=new_ct, ci=new_ci)
-        record = "_d >= 0 AND _d > _a.6"
+        preds = {k: f"if(bitTest({m}, {k}), {self._pred_static(k, t)}, toInt16(-1))" for k in range(1, n)}
+        flags = ["toUInt8(0)"] + [f"toUInt8(({preds[k]}) >= 0)" for k in range(1, n)]
+        rows_t = [self._row(4, "0")] + [
+            f"if(({preds[k]}) >= 0, {self._ext_row(4, str(k), preds[k], t, _ABS)}, {self._row(4, str(k))})"
+            for k in range(1, n)
+        ]
+        rows_i = [self._row(5, "0")] + [
+            f"if(({preds[k]}) >= 0, {self._ext_row(5, str(k), preds[k], i, 'toUInt32(0)')}, {self._row(5, str(k))})"
+            for k in range(1, n)
+        ]
+        valid = "[" + ", ".join(flags) + "]"
+        deepest = f"toInt16(toInt16(arrayLastIndex(_w -> _w = 1, {valid})) - 1)"
+        return self._state(v=valid, ct=f"arrayConcat({', '.join(rows_t)})", ci=f"arrayConcat({', '.join(rows_i)})",
+                           d=deepest)  # fmt: skip
+
+    def _strict_record(self, t: str, *, totals: bool = False) -> str:
+        """Strict: the deepest chain the action extended (field 14) becomes the reported attempt
+        when deeper than the best, or (uniques) as deep, reached at this instant and started
+        later. Totals: the action is used when it extended a chain; the attempt finishes when
+        complete or broken."""
+        a, n = self.A, self.n
+        d = f"{a}.14"
+        record = f"{d} >= 0 AND {d} > {a}.6"
         if not totals:
-            record = "_d >= 0 AND (_d > _a.6 OR (_d = _a.6 AND _a.7[_d + 1] = " + t + " AND _a.4[_d + 1][1] > _a.7[1]))"
-        extra = {"used": "toUInt8(_d >= 0)"} if totals else {}
-        recorded = self._state(
-            "_a",
-            best=f"if({record}, toInt8(_d), _a.6)",
-            bt=f"if({record}, _a.4[_d + 1], _a.7)",
-            bi=f"if({record}, _a.5[_d + 1], _a.8)",
-            **extra,
-        )
-        if totals:
-            recorded = _let("_b", recorded, self._close_if_done("_b"))
-        body = _let("_d", "toInt16(arrayLastIndex(_w -> _w = 1, _a.3)) - 1", recorded)
-        return _let("_P", preds, _let("_a", advanced, body))
+            record = f"{d} >= 0 AND ({d} > {a}.6 OR ({d} = {a}.6 AND {a}.7[{d} + 1] = {t} AND {self._el(4, d, '0')} > {a}.7[1]))"
+        best = f"if({record}, toInt8({d}), {a}.6)"
+        bt = f"if({record}, {self._row(4, f'greatest({d}, 0)')}, {a}.7)"
+        bi = f"if({record}, {self._row(5, f'greatest({d}, 0)')}, {a}.8)"
+        if not totals:
+            return self._state(best=best, bt=bt, bi=bi)
+        used = f"toUInt8({d} >= 0)"
+        done = f"{a}.9 = 1 AND (({best}) = {n - 1} OR {self._stopped(f'{a}.3')})"
+        recorded = dict(best=best, bt=bt, bi=bi, used=used)
+        finished = f"arrayPushBack({a}.13, ({best}, {bt}, {bi}))"
+        return (f"if({a}.9 = 0, {self._state(used=used)}, if({done}, {self._state(**recorded, out=finished, active='toUInt8(0)')}, "
+                f"{self._state(**recorded)}))")  # fmt: skip
 
     def _ops(self) -> str:
         """The unit's operations, in the order the kernel takes them: tuples (t, kind, k, position,
-        step mask, exclusion mask, taken once per (t, kind, k))."""
+        step mask, exclusion mask, sub-operation, taken only for the instant's first event
+        with that step)."""
         n = self.n
 
-        def op(kind: int, k: str = "toUInt8(0)", once: int = 0) -> str:
-            return f"(_e.1, toUInt8({kind}), {k}, _i, _e.4, _e.5, toUInt8({once}))"
+        def op(kind: int, k: str = "toUInt8(0)", sub: int = 0, once: int = 0) -> str:
+            return f"(_e.1, toUInt8({kind}), {k}, _i, _e.4, _e.5, toUInt8({sub}), toUInt8({once}))"
 
-        def of_events(parts: list[str]) -> str:
-            return f"arrayFlatten(arrayMap((_e, _i) -> arrayConcat({', '.join(parts)}), evs, arrayEnumerate(evs)))"
+        def steps_of(kind: int, only_later: bool) -> str:
+            later = "_k > 0 AND " if only_later else ""
+            return (f"arrayFlatten(arrayMap(_k -> [{op(kind, 'toUInt8(_k)', 0, 1)}, {op(kind, 'toUInt8(_k)', 1, 1)}], "
+                    f"arrayFilter(_k -> {later}bitTest(_e.4, _k), range({n}))))")  # fmt: skip
 
-        steps = f"arrayFilter(_k -> bitTest(_e.4, _k), range({n}))"
-        later = f"arrayFilter(_k -> _k > 0 AND bitTest(_e.4, _k), range({n}))"
         excl = "if(_e.5 != 0, [{}], [])"
         if self.q.counting == "totals" and self.q.order == "ordered":
             # Per instant: the window check; the attempt in progress takes the instant's steps
             # (2..n), then its exclusions; else a new attempt starts at its step 1 and takes its
             # steps, then its exclusions.
-            parts = [
-                f"[{op(10)}]",
-                f"arrayMap(_k -> {op(11, 'toUInt8(_k)', 1)}, {later})",
-                f"[{op(12)}]",
-                f"if(bitTest(_e.4, 0), [{op(13, 'toUInt8(0)', 1)}], [])",
-                f"arrayMap(_k -> {op(14, 'toUInt8(_k)', 1)}, {later})",
-                f"[{op(15)}]",
-            ]
-            return f"arraySort(_o -> (_o.1, _o.2, _o.3, _o.4), {of_events(parts)})"
-        if self.q.counting == "totals":
-            # Per instant: the window check, each action (advance, then maybe a new attempt), then
-            # the instant's exclusions.
-            parts = [f"[{op(10)}]", f"[{op(20)}]", f"[{op(21)}]", excl.format(op(22))]
-            return f"arraySort(_o -> (_o.1, _o.2 != 10, _o.2 = 22, _o.4, _o.2), {of_events(parts)})"
-        if self.q.order == "ordered":
+            parts = [f"[{op(10)}]", steps_of(11, True), f"[{op(12)}]",
+                     f"if(bitTest(_e.4, 0), [{op(13, 'toUInt8(0)', 0, 1)}], [])", steps_of(14, True), f"[{op(15)}]"]
+            key = "(_o.1, _o.2, _o.3, _o.4, _o.7)"
+        elif self.q.counting == "totals":
+            # Per instant: the window check, each action (advance, record, maybe a new attempt),
+            # then the instant's exclusions.
+            parts = [f"[{op(10)}]", f"[{op(20)}]", f"[{op(23)}]", f"[{op(21)}]", excl.format(op(22))]
+            key = "(_o.1, _o.2 != 10, _o.2 = 22, _o.4, multiIf(_o.2 = 20, 0, _o.2 = 23, 1, 2))"
+        elif self.q.order == "ordered":
             # An instant's steps in step order (the first event of the instant with each step),
             # then its exclusions.
-            parts = [f"arrayMap(_k -> {op(1, 'toUInt8(_k)', 1)}, {steps})", excl.format(op(2, f"toUInt8({_NO_STEP})"))]
-            return f"arraySort(_o -> (_o.1, _o.3, _o.4), {of_events(parts)})"
-        # Strict: one advance per action, then its start; an instant's exclusions after its last
-        # action (they stop attempts for the steps strictly after the instant).
-        parts = [f"[{op(3)}]", f"if(bitTest(_e.4, 0), [{op(0)}], [])", excl.format(op(2, f"toUInt8({_NO_STEP})"))]
-        return f"arraySort(_o -> (_o.1, _o.2 = 2, _o.4, _o.2 = 0), {of_events(parts)})"
+            parts = [steps_of(1, False), excl.format(op(2, f"toUInt8({_NO_STEP})"))]
+            key = "(_o.1, _o.3, _o.4, _o.7)"
+        else:
+            # Strict: advance and record per action, then its start; an instant's exclusions after
+            # its last action (they stop attempts for the steps strictly after the instant).
+            parts = [f"[{op(3)}]", f"[{op(4)}]", f"if(bitTest(_e.4, 0), [{op(0)}], [])", excl.format(op(2))]
+            key = "(_o.1, _o.2 = 2, _o.4, multiIf(_o.2 = 3, 0, _o.2 = 4, 1, 2))"
+        ops = f"arraySort(_o -> {key}, arrayFlatten(arrayMap((_e, _i) -> arrayConcat({', '.join(parts)}), evs, arrayEnumerate(evs))))"
+        # Each (instant, kind, step) taken once, by the first event of the instant with that step
+        # (its ops come first): the first occurrence of each (instant, kind, step, sub-operation).
+        return (f"arrayFilter((_o, _u) -> _o.8 = 0 OR _u = 1, {ops}, "
+                f"arrayEnumerateUniq(arrayMap(_o -> (_o.1, _o.2, _o.3, _o.7), {ops})))")
 
     def fold(self) -> str:
         """Per unit, the final state: (uniques) its level, and the ts and positions of the
         reported attempt's steps in fields 6-8; (totals) every attempt in field 13."""
-        n = self.n
-        acc = "_acc"
-        t, kind, k, i, m, x = (f"_o.{j}" for j in range(1, 7))
+        n, a = self.n, self.A
+        t, kind, k, i, m, x, sub = (f"_o.{j}" for j in range(1, 8))
         i32 = f"toUInt32({i})"
-        excluded = _let("_x", self._exclude(acc, t, x), "{}")
+        pred = self._state(d=self._pred(t, k))
         if self.q.counting == "totals" and self.q.order == "ordered":
             branches = {
-                10: f"if({acc}.9 = 1 AND {t} - {acc}.10 > {self.window}, {self._emit(acc)}, {acc})",
-                11: f"if({acc}.9 = 1, {self._step(acc, t, k, i32, used='toUInt8(1)')}, {acc})",
-                12: f"if({acc}.9 = 1, {excluded.format(self._close_if_done('_x'))}, {acc})",
-                13: f"if({acc}.9 = 0 AND {acc}.11 = 0, {self._start(acc, t, i32, fresh=True)}, {acc})",
-                14: f"if({acc}.12 = 1 AND {acc}.9 = 1, {self._step(acc, t, k, i32)}, {acc})",
-                15: f"if({acc}.12 = 1 AND {acc}.9 = 1, {excluded.format(self._close_if_done('_x', or_stopped=False))}, {acc})",
+                10: f"if({a}.9 = 1 AND {t} - {a}.10 > {self.window}, {self._state(out=self._out(), active='toUInt8(0)', used='toUInt8(0)', fresh='toUInt8(0)')}, {self._state(used='toUInt8(0)', fresh='toUInt8(0)')})",
+                11: f"if({a}.9 = 0, {a}, if({sub} = 0, {pred}, {self._extend(t, k, i32, used='toUInt8(1)')}))",
+                12: f"if({a}.9 = 1, {self._exclude(t, x, then=f'{a}.6 = {n - 1} OR ' + self._stopped('{v}'))}, {a})",
+                13: f"if({a}.9 = 0 AND {a}.11 = 0, {self._start(t, i32, fresh=True)}, {a})",
+                14: f"if({a}.12 = 1 AND {a}.9 = 1, if({sub} = 0, {pred}, {self._extend(t, k, i32)}), {a})",
+                15: f"if({a}.12 = 1 AND {a}.9 = 1, {self._exclude(t, x, then=f'{a}.6 = {n - 1}')}, {a})",
             }
         elif self.q.counting == "totals":
             branches = {
-                10: f"if({acc}.9 = 1 AND {t} - {acc}.10 > {self.window}, {self._emit(acc)}, {acc})",
-                20: f"if({acc}.9 = 1, {self._strict_advance(acc, t, m, i32, totals=True)}, {self._state(acc, used='toUInt8(0)')})",
-                21: f"if({acc}.9 = 0 AND {acc}.11 = 0 AND bitTest({m}, 0), {self._start(acc, t, i32, fresh=True)}, {acc})",
-                22: f"if({acc}.9 = 1, {excluded.format(self._close_if_done('_x'))}, {acc})",
+                10: f"if({a}.9 = 1 AND {t} - {a}.10 > {self.window}, {self._emit()}, {a})",
+                20: f"if({a}.9 = 1, {self._strict_advance(t, m, i32)}, {self._state(d='toInt16(-1)')})",
+                23: self._strict_record(t, totals=True),
+                21: f"if({a}.9 = 0 AND {a}.11 = 0 AND bitTest({m}, 0), {self._start(t, i32, fresh=True)}, {a})",
+                22: f"if({a}.9 = 1, {self._exclude(t, x, then=self._stopped('{v}'))}, {a})",
             }
         elif self.q.order == "ordered":
-            branches = {1: f"if({k} = 0, {self._start(acc, t, i32)}, {self._step(acc, t, k, i32)})",
-                        2: self._exclude(acc, t, x)}  # fmt: skip
+            branches = {1: f"if({k} = 0, {self._start(t, i32)}, if({sub} = 0, {pred}, {self._extend(t, k, i32)}))",
+                        2: self._exclude(t, x)}  # fmt: skip
         else:
-            branches = {3: self._strict_advance(acc, t, m, i32), 0: self._start(acc, t, i32),
-                        2: self._exclude(acc, t, x)}  # fmt: skip
+            branches = {3: self._strict_advance(t, m, i32), 4: self._strict_record(t), 0: self._start(t, i32),
+                        2: self._exclude(t, x)}  # fmt: skip
         cases = ", ".join(f"{kind} = {kk}, {body}" for kk, body in list(branches.items())[:-1])
-        last = list(branches.values())[-1]
-        body = f"multiIf({cases}, {last})" if cases else last
-        # Each (instant, kind, step) once: the first event of the instant with that step.
-        body = f"if(_o.7 = 1 AND {t} = {acc}.1 AND toUInt16(toUInt16({kind}) * 128 + {k}) = {acc}.2, {acc}, {body})"
-        # A new instant clears "used" and "new attempt" (counting totals).
-        body = _let("_r", body, f"({t}, toUInt16(toUInt16({kind}) * 128 + {k}), _r.3, _r.4, _r.5, _r.6, _r.7, _r.8, _r.9, _r.10, "
-                                f"if({t} != {acc}.1, toUInt8(0), _r.11), if({t} != {acc}.1, toUInt8(0), _r.12), _r.13)")
-        row_t = f"arrayMap(_s -> {_ABS}, range({n}))"
-        row_i = f"arrayMap(_s -> toUInt32(0), range({n}))"
+        body = f"multiIf({cases}, {list(branches.values())[-1]})"
         init = (
-            f"(toInt64({ABSENT}), toUInt16(65535), arrayMap(_s -> toUInt8(0), range({n})), "
-            f"arrayMap(_s -> {row_t}, range({n})), arrayMap(_s -> {row_i}, range({n})), "
-            f"toInt8(-1), {row_t}, {row_i}, toUInt8(0), toInt64(0), toUInt8(0), toUInt8(0), "
-            f"CAST([] AS Array(Tuple(Int8, Array(Int64), Array(UInt32)))))"
+            f"(toInt64(0), toUInt16(0), arrayWithConstant({n}, toUInt8(0)), arrayWithConstant({n * n}, {_ABS}), "
+            f"arrayWithConstant({n * n}, toUInt32(0)), toInt8(-1), arrayWithConstant({n}, {_ABS}), "
+            f"arrayWithConstant({n}, toUInt32(0)), toUInt8(0), toInt64(0), toUInt8(0), toUInt8(0), "
+            f"CAST([] AS Array(Tuple(Int8, Array(Int64), Array(UInt32)))), toInt16(-1))"
         )
         return f"arrayFold((_acc, _o) -> {body}, {self._ops()}, {init})"
 

@@ -152,11 +152,24 @@ class Predicates:
 
 
 def _json_text(column: str, key: str) -> str:
-    """``json_extract_string(column, '$."key"')`` in DuckDB's terms: strings unquoted, other values
-    as JSON text, a missing key or null as NULL."""
-    return (f"multiIf(isNull({column}), NULL, JSONType({column}, {key}) = 'String', "
-            f"toNullable(JSONExtractString(assumeNotNull({column}), {key})), JSONType({column}, {key}) = 'Null', NULL, "
-            f"toNullable(JSONExtractRaw(assumeNotNull({column}), {key})))")  # fmt: skip
+    """``json_extract_string(column, '$."key"')`` in DuckDB's terms: a string as itself, a missing
+    key or a JSON null as NULL, anything else as JSON text the way DuckDB writes it back.
+
+    ClickHouse's parser writes numbers back its own way (``119`` for ``119.0``), so: a number that
+    is a double reads as DuckDB prints doubles (``119.0``, ``1.5``); an array or object is the
+    stored text itself (``simpleJSONExtractRaw``; what the capture path stores is compact), unless
+    that finds a same-named key nested earlier — then ClickHouse's own rendering."""
+    doc = f"assumeNotNull({column})"
+    kind = f"JSONType({doc}, {key})"
+    double = f"JSONExtractFloat({doc}, {key})"
+    raw = f"JSONExtractRaw({doc}, {key})"
+    simple = f"simpleJSONExtractRaw({doc}, {key})"
+    stored = f"if(JSONExtractRaw(concat('{{\"k\":', {simple}, '}}'), 'k') = {raw}, {simple}, {raw})"
+    return (f"multiIf(isNull({column}), NULL, {kind} = 'String', toNullable(JSONExtractString({doc}, {key})), "
+            f"{kind} = 'Null', NULL, "
+            f"{kind} = 'Double', toNullable(if(isFinite({double}) AND {double} = floor({double}), "
+            f"concat(toString({double}), '.0'), toString({double}))), "
+            f"{kind} IN ('Array', 'Object'), toNullable({stored}), toNullable({raw}))")  # fmt: skip
 
 
 def _is_number(value: Any) -> bool:
