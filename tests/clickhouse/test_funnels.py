@@ -28,8 +28,10 @@ from tests.engine.test_funnel_kernel import Case, cases
 
 pytestmark = pytest.mark.timeout(300)
 _HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=_HEALTH)
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=_HEALTH)
+# Every example is one ClickHouse query (the larger the SQL, the longer ClickHouse takes to plan
+# it): fewer examples than the numba kernel's tests, different ones every run.
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=_HEALTH)
+SLOW = settings(max_examples=30, deadline=None, suppress_health_check=_HEALTH)
 
 
 # -- the state machine against the reference --------------------------------------------------------
@@ -103,12 +105,22 @@ def test_strict_totals_fold_against_reference(chdb_client, case):
     check_attempts(chdb_client, case)
 
 
-def fold_levels(client, case: Case) -> list[tuple[int, list[int]]]:
-    """(level, chain as indices into the unit's events) per unit, from the SQL fold."""
+def fold_levels(client, case: Case, vectorized: bool = False) -> list[tuple[int, list[int]]]:
+    """(level, chain as indices into the unit's events) per unit, from the SQL fold (or the
+    whole-array computation of ordered funnels without exclusions and optional steps)."""
     grouped = _grouped(case)
     if grouped is None:
         return []
     c = _compiler(case)
+    if vectorized:
+        assert c.vectorized()
+        columns, result = c.vector_columns()
+        table = client.arrow(
+            f"SELECT person, r.1 AS level, arrayMap(i -> if(i > 0, toInt32(evs[i].3), -1), r.3) AS chain "
+            f"FROM (SELECT person, evs, {result} AS r FROM (SELECT *, {', '.join(columns)} FROM ({grouped}))) ORDER BY person"
+        )
+        got = {r["person"]: (r["level"], r["chain"]) for r in table.to_pylist()}
+        return [got.get(u, (-1, [])) for u in range(len(case.units))]
     fold = c.unordered() if case.funnel.order == "unordered" else c.fold()
     level, pos = ("r.1", "r.3") if case.funnel.order == "unordered" else ("r.6", "r.8")
     table = client.arrow(
@@ -119,8 +131,8 @@ def fold_levels(client, case: Case) -> list[tuple[int, list[int]]]:
     return [got.get(u, (-1, [])) for u in range(len(case.units))]
 
 
-def check_units(client, case: Case) -> None:
-    got = fold_levels(client, case)
+def check_units(client, case: Case, vectorized: bool = False) -> None:
+    got = fold_levels(client, case, vectorized)
     for g, (ts, mask, exmask) in enumerate(case.units):
         want = ref.unit(ts, mask, exmask, case.funnel)
         level, chain = got[g] if g < len(got) else (-1, [])
@@ -144,8 +156,23 @@ def test_plain_ordered_fold_against_reference(chdb_client, case):
     check_units(chdb_client, case)
 
 
+@given(cases("ordered", plain=True))
+@SLOW
+def test_plain_ordered_arrays_against_reference(chdb_client, case):
+    check_units(chdb_client, case, vectorized=True)
+
+
+@given(cases("ordered"))
+@SLOW
+def test_ordered_with_time_limits_arrays_against_reference(chdb_client, case):
+    # the whole-array path takes time limits between steps, not exclusions or optional steps
+    case.funnel.optional = [False] * case.funnel.steps
+    case.funnel.exclusions = []
+    check_units(chdb_client, case, vectorized=True)
+
+
 @given(cases("strict"))
-@FAST
+@SLOW
 def test_strict_fold_against_reference(chdb_client, case):
     check_units(chdb_client, case)
 

@@ -423,6 +423,68 @@ class _Compiler:
         )
         return f"arrayFold((_acc, _o) -> {body}, {self._ops()}, {init})"
 
+    # -- the common case without a fold -----------------------------------------------------------
+
+    def vectorized(self) -> bool:
+        """Ordered funnels without exclusions or optional steps (counting uniques or sessions) are
+        computed with whole-array functions instead of ``arrayFold``: ClickHouse runs a fold's
+        lambda once per element, while arrayFill/arrayCumSum/arrayMap run once per block."""
+        return (self.q.order == "ordered" and self.q.counting != "totals" and not self.ex
+                and not any(self.optional))  # fmt: skip
+
+    def vector_columns(self) -> tuple[list[str], str]:
+        """(columns to compute per unit, the (level, ts, positions) tuple over them).
+
+        The numba kernel keeps, per step k, the attempt that last reached k (``chain[k]``); it
+        reaches k at an instant's first event with step k when chain[k-1] — the last attempt that
+        reached k-1, at this instant or before — is within the window (and the time limit) of it.
+        So per step, over the unit's events: ``_S{k}`` is the start of the attempt that reached k
+        at the event (ABSENT where none), computed from ``_S{k-1}`` by carrying the last reached
+        value forward (arrayFill) to the end of each instant (arrayReverseFill). The reported
+        attempt is the first to reach the deepest step, its earlier steps found by following the
+        carried positions back."""
+        n, a = self.n, _ABS
+        cols = [
+            "arrayMap(_e -> _e.1, evs) AS _T",
+            "arrayMap(_e -> _e.4, evs) AS _M",
+            "arrayEnumerate(evs) AS _I",
+            f"arrayMap((_t, _p) -> _t != _p, _T, arrayConcat([{a}], arraySlice(_T, 1, length(_T) - 1))) AS _first",
+            f"arrayMap((_t, _x) -> _t != _x, _T, arrayConcat(arraySlice(_T, 2), [{a}])) AS _last",
+        ]
+        for k in range(n):
+            cols += [
+                f"arrayMap(_m -> toUInt32(bitTest(_m, {k})), _M) AS _b{k}",
+                f"arrayCumSum(_b{k}) AS _c{k}",
+                # steps k done before the instant, carried from its first event
+                f"arrayFill((_v, _f) -> _f, arrayMap((_x, _y) -> _x - _y, _c{k}, _b{k}), _first) AS _cs{k}",
+                f"arrayMap((_x, _y, _z) -> _x = 1 AND _y - _z = 1, _b{k}, _c{k}, _cs{k}) AS _rep{k}",
+            ]
+            if k == 0:
+                cols.append(f"arrayMap((_r, _t) -> if(_r, _t, {a}), _rep0, _T) AS _S0")
+                continue
+            p = k - 1
+            cols += [
+                f"arrayMap(_s -> _s != {a}, _S{p}) AS _v{p}",
+                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _S{p}, _v{p}), _last) AS _Gs{k}",
+                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _T, _v{p}), _last) AS _Gl{k}",
+                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _I, _v{p}), _last) AS _Gi{k}",
+            ]
+            gap = f" AND _t - _gl <= {self.gaps[k]}" if self.gaps[k] > 0 else ""
+            cols.append(
+                f"arrayMap((_r, _t, _g, _gl) -> if(_r AND _g != {a} AND _t - _g <= {self.window}{gap}, _g, {a}), "
+                f"_rep{k}, _T, _Gs{k}, _Gl{k}) AS _S{k}"
+            )
+        cases = []
+        for level in range(n - 1, -1, -1):
+            e = {level: f"toUInt32(arrayFirstIndex(_s -> _s != {a}, _S{level}))"}
+            for k in range(level, 0, -1):
+                e[k - 1] = f"toUInt32(_Gi{k}[{e[k]}])"
+            ts = [f"_T[{e[k]}]" if k <= level else a for k in range(n)]
+            pos = [e[k] if k <= level else "toUInt32(0)" for k in range(n)]
+            cases.append(f"arrayExists(_s -> _s != {a}, _S{level}), (toInt8({level}), [{', '.join(ts)}], [{', '.join(pos)}])")
+        none = f"(toInt8(-1), arrayWithConstant({n}, {a}), arrayWithConstant({n}, toUInt32(0)))"
+        return cols, f"multiIf({', '.join(cases)}, {none})"
+
     def unordered(self) -> str:
         """Unordered: for each step event as anchor, the steps done within the window from it (an
         event matching several steps counts as each); the level is the most distinct steps of any
@@ -475,6 +537,11 @@ def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to
     keys = c.unit_keys()
     if q.counting == "totals":
         per_unit = _totals(c, grouped, keys)
+    elif c.vectorized():
+        columns, result = c.vector_columns()
+        per_unit = (f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ("
+                    f"SELECT {', '.join(keys)}, evs, {result} AS r FROM (SELECT *, {', '.join(columns)} FROM ({grouped}))) "
+                    f"WHERE level >= 0")  # fmt: skip
     else:
         fold = c.unordered() if q.order == "unordered" else c.fold()
         if q.order == "unordered":

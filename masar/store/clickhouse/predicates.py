@@ -123,7 +123,7 @@ class Predicates:
 
     def matcher(self, matcher: EventMatcher) -> str:
         """A boolean for one event name (``*``: any) with its filters."""
-        parts = [] if matcher.event == ANY_EVENT else [f"event = {self.bind(matcher.event)}"]
+        parts = [] if matcher.event == ANY_EVENT else [f"ifNull(event = {self.bind(matcher.event)}, false)"]
         parts += [self.filter(f) for f in matcher.filters]
         return "(" + " AND ".join(parts) + ")" if parts else "true"
 
