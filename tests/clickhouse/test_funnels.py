@@ -114,10 +114,9 @@ def fold_levels(client, case: Case, vectorized: bool = False) -> list[tuple[int,
     c = _compiler(case)
     if vectorized:
         assert c.vectorized()
-        columns, result = c.vector_columns()
         table = client.arrow(
             f"SELECT person, r.1 AS level, arrayMap(i -> if(i > 0, toInt32(evs[i].3), -1), r.3) AS chain "
-            f"FROM (SELECT person, evs, {result} AS r FROM (SELECT *, {', '.join(columns)} FROM ({grouped}))) ORDER BY person"
+            f"FROM ({c.vector_sql(grouped)}) ORDER BY person"
         )
         got = {r["person"]: (r["level"], r["chain"]) for r in table.to_pylist()}
         return [got.get(u, (-1, [])) for u in range(len(case.units))]
@@ -157,16 +156,15 @@ def test_plain_ordered_fold_against_reference(chdb_client, case):
 
 
 @given(cases("ordered", plain=True))
-@SLOW
+@FAST
 def test_plain_ordered_arrays_against_reference(chdb_client, case):
     check_units(chdb_client, case, vectorized=True)
 
 
 @given(cases("ordered"))
-@SLOW
-def test_ordered_with_time_limits_arrays_against_reference(chdb_client, case):
-    # the whole-array path takes time limits between steps, not exclusions or optional steps
-    case.funnel.optional = [False] * case.funnel.steps
+@FAST
+def test_ordered_with_options_arrays_against_reference(chdb_client, case):
+    # the whole-array path takes optional steps and time limits between steps, not exclusions
     case.funnel.exclusions = []
     check_units(chdb_client, case, vectorized=True)
 

@@ -425,25 +425,31 @@ class _Compiler:
 
     # -- the common case without a fold -----------------------------------------------------------
 
-    def vectorized(self) -> bool:
-        """Ordered funnels without exclusions or optional steps (counting uniques or sessions) are
-        computed with whole-array functions instead of ``arrayFold``: ClickHouse runs a fold's
-        lambda once per element, while arrayFill/arrayCumSum/arrayMap run once per block."""
-        return (self.q.order == "ordered" and self.q.counting != "totals" and not self.ex
-                and not any(self.optional))  # fmt: skip
+    _VECTOR_STEPS = 12  # optional steps carry a chain per step pair: quadratic in the steps
 
-    def vector_columns(self) -> tuple[list[str], str]:
-        """(columns to compute per unit, the (level, ts, positions) tuple over them).
+    def vectorized(self) -> bool:
+        """Ordered funnels without exclusions (counting uniques or sessions) are computed with
+        whole-array functions instead of ``arrayFold``: ClickHouse runs a fold's lambda once per
+        element, while arrayFill/arrayCumSum/arrayMap run once per block."""
+        return (self.q.order == "ordered" and self.q.counting != "totals" and not self.ex
+                and (not any(self.optional) or self.n <= self._VECTOR_STEPS))  # fmt: skip
+
+    def vector_sql(self, grouped: str) -> str:
+        """Per unit of ``grouped``: its keys, ``evs`` and ``r`` = (level, ts, positions).
 
         The numba kernel keeps, per step k, the attempt that last reached k (``chain[k]``); it
-        reaches k at an instant's first event with step k when chain[k-1] — the last attempt that
-        reached k-1, at this instant or before — is within the window (and the time limit) of it.
-        So per step, over the unit's events: ``_S{k}`` is the start of the attempt that reached k
-        at the event (ABSENT where none), computed from ``_S{k-1}`` by carrying the last reached
-        value forward (arrayFill) to the end of each instant (arrayReverseFill). The reported
-        attempt is the first to reach the deepest step, its earlier steps found by following the
-        carried positions back."""
+        reaches k at an instant's first event with step k when the attempt that last reached its
+        predecessor (k-1, or earlier across optional steps) — at this instant or before — is
+        within the window (and the time limit) of it. So per step, over the unit's events:
+        ``_S{k}`` is the start of the attempt that reached k at the event (ABSENT where none) and
+        ``_C{k}_{s}`` the position of its step s (0: skipped), computed from its predecessors'
+        by carrying the last reached values forward (arrayFill) to the end of each instant
+        (arrayReverseFill). The reported attempt is the first to reach the deepest step.
+
+        One subquery per step: a column an alias refers to is planned as a copy of its expression,
+        so each step reads the previous steps' results as columns, not aliases."""
         n, a = self.n, _ABS
+        layers = []
         cols = [
             "arrayMap(_e -> _e.1, evs) AS _T",
             "arrayMap(_e -> _e.4, evs) AS _M",
@@ -451,7 +457,14 @@ class _Compiler:
             f"arrayMap((_t, _p) -> _t != _p, _T, arrayConcat([{a}], arraySlice(_T, 1, length(_T) - 1))) AS _first",
             f"arrayMap((_t, _x) -> _t != _x, _T, arrayConcat(arraySlice(_T, 2), [{a}])) AS _last",
         ]
+
+        def carry(array: str, p: int) -> str:
+            """``array``'s value at the last event, at this instant or before, where step p was reached."""
+            return f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, {array}, _v{p}), _last)"
+
         for k in range(n):
+            layers.append(cols)
+            cols = []
             cols += [
                 f"arrayMap(_m -> toUInt32(bitTest(_m, {k})), _M) AS _b{k}",
                 f"arrayCumSum(_b{k}) AS _c{k}",
@@ -460,30 +473,51 @@ class _Compiler:
                 f"arrayMap((_x, _y, _z) -> _x = 1 AND _y - _z = 1, _b{k}, _c{k}, _cs{k}) AS _rep{k}",
             ]
             if k == 0:
-                cols.append(f"arrayMap((_r, _t) -> if(_r, _t, {a}), _rep0, _T) AS _S0")
+                cols += [f"arrayMap((_r, _t) -> if(_r, _t, {a}), _rep0, _T) AS _S0",
+                         "arrayMap((_r, _i) -> if(_r, _i, 0), _rep0, _I) AS _C0_0",
+                         f"arrayMap(_s -> _s != {a}, _S0) AS _v0"]  # fmt: skip
                 continue
-            p = k - 1
-            cols += [
-                f"arrayMap(_s -> _s != {a}, _S{p}) AS _v{p}",
-                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _S{p}, _v{p}), _last) AS _Gs{k}",
-                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _T, _v{p}), _last) AS _Gl{k}",
-                f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, _I, _v{p}), _last) AS _Gi{k}",
-            ]
-            gap = f" AND _t - _gl <= {self.gaps[k]}" if self.gaps[k] > 0 else ""
-            cols.append(
-                f"arrayMap((_r, _t, _g, _gl) -> if(_r AND _g != {a} AND _t - _g <= {self.window}{gap}, _g, {a}), "
-                f"_rep{k}, _T, _Gs{k}, _Gl{k}) AS _S{k}"
-            )
+            cands = self._candidates(k)
+            for p in cands:
+                cols += [f"{carry(f'_S{p}', p)} AS _Gs{k}_{p}", f"{carry('_T', p)} AS _Gl{k}_{p}"]
+                cols += [f"{carry(f'_C{p}_{s}', p)} AS _Gc{k}_{p}_{s}" for s in range(p + 1)]
+            # The predecessor: reached, within the window and the time limit; the latest start,
+            # then the latest last step, then the deeper one (``_predecessor``'s order).
+            args = ", ".join(f"_Gs{k}_{p}, _Gl{k}_{p}" for p in cands)
+            params = ", ".join(f"_s{p}, _l{p}" for p in cands)
+            keys = []
+            for p in cands:
+                ok = f"_s{p} != {a} AND _t - _s{p} <= {self.window}"
+                if self.gaps[k] > 0:
+                    ok += f" AND _t - _l{p} <= {self.gaps[k]}"
+                keys.append(f"if({ok}, (_s{p}, _l{p}, toInt16({p})), ({a}, {a}, toInt16(-1)))")
+            best = keys[0] if len(keys) == 1 else f"arrayReverseSort([{', '.join(keys)}])[1]"
+            cols.append(f"arrayMap((_r, _t, {params}) -> if(_r, ({best}).3, toInt16(-1)), _rep{k}, _T, {args}) AS _P{k}")
+            starts = ", ".join(f"_Gs{k}_{p}" for p in cands)
+            pick = ", ".join(f"_q = {p}, _s{p}" for p in cands)
+            cols.append(f"arrayMap((_q, {', '.join(f'_s{p}' for p in cands)}) -> multiIf({pick}, {a}), _P{k}, {starts}) AS _S{k}")
+            for s in range(k):
+                having = [p for p in cands if s <= p]
+                if not having:
+                    cols.append(f"arrayMap(_q -> toUInt32(0), _P{k}) AS _C{k}_{s}")
+                    continue
+                picks = ", ".join(f"_q = {p}, _g{p}" for p in having)
+                cols.append(f"arrayMap((_q, {', '.join(f'_g{p}' for p in having)}) -> multiIf({picks}, toUInt32(0)), "
+                            f"_P{k}, {', '.join(f'_Gc{k}_{p}_{s}' for p in having)}) AS _C{k}_{s}")  # fmt: skip
+            cols += [f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}",
+                     f"arrayMap(_s -> _s != {a}, _S{k}) AS _v{k}"]  # fmt: skip
         cases = []
         for level in range(n - 1, -1, -1):
-            e = {level: f"toUInt32(arrayFirstIndex(_s -> _s != {a}, _S{level}))"}
-            for k in range(level, 0, -1):
-                e[k - 1] = f"toUInt32(_Gi{k}[{e[k]}])"
-            ts = [f"_T[{e[k]}]" if k <= level else a for k in range(n)]
-            pos = [e[k] if k <= level else "toUInt32(0)" for k in range(n)]
-            cases.append(f"arrayExists(_s -> _s != {a}, _S{level}), (toInt8({level}), [{', '.join(ts)}], [{', '.join(pos)}])")
+            e = f"arrayFirstIndex(_s -> _s, _v{level})"
+            pos = [f"toUInt32(_C{level}_{s}[{e}])" if s <= level else "toUInt32(0)" for s in range(n)]
+            ts = [f"if({pos[s]} > 0, _T[{pos[s]}], {a})" if s <= level else a for s in range(n)]
+            cases.append(f"has(_v{level}, 1), (toInt8({level}), [{', '.join(ts)}], [{', '.join(pos)}])")
         none = f"(toInt8(-1), arrayWithConstant({n}, {a}), arrayWithConstant({n}, toUInt32(0)))"
-        return cols, f"multiIf({', '.join(cases)}, {none})"
+        layers.append(cols)
+        sql = grouped
+        for layer in layers:
+            sql = f"SELECT *, {', '.join(layer)} FROM ({sql})"
+        return f"SELECT *, multiIf({', '.join(cases)}, {none}) AS r FROM ({sql})"
 
     def unordered(self) -> str:
         """Unordered: for each step event as anchor, the steps done within the window from it (an
@@ -538,9 +572,7 @@ def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to
     if q.counting == "totals":
         per_unit = _totals(c, grouped, keys)
     elif c.vectorized():
-        columns, result = c.vector_columns()
-        per_unit = (f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ("
-                    f"SELECT {', '.join(keys)}, evs, {result} AS r FROM (SELECT *, {', '.join(columns)} FROM ({grouped}))) "
+        per_unit = (f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ({c.vector_sql(grouped)}) "
                     f"WHERE level >= 0")  # fmt: skip
     else:
         fold = c.unordered() if q.order == "unordered" else c.fold()
