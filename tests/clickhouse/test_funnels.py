@@ -164,8 +164,7 @@ def test_plain_ordered_arrays_against_reference(chdb_client, case):
 @given(cases("ordered"))
 @FAST
 def test_ordered_with_options_arrays_against_reference(chdb_client, case):
-    # the whole-array path takes optional steps and time limits between steps, not exclusions
-    case.funnel.exclusions = []
+    # optional steps, time limits between steps, exclusions
     check_units(chdb_client, case, vectorized=True)
 
 
@@ -476,3 +475,14 @@ def test_values_read_the_same(demo, name):
     ).to_pylist()
     assert {r["v"]: r["n"] for r in rows} == dict(want)
     assert len(want) > 2
+
+
+def test_a_stopped_attempt_takes_no_later_step(chdb_client):
+    # A@0, exclusion X (between steps 1 and 3) @1, B@2: the attempt stopped at X cannot take B,
+    # as the numba kernel has it (docs/funnels.md, Exclusions). Both SQL paths, and the kernel.
+    from tests.engine.test_funnel_kernel import levels_of
+
+    funnel = ref.Funnel(3, 10, exclusions=[(0, 2)])
+    case = Case(funnel, [([0, 1, 2], [1, 0, 2], [0, 1, 0])])
+    assert fold_levels(chdb_client, case) == fold_levels(chdb_client, case, vectorized=True) == [(0, [0, -1, -1])]
+    assert levels_of(funnel, [0, 1, 2], [1, 0, 2], [0, 1, 0]) == (0, [0, -1, -1])

@@ -428,11 +428,11 @@ class _Compiler:
     _VECTOR_STEPS = 12  # optional steps carry a chain per step pair: quadratic in the steps
 
     def vectorized(self) -> bool:
-        """Ordered funnels without exclusions (counting uniques or sessions) are computed with
-        whole-array functions instead of ``arrayFold``: ClickHouse runs a fold's lambda once per
-        element, while arrayFill/arrayCumSum/arrayMap run once per block."""
-        return (self.q.order == "ordered" and self.q.counting != "totals" and not self.ex
-                and (not any(self.optional) or self.n <= self._VECTOR_STEPS))  # fmt: skip
+        """Ordered funnels (counting uniques or sessions) are computed with whole-array functions
+        instead of ``arrayFold``: ClickHouse runs a fold's lambda once per element, while
+        arrayFill/arrayCumSum/arrayMap run once per block."""
+        return (self.q.order == "ordered" and self.q.counting != "totals"
+                and (not (any(self.optional) or self.ex) or self.n <= self._VECTOR_STEPS))  # fmt: skip
 
     def vector_sql(self, grouped: str) -> str:
         """Per unit of ``grouped``: its keys, ``evs`` and ``r`` = (level, ts, positions).
@@ -446,6 +446,11 @@ class _Compiler:
         by carrying the last reached values forward (arrayFill) to the end of each instant
         (arrayReverseFill). The reported attempt is the first to reach the deepest step.
 
+        Exclusions: the attempt that last reached p (at event j) is stopped when an exclusion of
+        one whose from-step is at or below p, and to-step above, falls at j's instant or later,
+        before this instant, and strictly after its from-step (``_LP{p}_{lo}``, the time of the
+        last step done up to it): counted from cumulative counts at instant bounds.
+
         One subquery per step: a column an alias refers to is planned as a copy of its expression,
         so each step reads the previous steps' results as columns, not aliases."""
         n, a = self.n, _ABS
@@ -457,6 +462,15 @@ class _Compiler:
             f"arrayMap((_t, _p) -> _t != _p, _T, arrayConcat([{a}], arraySlice(_T, 1, length(_T) - 1))) AS _first",
             f"arrayMap((_t, _x) -> _t != _x, _T, arrayConcat(arraySlice(_T, 2), [{a}])) AS _last",
         ]
+        for x in range(len(self.ex)):
+            cols += [
+                f"arrayMap(_e -> toUInt32(bitTest(_e.5, {x})), evs) AS _xb{x}",
+                f"arrayCumSum(_xb{x}) AS _xc{x}",
+                # exclusions x before the instant, and up to its end
+                f"arrayFill((_v, _f) -> _f, arrayMap((_y, _z) -> _y - _z, _xc{x}, _xb{x}), _first) AS _Xb{x}",
+                f"arrayReverseFill((_v, _l) -> _l, _xc{x}, _last) AS _Xe{x}",
+            ]
+        los = sorted({lo for lo, _ in self.ex})
 
         def carry(array: str, p: int) -> str:
             """``array``'s value at the last event, at this instant or before, where step p was reached."""
@@ -476,20 +490,37 @@ class _Compiler:
                 cols += [f"arrayMap((_r, _t) -> if(_r, _t, {a}), _rep0, _T) AS _S0",
                          "arrayMap((_r, _i) -> if(_r, _i, 0), _rep0, _I) AS _C0_0",
                          f"arrayMap(_s -> _s != {a}, _S0) AS _v0"]  # fmt: skip
+                if 0 in los:
+                    cols.append(f"arrayMap((_r, _t) -> if(_r, _t, {a}), _rep0, _T) AS _LP0_0")
                 continue
             cands = self._candidates(k)
             for p in cands:
                 cols += [f"{carry(f'_S{p}', p)} AS _Gs{k}_{p}", f"{carry('_T', p)} AS _Gl{k}_{p}"]
                 cols += [f"{carry(f'_C{p}_{s}', p)} AS _Gc{k}_{p}_{s}" for s in range(p + 1)]
-            # The predecessor: reached, within the window and the time limit; the latest start,
-            # then the latest last step, then the deeper one (``_predecessor``'s order).
-            args = ", ".join(f"_Gs{k}_{p}, _Gl{k}_{p}" for p in cands)
-            params = ", ".join(f"_s{p}, _l{p}" for p in cands)
+                cols += [f"{carry(f'_LP{p}_{lo}', p)} AS _Glp{k}_{p}_{lo}" for lo in los if lo <= p]
+                for x, (lo, hi) in enumerate(self.ex):
+                    if lo <= p < hi:
+                        cols += [f"{carry(f'_Xb{x}', p)} AS _Gxb{k}_{p}_{x}", f"{carry(f'_Xe{x}', p)} AS _Gxe{k}_{p}_{x}"]
+            # The predecessor: reached, not stopped by an exclusion since, within the window and
+            # the time limit; the latest start, then the latest last step, then the deeper one
+            # (``_predecessor``'s order).
+            arg_list = [f"_Gs{k}_{p}, _Gl{k}_{p}" for p in cands]
+            param_list = [f"_s{p}, _l{p}" for p in cands]
+            stops: dict[int, list[str]] = {p: [] for p in cands}
+            for p in cands:
+                for x, (lo, hi) in enumerate(self.ex):
+                    if lo <= p < hi:
+                        arg_list.append(f"_Glp{k}_{p}_{lo}, _Gxb{k}_{p}_{x}, _Gxe{k}_{p}_{x}, _Xb{x}")
+                        param_list.append(f"_lp{p}_{x}, _gb{p}_{x}, _ge{p}_{x}, _xi{x}_{p}")
+                        stops[p].append(f"if(_lp{p}_{x} < _l{p}, _xi{x}_{p} - _gb{p}_{x}, _xi{x}_{p} - _ge{p}_{x}) > 0")
+            args, params = ", ".join(arg_list), ", ".join(param_list)
             keys = []
             for p in cands:
                 ok = f"_s{p} != {a} AND _t - _s{p} <= {self.window}"
                 if self.gaps[k] > 0:
                     ok += f" AND _t - _l{p} <= {self.gaps[k]}"
+                if stops[p]:
+                    ok += f" AND NOT ({' OR '.join(stops[p])})"
                 keys.append(f"if({ok}, (_s{p}, _l{p}, toInt16({p})), ({a}, {a}, toInt16(-1)))")
             best = keys[0] if len(keys) == 1 else f"arrayReverseSort([{', '.join(keys)}])[1]"
             cols.append(f"arrayMap((_r, _t, {params}) -> if(_r, ({best}).3, toInt16(-1)), _rep{k}, _T, {args}) AS _P{k}")
@@ -506,6 +537,16 @@ class _Compiler:
                             f"_P{k}, {', '.join(f'_Gc{k}_{p}_{s}' for p in having)}) AS _C{k}_{s}")  # fmt: skip
             cols += [f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}",
                      f"arrayMap(_s -> _s != {a}, _S{k}) AS _v{k}"]  # fmt: skip
+            for lo in los:
+                if lo == k:
+                    cols.append(f"arrayMap((_q, _t) -> if(_q >= 0, _t, {a}), _P{k}, _T) AS _LP{k}_{k}")
+                elif lo < k:
+                    # the last step done up to lo: the predecessor's, or its own last step when
+                    # lo was skipped past it
+                    values = [f"_Glp{k}_{p}_{lo}" if p >= lo else f"_Gl{k}_{p}" for p in cands]
+                    picks = ", ".join(f"_q = {p}, _w{j}" for j, p in enumerate(cands))
+                    cols.append(f"arrayMap((_q, {', '.join(f'_w{j}' for j in range(len(cands)))}) -> multiIf({picks}, {a}), "
+                                f"_P{k}, {', '.join(values)}) AS _LP{k}_{lo}")  # fmt: skip
         cases = []
         for level in range(n - 1, -1, -1):
             e = f"arrayFirstIndex(_s -> _s, _v{level})"
