@@ -344,6 +344,15 @@ def step_rows(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> list[dict]
 
 
 def _rows(q: FunnelQuery, counts: np.ndarray, seconds: list[np.ndarray]) -> list[dict]:
+    return rows_from_stats(q, [int(c) for c in counts], [_seconds(s) if k else _NO_SECONDS for k, s in enumerate(seconds)])
+
+
+_NO_SECONDS: dict[str, float | None] = {"median": None, "average": None, "p90": None}
+
+
+def rows_from_stats(q: FunnelQuery, counts: list[int], stats: list[dict[str, float | None]]) -> list[dict]:
+    """The step rows from each step's count and its seconds-from-previous statistics (``median``,
+    ``average``, ``p90``; None when no unit did the step): every backend's last stage."""
     total_steps = len(q.steps)
     out = []
     first = previous = int(counts[0])
@@ -360,10 +369,9 @@ def _rows(q: FunnelQuery, counts: np.ndarray, seconds: list[np.ndarray]) -> list
             "drop_off": previous - count if k else 0,
             "drop_off_rate": (round(1 - count / previous, 6) if previous else None) if k else 0.0,
         }
-        stats = _seconds(seconds[k]) if k else {"median": None, "average": None, "p90": None}
-        row["median_seconds_from_previous"] = stats["median"]
-        row["average_seconds_from_previous"] = stats["average"]
-        row["p90_seconds_from_previous"] = stats["p90"]
+        row["median_seconds_from_previous"] = stats[k]["median"]
+        row["average_seconds_from_previous"] = stats[k]["average"]
+        row["p90_seconds_from_previous"] = stats[k]["p90"]
         out.append(row)
         if not step.optional or q.order == "unordered":
             previous = count
@@ -374,14 +382,17 @@ def time_to_convert(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> dict
     last = len(q.steps) - 1
     done = counted.levels == last
     seconds = (ctx.frame.ts[counted.chains[done, last]] - ctx.frame.ts[counted.chains[done, 0]]) / 1e6
-    edges = [e for e in _TTC_EDGES if e < q.window] + [q.window]
     bins = []
-    low = 0
-    for high in edges:
+    for low, high in ttc_bins(q):
         inside = (seconds >= low) & ((seconds < high) if high != q.window else (seconds <= high))
         bins.append({"from_seconds": low, "to_seconds": high, "count": int(inside.sum())})
-        low = high
     return {"converted": int(done.sum()), **{f"{k}_seconds": v for k, v in _seconds(seconds).items()}, "bins": bins}
+
+
+def ttc_bins(q: FunnelQuery) -> list[tuple[int, int]]:
+    """(from, to) seconds of each time-to-convert bin; the last one includes its end (the window)."""
+    edges = [e for e in _TTC_EDGES if e < q.window] + [q.window]
+    return list(zip([0, *edges[:-1]], edges, strict=True))
 
 
 def trend(ctx: QueryContext, q: FunnelQuery, counted: Counted) -> list[dict[str, Any]]:

@@ -21,9 +21,16 @@ NAMES = ["A", "B", "C", "D", "E"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    store, ch_path, rows = tie_store(tmp_path_factory.mktemp("chdb"))
+    yield store, ch_path, rows
+    store.close()
+
+
+def tie_store(root):
     """~4000 events over 400 people: each person's events on a 10-second grid within two
     minutes of their own start, so many share an instant and many are exactly a window apart.
-    Starts spread over four days, some just before midnight (the date range's edges)."""
+    Starts spread over four days, some just before midnight (the date range's edges). Returns the
+    store (source "Shop"), the rows as Parquet for ClickHouse and their number."""
     rng = np.random.default_rng(20250301)
     rows = []
     for p in range(400):
@@ -37,7 +44,6 @@ def data(tmp_path_factory):
                 "ts_us": (int(BASE.timestamp()) + start + 10 * int(rng.integers(0, 13))) * 1_000_000,
                 "amount": int(rng.integers(0, 100)),
             })  # fmt: skip
-    root = tmp_path_factory.mktemp("chdb")
     ch_path = root / "ch.parquet"
     pq.write_table(pa.Table.from_pylist(rows), ch_path)
     imported = pa.table({
@@ -52,8 +58,7 @@ def data(tmp_path_factory):
     source = store.create_source("Shop")
     report = import_path(store, source, events_path, preset="events")
     assert report.imported == len(rows)
-    yield store, ch_path, len(rows)
-    store.close()
+    return store, ch_path, len(rows)
 
 
 def clickhouse_levels(client, path, conditions: list[str], window_s: int) -> dict[str, int]:
