@@ -242,7 +242,7 @@ def pairs(q: LeaksQuery) -> list[tuple[int, int]]:
     return list(zip(required, required[1:], strict=False))
 
 
-def _local_days(ctx: QueryContext, ts: np.ndarray) -> np.ndarray:
+def local_days(ctx: QueryContext, ts: np.ndarray) -> np.ndarray:
     """Days since 1970-01-01 in the source's time zone, per timestamp (µs, UTC)."""
     if len(ts) == 0:
         return np.empty(0, dtype=np.int64)
@@ -263,8 +263,8 @@ def _day_span(ctx: QueryContext, q: LeaksQuery, counted: Counted) -> tuple[int, 
     if len(steps) == 0:
         return 0, 0
     times = ctx.frame.ts[steps]
-    low, high = _local_days(ctx, np.array([times.min(), times.max()], dtype=np.int64))
-    first = _day_of_bound(ctx, q.date_from, end=False)
+    low, high = local_days(ctx, np.array([times.min(), times.max()], dtype=np.int64))
+    first = day_of_bound(ctx, q.date_from, end=False)
     first = int(low) if first is None else first
     last = int(high)
     if last < first:
@@ -272,11 +272,11 @@ def _day_span(ctx: QueryContext, q: LeaksQuery, counted: Counted) -> tuple[int, 
     return first, last - first + 1
 
 
-def _day_of_bound(ctx: QueryContext, value: date | datetime | None, *, end: bool) -> int | None:
+def day_of_bound(ctx: QueryContext, value: date | datetime | None, *, end: bool) -> int | None:
     us = ctx.bound_us(value, end=end)
     if us is None:
         return None
-    day = int(_local_days(ctx, np.array([us - (1 if end else 0)], dtype=np.int64))[0])
+    day = int(local_days(ctx, np.array([us - (1 if end else 0)], dtype=np.int64))[0])
     return day
 
 
@@ -297,7 +297,7 @@ def _transition(ctx: QueryContext, q: LeaksQuery, counted: Counted, a: int, b: i
     rows, converted = rows[complete], converted[complete]
     at = counted.chains[rows, a]
     finished = (counted.levels[rows] >= len(q.steps) - 1)
-    day = _local_days(ctx, ctx.frame.ts[at]) - day0
+    day = local_days(ctx, ctx.frame.ts[at]) - day0
     ones = np.ones(len(rows), dtype=np.int64)
     t = Transition(a, b, q.steps[a].label, q.steps[b].label, ones, day, converted, finished,
                    money.milli[rows], money.valued[rows].astype(np.int64), int((~complete).sum()))  # fmt: skip
