@@ -16,6 +16,7 @@ import masar
 from masar.demo.load import load_demo
 from masar.engine import parse_query
 from masar.engine.leaks import recent_horizon
+from masar.errors import InvalidInput
 from masar.store.clickhouse.correlation import RUNNERS as CORRELATION
 from masar.store.clickhouse.leaks import RUNNERS as LEAKS
 from tests.clickhouse.twins import twin
@@ -138,3 +139,82 @@ def test_leaks_on_the_demo_store(demo, name):
     store, ctx = demo
     result = same(store, ctx, {"kind": "leaks", "source": DEMO, **DEMO_LEAKS[name]})
     assert result["tests"] > 0
+
+
+# -- correlation ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, chdb_client):
+    """The hand-worked shop of tests/engine/test_correlation.py (journey bounds, traits, codes)."""
+    store = _store(tmp_path_factory.mktemp("shop"), SHOP)
+    yield store, twin(store, chdb_client)("Shop")
+    store.close()
+
+
+SHOP_QUERY = {"kind": "correlation", "source": "Shop", "steps": ["Product Viewed", "Order Completed"], "window": "1d"}
+SHOP_CORRELATION = {
+    "plain": {},
+    "properties": {"properties": ["code", "person.plan"]},
+    "support": {"min_share": 0.5},
+    "with_steps": {"exclude_steps": False},
+    "excluded": {"exclude_events": ["Coupon Applied"]},
+    "limit": {"properties": ["code"], "limit": 1},
+    "no_events": {"events": False, "properties": ["code"]},
+    "nobody_in_range": {"from": "2027-01-01"},
+    "nobody_converts": {"steps": ["Product Viewed", "Refund Requested"]},
+    "short_window": {"window": "5s", "properties": ["code"]},
+    "strict": {"order": "strict", "alpha": 0.5},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHOP_CORRELATION))
+def test_correlation_on_the_hand_worked_shop(shop, name):
+    store, ctx = shop
+    same(store, ctx, {**SHOP_QUERY, **SHOP_CORRELATION[name]})
+
+
+def test_correlation_hand_worked_numbers(shop):
+    store, ctx = shop
+    result = same(store, ctx, {**SHOP_QUERY, "properties": ["code", "person.plan"]})
+    rows = {(r.get("event") or f"{r['property']}={r['value']}"): r for r in result["success"] + result["failure"]}
+    assert (rows["Coupon Applied"]["success_count"], rows["Coupon Applied"]["failure_count"]) == (5, 1)
+    assert (rows["Error Shown"]["success_count"], rows["Error Shown"]["failure_count"]) == (1, 4)
+    assert rows["person.plan=pro"]["type"] == "person_property"
+
+
+def test_correlation_refuses_what_the_engine_refuses(shop):
+    _, ctx = shop
+    with pytest.raises(InvalidInput, match="cannot be used"):
+        CORRELATION["correlation"](ctx, parse_query({**SHOP_QUERY, "properties": ["ip"]}))
+
+
+DEMO_CORRELATION = {
+    "shop": {"steps": SHOP_STEPS, "window": "7d"},
+    "properties": {"steps": ["Product Viewed", "Order Completed"], "window": "3d",
+                   "properties": ["device_type", "category", "person.plan", "browser", "properties.size"]},
+    "strict_min_people": {"steps": ["Product Added", "Checkout Started"], "order": "strict", "min_people": 5,
+                          "properties": ["channel"]},
+    "dated_excluded": {"steps": SHOP_STEPS[1:], "exclude_steps": False, "exclude_events": ["Page Viewed"],
+                       "from": "{d5}", "to": "{d20}", "properties": ["session_source"]},
+    "filters_exclusions_hold": {"steps": [{"event": "Product Viewed", "filters": [{"property": "price", "op": "gt",
+                                                                                   "value": 20}]}, "Order Completed"],
+                                "exclusions": [{"event": "Product Removed"}], "hold_constant": ["device_type"],
+                                "properties": ["country"]},
+    "optional_first_time": {"steps": [{"event": "Product Viewed", "first_time": True},
+                                      {"event": "Product Added", "optional": True}, "Checkout Started"],
+                            "properties": ["os"]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_CORRELATION))
+def test_correlation_on_the_demo_store(demo, name):
+    store, ctx = demo
+    query = {"kind": "correlation", "source": DEMO, **DEMO_CORRELATION[name]}
+    days = [r["period"] for r in store.run({"kind": "funnel", "source": DEMO, "steps": SHOP_STEPS[:2],
+                                             "trend": "day"}).to_dict()["trend"]]  # fmt: skip
+    for key in ("from", "to"):
+        if key in query:
+            query[key] = days[int(query[key][2:-1])]
+    result = same(store, ctx, query)
+    assert result["people"] > 0 and result["tested"] > 0
