@@ -4,7 +4,8 @@ and those that go with dropping out, by odds ratio with a confidence interval an
 The funnel is evaluated once (``funnels.evaluate``); each counted person's *journey* is their
 events from their step-1 time to their conversion time (or to the end of the window) and the
 journey kernel counts, once per person, every candidate seen on it. docs/correlation.md defines
-every number.
+every number. ``report`` (odds ratios, tests, ranking) takes only the candidates' counts and is
+shared with the ClickHouse runner (masar/store/clickhouse/correlation.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def odds_ratio(s: int, f: int, success_total: int, failure_total: int) -> tuple[
     return math.exp(log_or), math.exp(log_or - _Z95 * se), math.exp(log_or + _Z95 * se), p
 
 
+def skipped_events(q: CorrelationQuery) -> set[str]:
+    """Event names that are not candidates: ``exclude_events``, and the steps' own (``exclude_steps``)."""
+    return set(q.exclude_events) | (_step_event_names(q) if q.exclude_steps else set())
+
+
 def _step_event_names(q: CorrelationQuery) -> set[str]:
     names = {m.event for step in q.steps for m in step.matchers}
     names.discard(ANY_EVENT)
@@ -86,7 +92,7 @@ def candidates(ctx: QueryContext, q: CorrelationQuery) -> tuple[list[Candidate],
                                    int(counts[c, 0]), int(counts[c, 1])))  # fmt: skip
 
     if q.events:
-        skip = set(q.exclude_events) | (_step_event_names(q) if q.exclude_steps else set())
+        skip = skipped_events(q)
         lut = np.array(
             [-1 if n in skip else i for i, n in enumerate(frame.event_names)] or [0], dtype=np.int32
         )
@@ -132,6 +138,12 @@ def _row(
 
 def run_correlation(ctx: QueryContext, q: CorrelationQuery) -> CorrelationResult:
     found, success_total, failure_total, people = candidates(ctx, q)
+    return report(q, ctx.source.name, found, success_total, failure_total, people)
+
+
+def report(q: CorrelationQuery, source: str, found: list[Candidate], success_total: int, failure_total: int,
+           people: int) -> CorrelationResult:  # fmt: skip
+    """The result from every candidate's counts (backend-independent)."""
     support = min(q.min_people, q.min_share * people)
     # With nobody converting (or nobody failing) there is nothing to compare with.
     usable = success_total > 0 and failure_total > 0
@@ -148,7 +160,7 @@ def run_correlation(ctx: QueryContext, q: CorrelationQuery) -> CorrelationResult
     skewed = usable and max(success_total, failure_total) > 10 * min(success_total, failure_total)
     return CorrelationResult({
         "kind": "correlation",
-        "source": ctx.source.name,
+        "source": source,
         "steps": [s.label for s in q.steps],
         "order": q.order,
         "window_seconds": q.window,

@@ -19,10 +19,17 @@ Every test run takes part in one correction (Benjamini–Hochberg by default); a
 kept when its adjusted p-value is at most ``alpha`` and its conversion is at least
 ``min_effect`` below its baseline. Candidates that only echo a stronger one (the whole store
 dipping because one browser broke) are folded into it as ``related``.
+
+Everything after the units is backend-independent (``report``): it takes, per transition, a table
+of *cells* — units with the same day, segment values, conversion and completion, collapsed with a
+count and the sum of their order values — so the embedded runner (one cell per unit) and the
+ClickHouse runner (cells counted by GROUP BY, masar/store/clickhouse/leaks.py) share the tests,
+the folding and the arithmetic.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -59,18 +66,26 @@ _HOUR_US = 3_600_000_000
 
 
 @dataclass
-class _Transition:
+class Transition:
+    """The entrants of one transition a → b as cells: entrants alike in every respect the leak
+    finder looks at, counted. Every array has one entry per cell."""
+
     a: int  # 0-based step indices
     b: int
     label_from: str
     label_to: str
-    rows: np.ndarray  # counted rows that reached step a
-    at: np.ndarray  # frame index of each entrant's step-a event
-    day: np.ndarray  # 0-based day of the step-a event within the series
+    n: np.ndarray  # int64: entrants in the cell
+    day: np.ndarray  # int64: 0-based day of the step-a event within the series
     converted: np.ndarray  # bool: reached step b
     finished: np.ndarray  # bool: reached the last step
+    value_milli: np.ndarray  # int64: sum of the cell's order values (thousandths), finished units
+    valued: np.ndarray  # int64: how many of the cell's units have an order value in the currency
     recent: int  # entrants left out because their conversions may not all be in yet
+    # property → (code per cell, -1: none or not tested; the values by code)
     codes: dict[str, tuple[np.ndarray, list[str | None]]] = field(default_factory=dict)
+
+    def count(self, mask: np.ndarray) -> int:
+        return int(self.n[mask].sum())
 
 
 @dataclass
@@ -139,35 +154,67 @@ _FINDINGS_SCHEMA = pa.schema([
 
 def run_leaks(ctx: QueryContext, q: LeaksQuery) -> LeaksResult:
     counted = evaluate(ctx, q, date_from=q.date_from, date_to=q.date_to)
-    properties = _segment_properties(q)
+    properties = segment_properties(q)
     day0, days = _day_span(ctx, q, counted)
-    transitions = [_transition(ctx, q, counted, a, b, day0) for a, b in _pairs(q)]
+    money = _Money(ctx, q, counted)
+    transitions = []
+    for a, b in pairs(q):
+        t, at = _transition(ctx, q, counted, a, b, day0, money)
+        for name in properties:
+            t.codes[name] = _codes_at(ctx, q, name, at)
+        transitions.append(t)
+    return report(q, ctx.source.name, properties, transitions, day0, days, money.totals())
+
+
+@dataclass
+class Money:
+    """What the lost revenue needs besides the cells: whether the funnel ends in an order, the
+    currency, and the order values of every counted unit that completed the funnel (a sum in
+    thousandths, exact on every backend, and how many)."""
+
+    currency: str | None
+    orders: bool
+    store_milli: int
+    store_valued: int
+
+    def average(self, milli: int, valued: int) -> float | None:
+        if not self.orders:
+            return None
+        if valued >= _MIN_FOR_OWN_RATE:
+            return _average(milli, valued)
+        return _average(self.store_milli, self.store_valued) if self.store_valued else None
+
+
+def _average(milli: int, valued: int) -> float:
+    return (milli / 1000) / valued
+
+
+def report(q: LeaksQuery, source: str, properties: list[str], transitions: list[Transition], day0: int, days: int,
+           money: Money) -> LeaksResult:  # fmt: skip
+    """The leak finder's result from the cells of each transition (backend-independent)."""
     candidates: list[_Candidate] = []
     for i, t in enumerate(transitions):
-        for name in properties:
-            t.codes[name] = _codes_at(ctx, q, name, t.at)
         candidates += _scan(q, i, t, days)
     for cand, adjusted in zip(candidates, adjust([c.p for c in candidates], q.correction), strict=True):
         cand.adjusted = adjusted
     passing = [c for c in candidates if c.adjusted <= q.alpha and c.baseline > 0 and c.ratio <= 1 - q.min_effect]
     kept = _fold(q, transitions, passing, day0)
-    money = _Money(ctx, q, counted)
-    findings = [_finding(ctx, q, transitions[c.t], c, day0, money) for c in kept]
+    findings = [_finding(q, transitions[c.t], c, day0, money) for c in kept]
     findings.sort(key=lambda f: (-(f["lost_revenue"] or 0.0), -f["lost_conversions"]))
     return LeaksResult({
         "kind": "leaks",
-        "source": ctx.source.name,
+        "source": source,
         "counting": q.counting,
         "range": {"from": _iso_day(day0) if days else None, "to": _iso_day(day0 + days - 1) if days else None},
-        "currency": ctx.source.currency,
+        "currency": money.currency,
         "parameters": {
             "min_sample": q.min_sample, "alpha": q.alpha, "correction": q.correction, "min_effect": q.min_effect,
             "min_days": q.min_days, "max_values": q.max_values, "segments": properties,
         },
         "transitions": [
-            {"step_from": t.label_from, "step_to": t.label_to, "entrants": int(len(t.rows)), "recent_left_out": t.recent,
-             "converted": int(t.converted.sum()),
-             "conversion": round(float(t.converted.mean()), 6) if len(t.rows) else None}
+            {"step_from": t.label_from, "step_to": t.label_to, "entrants": t.count(slice(None)),
+             "recent_left_out": t.recent, "converted": t.count(t.converted),
+             "conversion": round(t.count(t.converted) / t.count(slice(None)), 6) if t.count(slice(None)) else None}
             for t in transitions
         ],
         "tests": len(candidates),
@@ -178,7 +225,7 @@ def run_leaks(ctx: QueryContext, q: LeaksQuery) -> LeaksResult:
 # -- the units of each transition ---------------------------------------------------------------
 
 
-def _segment_properties(q: LeaksQuery) -> list[str]:
+def segment_properties(q: LeaksQuery) -> list[str]:
     names = list(LEAK_SEGMENTS) if q.default_segments else []
     for name in q.segment_by:
         if name not in names:
@@ -189,13 +236,13 @@ def _segment_properties(q: LeaksQuery) -> list[str]:
     return names
 
 
-def _pairs(q: LeaksQuery) -> list[tuple[int, int]]:
+def pairs(q: LeaksQuery) -> list[tuple[int, int]]:
     """Consecutive required steps: an optional step is not a stage everybody passes through."""
     required = [k for k, step in enumerate(q.steps) if not step.optional]
     return list(zip(required, required[1:], strict=False))
 
 
-def _local_days(ctx: QueryContext, ts: np.ndarray) -> np.ndarray:
+def local_days(ctx: QueryContext, ts: np.ndarray) -> np.ndarray:
     """Days since 1970-01-01 in the source's time zone, per timestamp (µs, UTC)."""
     if len(ts) == 0:
         return np.empty(0, dtype=np.int64)
@@ -216,8 +263,8 @@ def _day_span(ctx: QueryContext, q: LeaksQuery, counted: Counted) -> tuple[int, 
     if len(steps) == 0:
         return 0, 0
     times = ctx.frame.ts[steps]
-    low, high = _local_days(ctx, np.array([times.min(), times.max()], dtype=np.int64))
-    first = _day_of_bound(ctx, q.date_from, end=False)
+    low, high = local_days(ctx, np.array([times.min(), times.max()], dtype=np.int64))
+    first = day_of_bound(ctx, q.date_from, end=False)
     first = int(low) if first is None else first
     last = int(high)
     if last < first:
@@ -225,15 +272,17 @@ def _day_span(ctx: QueryContext, q: LeaksQuery, counted: Counted) -> tuple[int, 
     return first, last - first + 1
 
 
-def _day_of_bound(ctx: QueryContext, value: date | datetime | None, *, end: bool) -> int | None:
+def day_of_bound(ctx: QueryContext, value: date | datetime | None, *, end: bool) -> int | None:
     us = ctx.bound_us(value, end=end)
     if us is None:
         return None
-    day = int(_local_days(ctx, np.array([us - (1 if end else 0)], dtype=np.int64))[0])
+    day = int(local_days(ctx, np.array([us - (1 if end else 0)], dtype=np.int64))[0])
     return day
 
 
-def _transition(ctx: QueryContext, q: LeaksQuery, counted: Counted, a: int, b: int, day0: int) -> _Transition:
+def _transition(ctx: QueryContext, q: LeaksQuery, counted: Counted, a: int, b: int, day0: int,
+                money: _Money) -> tuple[Transition, np.ndarray]:  # fmt: skip
+    """The transition's entrants, one cell each, and the frame index of each one's step-a event."""
     ts = ctx.frame.ts
     rows = np.flatnonzero(reached_step(counted, q, a))
     converted = reached_step(counted, q, b)[rows]
@@ -242,24 +291,48 @@ def _transition(ctx: QueryContext, q: LeaksQuery, counted: Counted, a: int, b: i
     # from step 1 within which 99% of this transition's conversions happen (at most the window).
     entry = ts[counted.chains[rows, 0]]
     done = rows[converted]
-    horizon = q.window * 1_000_000
-    if len(done):
-        took = ts[counted.chains[done, b]] - ts[counted.chains[done, 0]]
-        horizon = min(horizon, int(np.quantile(took, 0.99)))
+    took = ts[counted.chains[done, b]] - ts[counted.chains[done, 0]]
+    horizon = recent_horizon(q, len(took), lambda ranks: np.partition(took, ranks)[ranks])
     complete = entry <= int(ts.max()) - horizon
     rows, converted = rows[complete], converted[complete]
     at = counted.chains[rows, a]
     finished = (counted.levels[rows] >= len(q.steps) - 1)
-    day = _local_days(ctx, ctx.frame.ts[at]) - day0
-    return _Transition(a, b, q.steps[a].label, q.steps[b].label, rows, at, day, converted, finished,
-                       int((~complete).sum()))  # fmt: skip
+    day = local_days(ctx, ctx.frame.ts[at]) - day0
+    ones = np.ones(len(rows), dtype=np.int64)
+    t = Transition(a, b, q.steps[a].label, q.steps[b].label, ones, day, converted, finished,
+                   money.milli[rows], money.valued[rows].astype(np.int64), int((~complete).sum()))  # fmt: skip
+    return t, at
+
+
+def recent_horizon(q: LeaksQuery, n: int, order_stats) -> int:
+    """H in µs: min(window, the 99th percentile of the ``n`` conversion times), the percentile as
+    ``numpy.quantile`` (linear) computes it, from the two order statistics it needs
+    (``order_stats(ranks)``: the values at those 0-based ranks in ascending order), so every
+    backend can fetch just those two."""
+    window = q.window * 1_000_000
+    if n == 0:
+        return window
+    virtual = (n - 1) * 0.99
+    if virtual >= n - 1:
+        lo = hi = n - 1
+    else:
+        lo = math.floor(virtual)
+        hi = lo + 1
+    gamma = virtual - lo
+    low, high = (np.int64(v) for v in order_stats([lo, hi]))
+    diff = high - low
+    value = high - diff * (1 - gamma) if gamma >= 0.5 else low + diff * gamma
+    return min(window, int(value))
 
 
 def _codes_at(ctx: QueryContext, q: LeaksQuery, name: str, at: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     if name == CUSTOMER:
-        return _customer_codes(ctx, q, at), ["new", "returning"]
+        return _customer_codes(ctx, q, at), list(CUSTOMER_VALUES)
     codes, values = ctx.codes(resolve(name))
     return codes[at], values
+
+
+CUSTOMER_VALUES = ("new", "returning")
 
 
 def _customer_codes(ctx: QueryContext, q: LeaksQuery, at: np.ndarray) -> np.ndarray:
@@ -282,14 +355,16 @@ def _customer_codes(ctx: QueryContext, q: LeaksQuery, at: np.ndarray) -> np.ndar
 # -- the tests ------------------------------------------------------------------------------------
 
 
-def _scan(q: LeaksQuery, i: int, t: _Transition, days: int) -> list[_Candidate]:
+def _scan(q: LeaksQuery, i: int, t: Transition, days: int) -> list[_Candidate]:
     out: list[_Candidate] = []
-    total_n = len(t.rows)
+    total_n = t.count(slice(None))
     if total_n == 0 or days == 0:
         return out
     day = np.clip(t.day, 0, days - 1)
-    success = t.converted.astype(np.int64)
-    all_n = np.bincount(day, minlength=days)
+    # Counts as float weights: exact below 2**53.
+    weight = t.n.astype(np.float64)
+    success = np.where(t.converted, weight, 0.0)
+    all_n = np.bincount(day, weights=weight, minlength=days).astype(np.int64)
     all_x = np.bincount(day, weights=success, minlength=days).astype(np.int64)
     total_x = int(all_x.sum())
     # (2) the whole traffic against its own other days.
@@ -299,7 +374,8 @@ def _scan(q: LeaksQuery, i: int, t: _Transition, days: int) -> list[_Candidate]:
                               drop.trials_out, drop.successes_out, drop.p_value))  # fmt: skip
     for name, (codes, values) in t.codes.items():
         present = codes >= 0
-        sizes = np.bincount(codes[present], minlength=len(values)) if present.any() else np.zeros(len(values), int)
+        sizes = (np.bincount(codes[present], weights=weight[present], minlength=len(values)).astype(np.int64)
+                 if present.any() else np.zeros(len(values), np.int64))
         tested = [int(c) for c in np.argsort(-sizes, kind="stable")[: q.max_values] if sizes[c] >= q.min_sample]
         if not tested:
             continue
@@ -307,7 +383,8 @@ def _scan(q: LeaksQuery, i: int, t: _Transition, days: int) -> list[_Candidate]:
         slot[tested] = np.arange(len(tested))
         keep = present & (slot[np.maximum(codes, 0)] >= 0)
         key = slot[codes[keep]] * days + day[keep]
-        seg_n = np.bincount(key, minlength=len(tested) * days).reshape(len(tested), days)
+        seg_n = np.bincount(key, weights=weight[keep], minlength=len(tested) * days).reshape(len(tested), days)
+        seg_n = seg_n.astype(np.int64)
         seg_x = np.bincount(key, weights=success[keep], minlength=len(tested) * days).reshape(len(tested), days)
         seg_x = seg_x.astype(np.int64)
         for s, code in enumerate(tested):
@@ -340,9 +417,9 @@ def _scan(q: LeaksQuery, i: int, t: _Transition, days: int) -> list[_Candidate]:
     return out
 
 
-def _masks(t: _Transition, c: _Candidate) -> tuple[np.ndarray, np.ndarray]:
-    """(units of the candidate, units it is compared with) over the transition's entrants."""
-    everyone = np.ones(len(t.rows), dtype=bool)
+def _masks(t: Transition, c: _Candidate) -> tuple[np.ndarray, np.ndarray]:
+    """(cells of the candidate, cells it is compared with) over the transition's entrants."""
+    everyone = np.ones(len(t.n), dtype=bool)
     segment = t.codes[c.prop][0] == c.code if c.prop is not None else everyone
     if c.period is None:
         return segment, ~segment
@@ -354,17 +431,17 @@ def _masks(t: _Transition, c: _Candidate) -> tuple[np.ndarray, np.ndarray]:
     return segment & inside, ~segment & inside
 
 
-def _holds(q: LeaksQuery, t: _Transition, unit: np.ndarray, rest: np.ndarray) -> bool:
-    n, n0 = int(unit.sum()), int(rest.sum())
+def _holds(q: LeaksQuery, t: Transition, unit: np.ndarray, rest: np.ndarray) -> bool:
+    n, n0 = t.count(unit), t.count(rest)
     if n < q.min_sample or n0 < q.min_sample:
         return False
-    x, x0 = int(t.converted[unit].sum()), int(t.converted[rest].sum())
+    x, x0 = t.count(unit & t.converted), t.count(rest & t.converted)
     if x0 == 0 or (x / n) > (1 - q.min_effect) * (x0 / n0):
         return False
     return lower_p_value(x, n, x0, n0) <= q.alpha
 
 
-def _fold(q: LeaksQuery, transitions: list[_Transition], passing: list[_Candidate], day0: int) -> list[_Candidate]:
+def _fold(q: LeaksQuery, transitions: list[Transition], passing: list[_Candidate], day0: int) -> list[_Candidate]:
     """Keep the candidates that are leaks in their own right.
 
     1. Strongest first (lowest conversion relative to baseline), a candidate is kept only if it
@@ -383,13 +460,13 @@ def _fold(q: LeaksQuery, transitions: list[_Transition], passing: list[_Candidat
         t = transitions[cand.t]
         unit, rest = masks[id(cand)]
         mine = [k for k in kept if k.t == cand.t]
-        covered = np.zeros(len(t.rows), dtype=bool)
+        covered = np.zeros(len(t.n), dtype=bool)
         for k in mine:
             covered |= masks[id(k)][0]
         if _holds(q, t, unit & ~covered, rest & ~covered):
             kept.append(cand)
         elif mine:
-            owner = max(mine, key=lambda k: int((masks[id(k)][0] & unit).sum()))
+            owner = max(mine, key=lambda k: t.count(masks[id(k)][0] & unit))
             owner.related.append(_describe(cand, day0))
     for pool in (passing, None):
         changed = True
@@ -408,22 +485,22 @@ def _fold(q: LeaksQuery, transitions: list[_Transition], passing: list[_Candidat
     return kept
 
 
-def _broader(q: LeaksQuery, t: _Transition, inner: _Candidate, pool: list[_Candidate], masks: dict) -> _Candidate | None:
+def _broader(q: LeaksQuery, t: Transition, inner: _Candidate, pool: list[_Candidate], masks: dict) -> _Candidate | None:
     """The largest candidate of ``pool`` that holds ``inner`` and of which ``inner`` is merely a
     part: the rest of it is large enough to judge, and ``inner`` is not a leak against it."""
     unit = masks[id(inner)][0]
-    size = int(unit.sum())
+    size = t.count(unit)
     best: _Candidate | None = None
     for outer in pool:
         if outer is inner or outer.t != inner.t:
             continue
         other = masks[id(outer)][0]
-        if other.sum() <= size or (unit & other).sum() < _WITHIN * size:
+        if t.count(other) <= size or t.count(unit & other) < _WITHIN * size:
             continue
         # Too little of the broader one besides ``inner`` to tell: the narrower is the finding.
-        if (other & ~unit).sum() < q.min_sample or _holds(q, t, unit, other & ~unit):
+        if t.count(other & ~unit) < q.min_sample or _holds(q, t, unit, other & ~unit):
             continue
-        if best is None or other.sum() > masks[id(best)][0].sum():
+        if best is None or t.count(other) > t.count(masks[id(best)][0]):
             best = outer
     return best
 
@@ -450,43 +527,39 @@ def _iso_day(day: int) -> str:
 
 
 class _Money:
-    """Order values in the source's currency, per counted unit that reached the last step."""
+    """Order values per counted unit that completed the funnel, in thousandths of the source's
+    currency (exact: money is a decimal with three places)."""
 
     def __init__(self, ctx: QueryContext, q: LeaksQuery, counted: Counted):
         self.currency = ctx.source.currency
-        last = q.steps[-1]
-        self.orders = any(m.event == q.order_event for m in last.matchers)
-        self.value = np.full(len(counted.levels), np.nan)
+        self.orders = orders_at_end(q)
+        self.milli = np.zeros(len(counted.levels), dtype=np.int64)
+        self.valued = np.zeros(len(counted.levels), dtype=bool)
         if not self.orders or len(counted.levels) == 0:
             return
         done = counted.levels >= len(q.steps) - 1
         at = counted.chains[done, len(q.steps) - 1]
         # An order's value is its revenue (goods after discounts), else its total. Orders in
         # another currency are left out: Masar keeps no exchange rates.
-        amount = ctx.frame.expression(ctx.con, "CAST(coalesce(revenue, total) AS DOUBLE)")
-        amount = amount.to_numpy(zero_copy_only=False).astype(np.float64)
+        amount = ctx.frame.expression(ctx.con, "CAST(coalesce(revenue, total) * 1000 AS BIGINT)")
+        has = amount.is_valid().to_numpy(zero_copy_only=False)
+        amount = amount.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         codes, values = ctx.codes(resolve("currency"))
         ours = np.array([v == self.currency for v in values] + [False], dtype=bool)
-        value = np.where(ours[codes[at]], amount[at], np.nan)
-        self.value[np.flatnonzero(done)] = value
-        self.store_average = _mean(self.value)
+        valued = ours[codes[at]] & has[at]
+        self.milli[np.flatnonzero(done)] = np.where(valued, amount[at], 0)
+        self.valued[np.flatnonzero(done)] = valued
 
-    def average(self, rows: np.ndarray) -> float | None:
-        if not self.orders:
-            return None
-        own = self.value[rows]
-        own = own[~np.isnan(own)]
-        if len(own) >= _MIN_FOR_OWN_RATE:
-            return float(own.mean())
-        return self.store_average
+    def totals(self) -> Money:
+        return Money(self.currency, self.orders, int(self.milli.sum()), int(self.valued.sum()))
 
 
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else None
+def orders_at_end(q: LeaksQuery) -> bool:
+    """Revenue is counted only when the funnel's last step is the order event."""
+    return any(m.event == q.order_event for m in q.steps[-1].matchers)
 
 
-def _finding(ctx: QueryContext, q: LeaksQuery, t: _Transition, c: _Candidate, day0: int, money: _Money) -> dict:
+def _finding(q: LeaksQuery, t: Transition, c: _Candidate, day0: int, money: Money) -> dict:
     unit, _ = _masks(t, c)
     lost = max(0.0, (c.baseline - c.rate) * c.n)
     # Lost conversions at this step would have gone on to the end of the funnel at the segment's
@@ -494,12 +567,13 @@ def _finding(ctx: QueryContext, q: LeaksQuery, t: _Transition, c: _Candidate, da
     went_on = unit & t.converted
     if t.b == len(q.steps) - 1:
         onward = 1.0
-    elif went_on.sum() >= _MIN_FOR_OWN_RATE:
-        onward = float(t.finished[went_on].mean())
+    elif t.count(went_on) >= _MIN_FOR_OWN_RATE:
+        onward = t.count(went_on & t.finished) / t.count(went_on)
     else:
-        onward = float(t.finished[t.converted].mean()) if t.converted.any() else 0.0
+        onward = t.count(t.converted & t.finished) / t.count(t.converted) if t.count(t.converted) else 0.0
     lost_final = lost * onward
-    average = money.average(t.rows[unit & t.finished])
+    mine = unit & t.finished
+    average = money.average(int(t.value_milli[mine].sum()), int(t.valued[mine].sum()))
     revenue = None if average is None else round(lost_final * average, minor_units(money.currency))
     data = {
         "step_from": t.label_from,

@@ -68,7 +68,9 @@ class UnitsSQL:
     """The counted units of a funnel as a subquery: ``person`` Int64, ``level`` Int8 (0-based
     deepest step), ``ts`` Array(Int64) (µs of each step of the reported attempt, ``ABSENT`` where
     none), ``reach`` Int64 (µs of its deepest step), ``bd`` Nullable(String) (the breakdown value,
-    attributed) and ``ukey`` (orders units of one person: session, value, attempt start)."""
+    attributed), ``ukey`` (orders units of one person: session, value, attempt start) and ``mids``
+    Array(String) (the message id of each step's event, '' where none: what the leak finder reads
+    segment values and order values from)."""
 
     sql: str
     params: dict[str, Any]
@@ -624,13 +626,15 @@ def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to
         per_unit = f"SELECT * FROM ({body}) WHERE level >= 0"
     bd = _attributed(q, n)
     ukey = "tuple(" + ", ".join(k for k in keys[1:]) + ", ts[1])" if len(keys) > 1 else "tuple(ts[1])"
-    rows = (f"SELECT person, toInt8(level) AS level, ts, ts[level + 1] AS reach, {bd} AS bd, {ukey} AS ukey "
-            f"FROM ({per_unit})")  # fmt: skip
+    mids = "arrayMap(_z -> if(_z > 0, evs[_z].3, ''), pos)"
+    rows = (f"SELECT person, toInt8(level) AS level, ts, ts[level + 1] AS reach, {bd} AS bd, {ukey} AS ukey, "
+            f"{mids} AS mids FROM ({per_unit})")  # fmt: skip
     if held and q.counting == "uniques":
         # A person counts once, by the value that took them deepest (reached first). Ties: the
         # embedded store takes the value it met first in storage; here the smallest value.
-        rows = (f"SELECT person, best.1 AS level, best.2 AS ts, best.3 AS reach, best.4 AS bd, best.5 AS ukey FROM ("
-                f"SELECT person, arraySort(_u -> (-_u.1, _u.3, _u.5), groupArray((level, ts, reach, bd, ukey)))[1] AS best "
+        rows = (f"SELECT person, best.1 AS level, best.2 AS ts, best.3 AS reach, best.4 AS bd, best.5 AS ukey, "
+                f"best.6 AS mids FROM (SELECT person, "
+                f"arraySort(_u -> (-_u.1, _u.3, _u.5), groupArray((level, ts, reach, bd, ukey, mids)))[1] AS best "
                 f"FROM ({rows}) GROUP BY person)")  # fmt: skip
     return UnitsSQL(rows, p.params)
 
