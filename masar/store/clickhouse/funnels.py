@@ -433,7 +433,7 @@ class _Compiler:
         """Ordered funnels (counting uniques or sessions) are computed with whole-array functions
         instead of ``arrayFold``: ClickHouse runs a fold's lambda once per element, while
         arrayFill/arrayCumSum/arrayMap run once per block."""
-        return (self.q.order == "ordered" and self.q.counting != "totals"
+        return (self.q.order in ("ordered", "strict") and self.q.counting != "totals"
                 and (not (any(self.optional) or self.ex) or self.n <= self._VECTOR_STEPS))  # fmt: skip
 
     def vector_sql(self, grouped: str) -> str:
@@ -562,6 +562,107 @@ class _Compiler:
             sql = f"SELECT *, {', '.join(layer)} FROM ({sql})"
         return f"SELECT *, multiIf({', '.join(cases)}, {none}) AS r FROM ({sql})"
 
+    def strict_vector_sql(self, grouped: str) -> str:
+        """Strict funnels counting uniques or sessions, with whole-array functions: every action
+        takes each attempt one step on or ends it, so the attempt that reached step k at action
+        j extends the one that reached its predecessor at action j-1 (the arrays shifted by one),
+        unless an exclusion of that earlier action's instant stopped it (exclusions apply after
+        an instant's last action, so only when action j is at a later instant). The reported
+        attempt: the first instant the deepest step was reached, the latest start there."""
+        n, a = self.n, _ABS
+        los = sorted({lo for lo, _ in self.ex})
+
+        def shift(array: str, none: str) -> str:
+            return f"arrayConcat([{none}], arraySlice({array}, 1, length({array}) - 1))"
+
+        layers = []
+        cols = [
+            "arrayMap(_e -> _e.1, evs) AS _T",
+            "arrayMap(_e -> _e.4, evs) AS _M",
+            "arrayEnumerate(evs) AS _I",
+            f"{shift('_T', a)} AS _Tp",
+            f"arrayMap((_t, _x) -> _t != _x, _T, arrayConcat(arraySlice(_T, 2), [{a}])) AS _last",
+            "arrayMap((_t, _p) -> _t != _p, _T, _Tp) AS _first",
+        ]
+        for x in range(len(self.ex)):
+            cols += [
+                f"arrayMap(_e -> toUInt32(bitTest(_e.5, {x})), evs) AS _xb{x}",
+                f"arrayCumSum(_xb{x}) AS _xc{x}",
+                # exclusions x at the previous action's instant
+                f"arrayFill((_v, _f) -> _f, arrayMap((_y, _z) -> _y - _z, _xc{x}, _xb{x}), _first) AS _Xb{x}",
+                f"arrayReverseFill((_v, _l) -> _l, _xc{x}, _last) AS _Xe{x}",
+                f"{shift(f'arrayMap((_y, _z) -> _y - _z > 0, _Xe{x}, _Xb{x})', '0')} AS _Xp{x}",
+            ]
+        for k in range(n):
+            layers.append(cols)
+            cols = []
+            if k == 0:
+                cols += [f"arrayMap((_m, _t) -> if(bitTest(_m, 0), _t, {a}), _M, _T) AS _S0",
+                         "arrayMap((_m, _i) -> if(bitTest(_m, 0), _i, 0), _M, _I) AS _C0_0"]  # fmt: skip
+                if 0 in los:
+                    cols.append("_S0 AS _LP0_0")
+                continue
+            cands = self._candidates(k)
+            arg_list, param_list = ["_M", "_T", "_Tp"], ["_m", "_t", "_tp"]
+            keys = []
+            for p in cands:
+                arg_list.append(shift(f"_S{p}", a))
+                param_list.append(f"_s{p}")
+                ok = f"_s{p} != {a} AND _t - _s{p} <= {self.window}"
+                if self.gaps[k] > 0:
+                    ok += f" AND _t - _tp <= {self.gaps[k]}"
+                stops = []
+                for x, (lo, hi) in enumerate(self.ex):
+                    if lo <= p < hi:
+                        arg_list += [shift(f"_LP{p}_{lo}", a), f"_Xp{x}"]
+                        param_list += [f"_lp{p}_{x}", f"_xp{p}_{x}"]
+                        stops.append(f"(_t > _tp AND _xp{p}_{x} AND _lp{p}_{x} < _tp)")
+                if stops:
+                    ok += f" AND NOT ({' OR '.join(stops)})"
+                keys.append(f"if({ok}, (_s{p}, toInt16({p})), ({a}, toInt16(-1)))")
+            best = keys[0] if len(keys) == 1 else f"arrayReverseSort([{', '.join(keys)}])[1]"
+            cols.append(f"arrayMap(({', '.join(param_list)}) -> if(bitTest(_m, {k}), ({best}).2, toInt16(-1)), "
+                        f"{', '.join(arg_list)}) AS _P{k}")  # fmt: skip
+            starts = ", ".join(shift(f"_S{p}", a) for p in cands)
+            pick = ", ".join(f"_q = {p}, _s{p}" for p in cands)
+            cols.append(f"arrayMap((_q, {', '.join(f'_s{p}' for p in cands)}) -> multiIf({pick}, {a}), _P{k}, {starts}) AS _S{k}")
+            for s in range(k):
+                having = [p for p in cands if s <= p]
+                if not having:
+                    cols.append(f"arrayMap(_q -> toUInt32(0), _P{k}) AS _C{k}_{s}")
+                    continue
+                picks = ", ".join(f"_q = {p}, _g{p}" for p in having)
+                cols.append(f"arrayMap((_q, {', '.join(f'_g{p}' for p in having)}) -> multiIf({picks}, toUInt32(0)), "
+                            f"_P{k}, {', '.join(shift(f'_C{p}_{s}', '0') for p in having)}) AS _C{k}_{s}")  # fmt: skip
+            cols.append(f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}")
+            for lo in los:
+                if lo == k:
+                    cols.append(f"arrayMap((_q, _t) -> if(_q >= 0, _t, {a}), _P{k}, _T) AS _LP{k}_{k}")
+                elif lo < k:
+                    values = [shift(f"_LP{p}_{lo}", a) if p >= lo else "_Tp" for p in cands]
+                    picks = ", ".join(f"_q = {p}, _w{j}" for j, p in enumerate(cands))
+                    cols.append(f"arrayMap((_q, {', '.join(f'_w{j}' for j in range(len(cands)))}) -> multiIf({picks}, {a}), "
+                                f"_P{k}, {', '.join(values)}) AS _LP{k}_{lo}")  # fmt: skip
+        layers.append(cols)
+        cases = []
+        for level in range(n - 1, -1, -1):
+            reached = f"arrayMap(_s -> _s != {a}, _S{level})"
+            first = f"arrayMin(arrayFilter((_t, _r) -> _r, _T, {reached}))"
+            latest = f"arrayMax(arrayFilter((_s, _t) -> _t = _first_t{level}, _S{level}, _T))"
+            e = f"arrayFirstIndex((_s, _t) -> _t = _first_t{level} AND _s = _latest{level}, _S{level}, _T)"
+            pos = [f"toUInt32(_C{level}_{s}[{e}])" if s <= level else "toUInt32(0)" for s in range(n)]
+            ts = [f"if({pos[s]} > 0, _T[{pos[s]}], {a})" if s <= level else a for s in range(n)]
+            cols_level = [f"has({reached}, 1) AS _has{level}", f"if(_has{level}, {first}, {a}) AS _first_t{level}",
+                          f"if(_has{level}, {latest}, {a}) AS _latest{level}"]  # fmt: skip
+            layers.append(cols_level)
+            cases.append(f"_has{level}, (toInt8({level}), [{', '.join(ts)}], [{', '.join(pos)}])")
+        none = f"(toInt8(-1), arrayWithConstant({n}, {a}), arrayWithConstant({n}, toUInt32(0)))"
+        sql = grouped
+        for layer in layers:
+            if layer:
+                sql = f"SELECT *, {', '.join(layer)} FROM ({sql})"
+        return f"SELECT *, multiIf({', '.join(cases)}, {none}) AS r FROM ({sql})"
+
     def unordered(self) -> str:
         """Unordered: for each step event as anchor, the steps done within the window from it (an
         event matching several steps counts as each); the level is the most distinct steps of any
@@ -615,8 +716,8 @@ def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to
     if q.counting == "totals":
         per_unit = _totals(c, grouped, keys)
     elif c.vectorized():
-        per_unit = (f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ({c.vector_sql(grouped)}) "
-                    f"WHERE level >= 0")  # fmt: skip
+        vector = c.vector_sql(grouped) if q.order == "ordered" else c.strict_vector_sql(grouped)
+        per_unit = f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ({vector}) WHERE level >= 0"
     else:
         fold = c.unordered() if q.order == "unordered" else c.fold()
         if q.order == "unordered":
