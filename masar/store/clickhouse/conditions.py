@@ -46,7 +46,7 @@ def json_text(document: str, key: str) -> str:
     """A key of a JSON text as DuckDB's ``json_extract_string`` reads it: a string as it is, any
     other value as JSON text, NULL for JSON null or a missing key. ``key`` is SQL: a bound
     parameter or a literal. (ClickHouse writes numbers in its own form — ``42.0`` reads ``42`` —
-    where DuckDB writes ``42.0``: docs/scaling-journeys.md.)"""
+    where DuckDB writes ``42.0``: docs/scaling.md.)"""
     return (
         f"multiIf(JSONType({document}, {key}) = 'String', JSONExtractString({document}, {key}), "
         f"JSONType({document}, {key}) IN ('Null'), NULL, JSONHas({document}, {key}), "
@@ -123,7 +123,7 @@ def condition(ref: PropertyRef, sql: str, flt: PropertyFilter, params: Params) -
 
 def filter_sql(flt: PropertyFilter, events: str, params: Params) -> str:
     """Does an event (or its person) pass the filter. A person trait is the latest value of the
-    person's identify calls (ties in time: the greater value; docs/scaling-journeys.md)."""
+    person's identify calls (ties in time: the greater value; docs/scaling.md)."""
     ref = resolve(flt.property)
     if ref.scope != "person":
         return condition(ref, value_sql(ref, params), flt, params)

@@ -2,7 +2,7 @@
 counted inside ClickHouse; odds ratios, tests and ranking are the embedded runner's
 (``masar.engine.correlation.report``).
 
-How (docs/scaling-leaks.md): the funnel's counted people (``units_sql``, counting uniques: one
+How (docs/scaling.md): the funnel's counted people (``units_sql``, counting uniques: one
 unit per person) give each person's journey — converted, ``t0`` (step 1) and its end (the
 conversion, else ``t0 + window``), both inclusive. Candidates are then counted once per person:
 

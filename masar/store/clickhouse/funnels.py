@@ -1,7 +1,7 @@
 """Funnels on ClickHouse: query kinds ``funnel`` and ``funnel_people`` (docs/funnels.md), computed
 inside ClickHouse; only aggregates and one page of people come back.
 
-How (docs/scaling-funnels.md):
+How (docs/scaling.md):
 
 1. **Events**: the source's actions with a step bitmask and an exclusion bitmask per event
    (masar/store/clickhouse/predicates.py), first-time steps kept on the person's first matching

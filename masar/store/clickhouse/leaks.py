@@ -1,7 +1,7 @@
 """The leak finder on ClickHouse: query kind ``leaks`` (docs/leaks.md), the counting done inside
 ClickHouse, the statistics shared with the embedded runner (``masar.engine.leaks.report``).
 
-How (docs/scaling-leaks.md):
+How (docs/scaling.md):
 
 1. The funnel's counted units (``units_sql``), materialized once: each unit's deepest step, step
    times and the message id of each step's event.

@@ -78,7 +78,7 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery) -> tuple[str, dict]:
         anchors = "arrayFilter(i -> journey[i].7, arrayEnumerate(journey))"
     # A person's journey = (t, arrival, message id, label, kept, session, anchor?), sorted as tuples: in
     # time order, events at one instant by arrival then message id, a total order (the embedded store
-    # takes them in its files' order: docs/scaling-journeys.md). anchor_at: the anchor's index.
+    # takes them in its files' order: docs/scaling.md). anchor_at: the anchor's index.
     near = "x.5 AND " + (
         "x.6 = journey[anchor_at].6" if q.window == "session"
         else f"abs(x.1 - journey[anchor_at].1) <= {params.bind(int(q.window) * 1_000_000, 'Int64')}"
