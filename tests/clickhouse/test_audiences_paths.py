@@ -128,6 +128,36 @@ def test_demo_paths(demo):
         assert run_paths(ctx, parse_query(q)).to_dict() == want, query
 
 
+def _demo_funnels(today: date) -> list[dict]:
+    week_ago = (today - timedelta(days=7)).isoformat()
+    buy = ["Product Viewed", "Product Added", "Checkout Started", "Order Completed"]
+    return [
+        {"funnel": {"steps": buy, "dropped_after": 2}, "label": "path",
+         "cleaning": [{"pattern": r"^/products/", "alias": "Product page"}]},
+        {"funnel": {"steps": buy, "dropped_after": 3, "window": "1d",
+                    "exclusions": [{"event": "Cart Viewed", "from_step": 2, "to_step": 3}]}, "length": 6},
+        {"funnel": {"steps": ["Product List Viewed", {"event": "Products Searched", "optional": True}, *buy],
+                    "dropped_after": 3, "window": "2h"}, "window": "session", "collapse_repeats": False},
+        {"funnel": {"steps": buy[:3], "dropped_after": 1, "order": "strict", "window": "1h"},
+         "from": week_ago, "to": today.isoformat(), "exclude_events": ["Page Viewed"]},
+        {"funnel": {"steps": [{"event": "Product Viewed", "filters": [{"property": "price", "op": "gt", "value": 100}]},
+                              "Product Added", "Order Completed"], "dropped_after": 1, "order": "strict"},
+         "length": 3, "limit": 3, "node_limit": 4, "edge_limit": 3},
+    ]  # fmt: skip
+
+
+def test_demo_paths_after_funnel_drop_outs(demo):
+    store, context = demo
+    source = store.sources()[0]
+    last = store.query(f"SELECT max(ts) FROM {store.events_relation(source)}").fetchone()[0]
+    ctx = context(source.name)
+    for query in _demo_funnels(last.astimezone(ctx.tz).date()):
+        q = {"kind": "paths", "source": source.name, **query}
+        want = store.run(q, reuse=False).to_dict()
+        assert want["total"] > 0, query  # every funnel has drop-outs
+        assert run_paths(ctx, parse_query(q)).to_dict() == want, query
+
+
 # -- journeys on random small stores (hypothesis) -------------------------------------------------
 
 _WHAT = [("track", "A"), ("track", "B"), ("track", "C"), ("page", "/"), ("page", "/p/1"), ("page", "/p/2")]
@@ -165,11 +195,40 @@ def journeys(draw):
     return rows, query
 
 
+@st.composite
+def drop_out_journeys(draw):
+    """A random journey with a funnel anchor over A, B, C (every order, windows at the gaps' edges,
+    exclusions) in place of the step."""
+    rows, query = draw(journeys())
+    query.pop("step", None)
+    query.pop("occurrence")
+    query["direction"] = "after"
+    steps = draw(st.lists(st.sampled_from(["A", "B", "C", "Page Viewed"]), min_size=2, max_size=4))
+    funnel = {"steps": steps, "dropped_after": draw(st.integers(1, len(steps) - 1)),
+              "window": draw(st.sampled_from([60, 1800, 3600, 86400])), "order": draw(st.sampled_from(["ordered", "strict"]))}  # fmt: skip
+    if len(steps) > 2 and draw(st.booleans()):
+        funnel["exclusions"] = [{"event": draw(st.sampled_from(["A", "B", "C"])), "from_step": 1, "to_step": len(steps)}]
+    query["funnel"] = funnel
+    return rows, query
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=journeys())
 def test_random_journeys(tmp_path_factory, chdb_client, case):
     rows, query = case
     store = _store(tmp_path_factory.mktemp("journeys"), rows)
+    try:
+        q = {"kind": "paths", "source": "Shop", **query}
+        assert run_paths(twin(store, chdb_client)("Shop"), parse_query(q)).to_dict() == store.run(q).to_dict()
+    finally:
+        store.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=drop_out_journeys())
+def test_random_drop_out_journeys(tmp_path_factory, chdb_client, case):
+    rows, query = case
+    store = _store(tmp_path_factory.mktemp("drop-outs"), rows)
     try:
         q = {"kind": "paths", "source": "Shop", **query}
         assert run_paths(twin(store, chdb_client)("Shop"), parse_query(q)).to_dict() == store.run(q).to_dict()
@@ -216,11 +275,37 @@ def test_patterns_re2_cannot_run_are_refused_naming_the_rule(shop, pattern, why)
     assert raised.value.code == "invalid_query"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the ClickHouse funnel compiler (ch-funnels branch)")
 def test_paths_after_dropping_out_of_a_funnel_step(shop):
     store, context = shop
     q = {"kind": "paths", "source": "Shop",
          "funnel": {"steps": ["Product Viewed", "Cart Viewed", "Order Completed"], "dropped_after": 2, "window": "1d"}}  # fmt: skip
+    want = store.run(q, reuse=False).to_dict()
+    assert want["funnel"]["dropped"] == 2  # u2 and u3 viewed the cart and never bought
+    assert run_paths(context("Shop"), parse_query(q)).to_dict() == want
+
+
+_BUY = ["Product Viewed", "Cart Viewed", "Shipping", "Order Completed"]
+SHOP_FUNNELS = [
+    # Strict: u1's product pages break its attempt after Product Viewed; u2 and u3 go on to Shipping.
+    {"funnel": {"steps": _BUY, "dropped_after": 1, "order": "strict", "window": "1d"}, "window": "3d"},
+    {"funnel": {"steps": _BUY, "dropped_after": 3, "order": "strict"}, "collapse_repeats": False, "length": 3},
+    # Exclusions: Shipping between the product and the cart, Order Completed anywhere.
+    {"funnel": {"steps": _BUY, "dropped_after": 2, "window": "1d",
+                "exclusions": [{"event": "Shipping", "from_step": 1, "to_step": 2},
+                               {"event": "Order Completed", "from_step": 1}]},
+     "length": 3, "exclude_events": ["Cart Viewed"]},
+    # The range is the entry range: u3's cart (09:00:05) is before it, u2 enters at its second cart
+    # and drops out after its second Shipping; u1 buys.
+    {"funnel": {"steps": ["Cart Viewed", "Shipping", "Order Completed"], "dropped_after": 2, "window": "1h"},
+     "from": "2026-03-02T09:00:15", "to": "2026-03-03", "window": "3d", "length": 3},
+    {"funnel": {"steps": ["Product Viewed", "Order Completed"], "dropped_after": 1}, "from": "2026-03-03"},  # nobody
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", SHOP_FUNNELS, ids=range(len(SHOP_FUNNELS)))
+def test_shop_paths_after_funnel_drop_outs(shop, query):
+    store, context = shop
+    q = {"kind": "paths", "source": "Shop", **query}
     assert run_paths(context("Shop"), parse_query(q)).to_dict() == store.run(q, reuse=False).to_dict()
 
 

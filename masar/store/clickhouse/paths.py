@@ -9,30 +9,31 @@ is each distinct path (its labels) with how many anchors took it and the people 
 top paths, Sankey and loops are then computed from those counts by the engine's own code
 (``masar.engine.paths.summarize``), the same code the embedded store uses.
 
+With a ``funnel`` anchor the anchors are the drop-outs' step events: the funnel's counted units
+(``units_sql`` of masar/store/clickhouse/funnels.py, counting uniques over the query's range) go
+into a Memory table; the people whose deepest step is ``dropped_after`` are the drop-outs, each
+anchored at the reported attempt's step event, found in their journey by (time, message id).
+
 Cleaning patterns are Python regular expressions: they run as ClickHouse ``match`` after
 translation to RE2 with the same meaning (masar/store/clickhouse/regex.py), or are refused.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from masar.engine.paths import PAGE_EVENTS, PathsResult, summarize
-from masar.errors import InvalidInput, MasarError
-from masar.model.queries import PathsQuery
+from masar.errors import InvalidInput
+from masar.model.queries import FunnelQuery, PathsQuery
 from masar.store.clickhouse.conditions import Params, quote, step_sql
 from masar.store.clickhouse.context import ClickHouseContext
+from masar.store.clickhouse.funnels import _materialized, units_sql
+from masar.store.clickhouse.predicates import Predicates
 from masar.store.clickhouse.regex import re2_pattern
 
 ACTIONS = "type IN ('track', 'page', 'screen')"
-
-
-class FunnelAnchorUnavailable(MasarError):
-    """Paths after a funnel drop-out need the funnel's per-person attempt (the ClickHouse funnel
-    compiler's); until then they are refused, never approximated."""
-
-    code = "not_supported_on_clickhouse"
-    status = 501
 
 
 def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
@@ -53,26 +54,38 @@ def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
     return raw, f"multiIf({', '.join(rules)}, raw_label)" if rules else "raw_label"
 
 
-def compile_paths(ctx: ClickHouseContext, q: PathsQuery) -> tuple[str, dict]:
-    """The query: one row per distinct path (labels in walk order), its count and the people."""
-    if q.funnel is not None:
-        raise FunnelAnchorUnavailable(
-            "paths after dropping out of a funnel step are not computed on ClickHouse yet: they need the "
-            "funnel's per-person result"
-        )
+def funnel_of(q: PathsQuery) -> FunnelQuery:
+    """The anchor funnel as the embedded store evaluates it (masar/engine/paths.py ``anchors_of``):
+    counting uniques, the funnel's steps, window, order and exclusions; the query's range is the
+    entry range."""
+    f = q.funnel
+    assert f is not None
+    return FunnelQuery(source=q.source, steps=f.steps, window=f.window, order=f.order, exclusions=f.exclusions)
+
+
+def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None = None) -> tuple[str, dict]:
+    """The query: one row per distinct path (labels in walk order), its count and the people.
+    ``drop_outs``: with a funnel anchor, a relation of the anchors — (person, at µs, message id),
+    one per person — which replaces the step and the range."""
+    if (q.funnel is None) != (drop_outs is None):
+        raise ValueError("a funnel anchor needs its drop-outs, and only a funnel anchor has them")
     params = Params()
     raw, label = label_sql(q, params)
     excluded = ", ".join(params.text(n) for n in q.exclude_events)
     keep = f"NOT (ifNull(event, '') IN ({excluded}))" if excluded else "true"
     low = ctx.bound_us(q.date_from, end=False)
     high = ctx.bound_us(q.date_to, end=True)
-    # Without a step, a journey starts at the first event the analysis looks at.
-    candidate = [step_sql(q.step.matchers, ctx.events, params) if q.step is not None else keep]
-    if low is not None:
-        candidate.append(f"toUnixTimestamp64Micro(ts) >= {params.bind(low, 'Int64')}")
-    if high is not None:
-        candidate.append(f"toUnixTimestamp64Micro(ts) < {params.bind(high, 'Int64')}")
-    if q.occurrence == "first":
+    if drop_outs is not None:
+        # The drop-out's step event (the range already chose who entered the funnel).
+        candidate = [f"(person, toInt64(toUnixTimestamp64Micro(ts)), message_id) IN (SELECT person, at, mid FROM {drop_outs})"]
+    else:
+        # Without a step, a journey starts at the first event the analysis looks at.
+        candidate = [step_sql(q.step.matchers, ctx.events, params) if q.step is not None else keep]
+        if low is not None:
+            candidate.append(f"toUnixTimestamp64Micro(ts) >= {params.bind(low, 'Int64')}")
+        if high is not None:
+            candidate.append(f"toUnixTimestamp64Micro(ts) < {params.bind(high, 'Int64')}")
+    if q.occurrence == "first" or drop_outs is not None:  # a drop-out has one anchor
         anchors = "[arrayFirstIndex(x -> x.7, journey)]"
     else:
         anchors = "arrayFilter(i -> journey[i].7, arrayEnumerate(journey))"
@@ -116,7 +129,23 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery) -> tuple[str, dict]:
 
 
 def run_paths(ctx: ClickHouseContext, q: PathsQuery) -> PathsResult:
-    sql, params = compile_paths(ctx, q)
+    if q.funnel is None:
+        return _paths(ctx, q, compile_paths(ctx, q), None)
+    fq = funnel_of(q)
+    k = q.funnel.dropped_after - 1  # 0-based; neither it nor the next step is optional
+    units = units_sql(ctx, fq, date_from=q.date_from, date_to=q.date_to, p=Predicates(prefix="f"))
+    with _materialized(ctx, units) as table:
+        # Units are people (uniques); a drop-out's deepest step is k, its anchor the step-k event.
+        counts = ctx.arrow(f"SELECT count() AS entered, countIf(level = {k}) AS dropped FROM {table}", {})
+        drop_outs = f"(SELECT person, ts[{k + 1}] AS at, mids[{k + 1}] AS mid FROM {table} WHERE level = {k})"
+        funnel = {"steps": [s.label for s in fq.steps], "dropped_after": q.funnel.dropped_after,
+                  "step": fq.steps[k].label, "entered": int(counts.column("entered")[0].as_py()),
+                  "dropped": int(counts.column("dropped")[0].as_py())}  # fmt: skip
+        return _paths(ctx, q, compile_paths(ctx, q, drop_outs), funnel)
+
+
+def _paths(ctx: ClickHouseContext, q: PathsQuery, compiled: tuple[str, dict], funnel: dict[str, Any] | None) -> PathsResult:
+    sql, params = compiled
     table = ctx.arrow(sql, params)
     found = table.column("path").to_pylist()
     counts = np.array(table.column("n").to_pylist(), dtype=np.int64)
@@ -126,7 +155,7 @@ def run_paths(ctx: ClickHouseContext, q: PathsQuery) -> PathsResult:
     paths = np.full((len(found), q.length), -1, dtype=np.int32)
     for r, path in enumerate(found):
         paths[r, : len(path)] = [code[label] for label in path]
-    return summarize(q, ctx.source.name, paths, names, people=people, funnel=None, weights=counts)
+    return summarize(q, ctx.source.name, paths, names, people=people, funnel=funnel, weights=counts)
 
 
 RUNNERS = {"paths": run_paths}
