@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from masar.store.clickhouse import audiences, customers, paths, sales
+from masar.store.clickhouse import audiences, correlation, customers, funnels, leaks, paths, sales
 
 RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
+    **funnels.RUNNERS,
+    **leaks.RUNNERS,
+    **correlation.RUNNERS,
     **sales.RUNNERS,
     **audiences.RUNNERS,
     **customers.RUNNERS,
