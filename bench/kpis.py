@@ -82,7 +82,7 @@ def generate(events: int, seed: int = 1) -> pa.Table:
     )
     types = np.where(kind == 0, "page", "track").astype(object)
     event = names[kind]
-    event[kind == 0] = None
+    event[kind == 0] = "Page Viewed"  # as capture names a page call
     is_order = kind == 4
     n_orders = int(is_order.sum())
     order_ids = np.full(total, None, dtype=object)
