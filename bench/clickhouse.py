@@ -37,13 +37,11 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kpis import SEGMENT_ROWS, START, generate  # noqa: E402
+from kpis import START, generate, write_segments  # noqa: E402
 
 import masar  # noqa: E402
 from masar.engine.facts import Rate  # noqa: E402
 from masar.store.clickhouse.migrate import migrate  # noqa: E402
-from masar.store.embedded.segments import level_for_rows  # noqa: E402
-from masar.store.schema import EVENTS  # noqa: E402
 
 FUNNEL = {
     "kind": "funnel",
@@ -78,24 +76,7 @@ def build(directory: Path, events: int, chunk: int):
         )
         person_base += int(persons.max()) + 1
         session_base += int(sessions.max()) + 1
-        with store.engine.begin() as conn:
-            for start in range(0, data.num_rows, SEGMENT_ROWS):
-                part = data.slice(start, SEGMENT_ROWS)
-                rows = part.num_rows
-                columns = []
-                for field in EVENTS:
-                    if field.name in part.column_names:
-                        columns.append(part.column(field.name).cast(field.type))
-                    elif field.name == "message_id":
-                        columns.append(pa.array(np.arange(done, done + rows).astype(str), pa.string()))
-                    else:
-                        columns.append(pa.nulls(rows, field.type))
-                    # (message ids run on across chunks)
-                table = pa.Table.from_arrays(columns, schema=EVENTS)
-                segment_id, path = store.segments.write_file(source.id, table, level=level_for_rows(rows, 8))
-                store.segments.register(conn, source.id, segment_id, path, table, level=level_for_rows(rows, 8),
-                                        origin="bench")  # fmt: skip
-                done += rows
+        done += write_segments(store, source, data, first_message=done)
         del data
         gc.collect()
         print(f"  generated {done:,} events", flush=True)

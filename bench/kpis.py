@@ -147,6 +147,13 @@ def store_of(data: pa.Table, directory: Path):
     store = masar.open(directory)
     source = store.create_source("Bench", currency="SAR", timezone="Asia/Riyadh")
     store.set_exchange_rates([Rate(START.date(), "AED", "SAR", __import__("decimal").Decimal("1.021103"))])
+    write_segments(store, source, data)
+    return store, source
+
+
+def write_segments(store, source, data: pa.Table, first_message: int = 0) -> int:
+    """Events written straight into the store's segments (the layout compaction produces), with
+    message ids numbered from ``first_message``; returns the rows written."""
     n = data.num_rows
     with store.engine.begin() as conn:
         for lo in range(0, n, SEGMENT_ROWS):
@@ -157,14 +164,15 @@ def store_of(data: pa.Table, directory: Path):
                 if field.name in part.column_names:
                     columns.append(part.column(field.name).cast(field.type))
                 elif field.name == "message_id":
-                    columns.append(pa.array(np.arange(lo, lo + rows).astype(str), pa.string()))
+                    start = first_message + lo
+                    columns.append(pa.array(np.arange(start, start + rows).astype(str), pa.string()))
                 else:
                     columns.append(pa.nulls(rows, field.type))
             table = pa.Table.from_arrays(columns, schema=EVENTS)
             segment_id, path = store.segments.write_file(source.id, table, level=level_for_rows(rows, 8))
             store.segments.register(conn, source.id, segment_id, path, table, level=level_for_rows(rows, 8),
                                     origin="bench")  # fmt: skip
-    return store, source
+    return n
 
 
 def best(fn, repeat: int) -> tuple[float, object]:

@@ -100,31 +100,33 @@ def condition_sql(value_sql: str, params: tuple[Any, ...], flt: PropertyFilter, 
         symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         return f"coalesce({number} {symbol} ?, false)", (*params, float(value))
     if op in ("eq", "neq"):
-        if numeric or _is_number(value):
+        if numeric or is_number(value):
             # A number compares as a number when the value reads as one, else as text.
             cond = f"coalesce({number} = ?, false) OR coalesce({text} = ?, false)"
-            bound = (*params, float(value), *params, _as_text(value))
+            bound = (*params, float(value), *params, as_text(value))
         else:
             cond = f"coalesce({text} = ?, false)"
-            bound = (*params, _as_text(value))
+            bound = (*params, as_text(value))
         return (cond if op == "eq" else f"NOT ({cond})"), bound
     if op in ("in", "not_in"):
         placeholders = ", ".join("?" for _ in value)
         cond = f"coalesce({text} IN ({placeholders}), false)"
-        bound = (*params, *(_as_text(v) for v in value))
+        bound = (*params, *(as_text(v) for v in value))
         return (cond if op == "in" else f"NOT ({cond})"), bound
     if op in ("contains", "not_contains"):
         cond = f"coalesce(contains(lower({text}), lower(?)), false)"
-        bound = (*params, _as_text(value))
+        bound = (*params, as_text(value))
         return (cond if op == "contains" else f"NOT ({cond})"), bound
     raise InvalidInput(f"unknown filter operator {op!r}", code="invalid_filter")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A filter value that is a number (not a boolean)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A filter value as the text it is compared with."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

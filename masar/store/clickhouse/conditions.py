@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from masar.engine.properties import PropertyRef, resolve
+from masar.engine.properties import PropertyRef, as_text, is_number, resolve
 from masar.errors import InvalidInput
 from masar.model.queries import EventMatcher, PropertyFilter
 
@@ -81,16 +81,6 @@ def _number(ref: PropertyRef, sql: str) -> str:
     return f"toFloat64OrNull(trimBoth({sql}))"
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def condition(ref: PropertyRef, sql: str, flt: PropertyFilter, params: Params) -> str:
@@ -105,18 +95,18 @@ def condition(ref: PropertyRef, sql: str, flt: PropertyFilter, params: Params) -
         symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         return f"ifNull({number} {symbol} {params.bind(float(value), 'Float64')}, false)"
     if op in ("eq", "neq"):
-        if ref.numeric or _is_number(value):
+        if ref.numeric or is_number(value):
             cond = (f"(ifNull({number} = {params.bind(float(value), 'Float64')}, false) "
-                    f"OR ifNull({text} = {params.text(_as_text(value))}, false))")  # fmt: skip
+                    f"OR ifNull({text} = {params.text(as_text(value))}, false))")  # fmt: skip
         else:
-            cond = f"ifNull({text} = {params.text(_as_text(value))}, false)"
+            cond = f"ifNull({text} = {params.text(as_text(value))}, false)"
         return cond if op == "eq" else f"(NOT {cond})"
     if op in ("in", "not_in"):
-        cond = f"ifNull({text} IN ({', '.join(params.text(_as_text(v)) for v in value)}), false)"
+        cond = f"ifNull({text} IN ({', '.join(params.text(as_text(v)) for v in value)}), false)"
         return cond if op == "in" else f"(NOT {cond})"
     if op in ("contains", "not_contains"):
         # DuckDB's lower() folds every script; ClickHouse's lower() only ASCII.
-        cond = f"ifNull(position(lowerUTF8({text}), lowerUTF8({params.text(_as_text(value))})) > 0, false)"
+        cond = f"ifNull(position(lowerUTF8({text}), lowerUTF8({params.text(as_text(value))})) > 0, false)"
         return cond if op == "contains" else f"(NOT {cond})"
     raise InvalidInput(f"unknown filter operator {op!r}", code="invalid_filter")
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from masar.engine.properties import _NUMERIC, _TIME, PropertyRef, resolve
+from masar.engine.properties import _NUMERIC, _TIME, PropertyRef, as_text, is_number, resolve
 from masar.model.queries import EventMatcher, PropertyFilter
 from masar.store.schema import MONEY_FIELDS
 
@@ -104,20 +104,20 @@ class Predicates:
             return f"ifNull({self._number(ref)} {symbol} {self.bind(float(value), 'Float64')}, false)"
         if op in ("eq", "neq"):
             numeric = ref.scope == "column" and ref.numeric
-            if numeric or _is_number(value):
+            if numeric or is_number(value):
                 # A number compares as a number when the value reads as one, else as text.
                 cond = (f"(ifNull({self._number(ref)} = {self.bind(float(value), 'Float64')}, false) "
-                        f"OR ifNull({text} = {self.bind(_as_text(value))}, false))")  # fmt: skip
+                        f"OR ifNull({text} = {self.bind(as_text(value))}, false))")  # fmt: skip
             else:
-                cond = f"ifNull({text} = {self.bind(_as_text(value))}, false)"
+                cond = f"ifNull({text} = {self.bind(as_text(value))}, false)"
             return cond if op == "eq" else f"NOT {cond}"
         if op in ("in", "not_in"):
-            values = self.bind([_as_text(v) for v in value], "Array(String)")
+            values = self.bind([as_text(v) for v in value], "Array(String)")
             cond = f"ifNull(has({values}, {text}), false)"
             return cond if op == "in" else f"NOT {cond}"
         if op in ("contains", "not_contains"):
             # DuckDB's lower() folds Unicode case; lowerUTF8 does the same for what shops type.
-            cond = f"ifNull(position(lowerUTF8({text}), lowerUTF8({self.bind(_as_text(value))})) > 0, false)"
+            cond = f"ifNull(position(lowerUTF8({text}), lowerUTF8({self.bind(as_text(value))})) > 0, false)"
             return cond if op == "contains" else f"NOT {cond}"
         raise ValueError(f"unknown filter operator {op!r}")
 
@@ -172,13 +172,4 @@ def _json_text(column: str, key: str) -> str:
             f"{kind} IN ('Array', 'Object'), toNullable({stored}), toNullable({raw}))")  # fmt: skip
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
