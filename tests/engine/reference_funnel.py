@@ -109,14 +109,21 @@ def last_present(chain: list[int], upto: int | None = None) -> int:
 
 
 def valid_exclusions(chain, ts, exmask, f: Funnel) -> bool:
-    """An exclusion strictly after the from-step (or the last step done before it) and strictly
-    before the to-step stops the attempt: it cannot reach the to-step or later."""
+    """An exclusion strictly after the from-step (or the last step done before it), while the
+    attempt has not reached the to-step, stops the attempt: it keeps the steps it had reached and
+    can no longer go on — no step strictly later than the exclusion, so not the to-step or later
+    either. A chain is therefore invalid when an exclusion falls strictly between its from-step
+    and a step it took to go on from there, up to the one that reached the to-step."""
     level = len(chain) - 1
     for x, (lo, hi) in enumerate(f.exclusions):
-        if level < hi:
+        if level <= lo:
             continue
         after = ts[last_present(chain, lo)]
-        reach = next(ts[chain[s]] for s in range(hi, level + 1) if chain[s] >= 0)
+        if level >= hi:
+            # The step that reached the to-step (or past it, when the to-step is a skipped optional).
+            reach = next(ts[chain[s]] for s in range(hi, level + 1) if chain[s] >= 0)
+        else:
+            reach = ts[chain[-1]]
         for e in range(len(ts)):
             if has(exmask[e], x) and after < ts[e] < reach:
                 return False
@@ -248,8 +255,11 @@ def attempts(ts, mask, exmask, f: Funnel) -> list[tuple[int, list[list[int]]]]:
 
 def _can_go_on(chains, ts, exmask, f: Funnel, groups, g, rank) -> bool:
     """Is some chain of the attempt, below the last step, neither stopped by an exclusion seen so
-    far nor (strict) broken by an action since its last step?"""
+    far nor (strict) broken by an action since its last step? An exclusion stops a chain for the
+    steps strictly after its instant: in strict funnels, the actions still to come at that instant
+    may yet be steps."""
     seen = [e for h in range(g + 1) for e in groups[h]]
+    following = ts[groups[g + 1][0]] if g + 1 < len(groups) else None
     for c in chains:
         level = len(c) - 1
         if level >= f.steps - 1:
@@ -260,7 +270,10 @@ def _can_go_on(chains, ts, exmask, f: Funnel, groups, g, rank) -> bool:
         for x, (lo, hi) in enumerate(f.exclusions):
             if lo <= level < hi:
                 after = ts[last_present(c, lo)]
-                if any(has(exmask[e], x) and ts[e] > after for e in seen):
+                if any(
+                    has(exmask[e], x) and ts[e] > after and (following is None or ts[e] < following)
+                    for e in seen
+                ):
                     stopped = True
         if not stopped:
             return True

@@ -137,26 +137,73 @@ def test_plain_ordered_uniques(case):
     check_units(case, ORDERED)
 
 
-# Derandomized until the pinned strict-exclusions bug below is fixed: the same 250 cases every
-# run, so CI is not red by chance; the bug's own case is a strict xfail.
 @given(cases("strict"))
-@settings(FAST, derandomize=True)
+@FAST
 def test_strict_uniques(case):
     check_units(case, STRICT)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (found by hypothesis in CI, 2026-11-24): strict order with "
-                   "exclusions on the same step stops one step short of the reference")
+# Found by hypothesis (CI, 2026-11-24). The second unit: A@1, then B@2 that is also the exclusion
+# (0, 2), then C@2. The exclusion is not strictly before C, so it does not stop C: level 2, chain
+# [1, 2, 3]. The kernel applied a strict action's exclusion at once, before the actions after it
+# at the same instant, and stopped one step short.
+STRICT_SAME_INSTANT_EXCLUSION = Case(
+    ref.Funnel(steps=5, window=1, order="strict", gaps=[0, 0, 0, 0, 0], optional=[False] * 5,
+               exclusions=[(0, 1), (0, 2)]),
+    [([0, 0, 0, 0, 0, 0, 0], [1, 0, 1, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]), ([0, 1, 2, 2], [0, 1, 2, 4], [0, 0, 2, 0])],
+)  # fmt: skip
+
+
 def test_strict_exclusions_case_found_by_hypothesis():
-    # Exclusions (0, 1) and (0, 2) with a 1-unit window: the reference reaches step 3 ([1, 2, 3]
-    # reported at level 2), the kernel level 1. Pinned until the kernel or the reference is fixed;
-    # the property test above keeps drawing other cases.
+    check_units(STRICT_SAME_INSTANT_EXCLUSION, STRICT)
+    levels, chains = run_units(STRICT_SAME_INSTANT_EXCLUSION, STRICT)
+    assert int(levels[1]) == 2 and [int(e) for e in chains[1][:3]] == [1 + 7, 2 + 7, 3 + 7]
+
+
+def test_strict_totals_exclusion_at_the_instant_of_a_later_step():
+    # The same unit counted as totals: its one attempt reaches level 2 too (it used to close at 1).
+    check_attempts(STRICT_SAME_INSTANT_EXCLUSION, STRICT)
+    _, levels, _ = run_attempts(STRICT_SAME_INSTANT_EXCLUSION, STRICT)
+    assert levels.tolist() == [0, 0, 0, 0, 0, 2]
+
+
+def test_ordered_stopped_attempt_takes_no_step_between_from_and_to_step():
+    # Found by hypothesis once the strict property test was random again. A@0, exclusion (0, 2) at
+    # 1, B@2: the exclusion stops the attempt after A (docs/funnels.md: it keeps the steps it had
+    # reached; counting totals: a stopped attempt "can no longer go on"), so B does not count
+    # either, not only C. The reference's uniques let it go on to B; the kernel and the
+    # reference's own totals stop it.
     case = Case(
-        ref.Funnel(steps=5, window=1, order="strict", gaps=[0, 0, 0, 0, 0], optional=[False] * 5,
-                   exclusions=[(0, 1), (0, 2)]),
-        [([0, 0, 0, 0, 0, 0, 0], [1, 0, 1, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]), ([0, 1, 2, 2], [0, 1, 2, 4], [0, 0, 2, 0])],
-    )  # fmt: skip
-    check_units(case, STRICT)
+        ref.Funnel(
+            steps=5, window=2, gaps=[0, 0, 0, 0, 0], optional=[False] * 5, exclusions=[(0, 1), (0, 2)]
+        ),
+        [([0, 0, 1, 2, 2], [0, 1, 0, 2, 2], [0, 0, 2, 0, 0])],
+    )
+    check_units(case, ORDERED)
+    check_attempts(case, ORDERED)
+    assert levels_of(case.funnel, *case.units[0]) == (0, [1, -1, -1, -1, -1])
+
+
+def test_exclusion_after_the_step_before_a_skipped_optional_from_step():
+    # Found by hypothesis with many more examples (ordered totals). Exclusion (1, 2) from the
+    # optional step 2: A@0, the exclusion at 1, C@2. The attempt skips B, so its from-step is A
+    # (docs/funnels.md: the last step done before a skipped optional from-step) and the exclusion,
+    # strictly between A and C, stops it. The kernel only stopped attempts that had reached the
+    # from-step when the exclusion came, and let this one skip B to C.
+    f = ref.Funnel(steps=3, window=10, optional=[False, True, False], exclusions=[(1, 2)])
+    assert levels_of(f, [0, 1, 2], [1, 0, 4], [0, 1, 0]) == (0, [0, -1, -1])
+    # Doing B after the exclusion makes B the from-step: the exclusion is before it, no effect.
+    assert levels_of(f, [0, 1, 2, 3], [1, 0, 2, 4], [0, 1, 0, 0]) == (2, [0, 2, 3])
+    # At the instant of C, the exclusion is not strictly before it: no effect either.
+    assert levels_of(f, [0, 2, 2], [1, 0, 4], [0, 1, 0]) == (2, [0, -1, 2])
+    found = Case(
+        ref.Funnel(steps=4, window=2, optional=[False, True, False, False], exclusions=[(1, 2), (0, 1)]),
+        [([0, 0, 0, 0, 0, 1, 2], [0, 1, 1, 1, 0, 1, 4], [0, 0, 0, 0, 0, 1, 0])],
+    )
+    check_units(found, ORDERED)
+    check_attempts(found, ORDERED)
+    _, levels, _ = run_attempts(found, ORDERED)
+    assert levels.tolist() == [0]
 
 
 @given(cases("unordered"))

@@ -54,16 +54,22 @@ def _last_present(chain, level, upto):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
-def _predecessor(k, t, ts, chain, valid, optional, window, gaps):
+@numba.njit(cache=True, nogil=True, inline="always")  # per event and step: inlined into the loops
+def _predecessor(k, t, ts, chain, valid, blocked, optional, window, gaps, ex_from):
     """The chain step ``k`` may extend at time ``t``: step k-1's, or an earlier one's when the
-    steps between are optional; the latest start wins, then the latest last step."""
+    steps between are optional; the latest start wins, then the latest last step. A chain cannot
+    skip an optional from-step of an exclusion seen since its last step (``blocked``)."""
     best = -1
     best_start = np.int64(0)
     best_last = np.int64(0)
     p = k - 1
     while p >= 0:
-        if valid[p]:
+        usable = valid[p]
+        if usable and p < k - 1 and blocked[p] != 0:
+            for i in range(ex_from.shape[0]):
+                if ex_from[i] < k and _has(blocked[p], i):
+                    usable = False
+        if usable:
             start = ts[chain[p, 0]]
             last = ts[_last_present(chain, p, p)]
             if t - start <= window and (gaps[k] <= 0 or t - last <= gaps[k]):
@@ -78,27 +84,32 @@ def _predecessor(k, t, ts, chain, valid, optional, window, gaps):
     return best
 
 
-@numba.njit(cache=True, nogil=True)
-def _extend(k, p, e, chain, valid, steps):
+@numba.njit(cache=True, nogil=True, inline="always")  # per event and step: inlined into the loops
+def _extend(k, p, e, chain, valid, blocked, steps):
     for s in range(steps):
         chain[k, s] = chain[p, s] if s < k else -1
     for s in range(p + 1, k):
         chain[k, s] = -1
     chain[k, k] = e
     valid[k] = True
+    blocked[k] = 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _start(e, chain, valid, steps):
+@numba.njit(cache=True, nogil=True, inline="always")  # per event and step: inlined into the loops
+def _start(e, chain, valid, blocked, steps):
     for s in range(steps):
         chain[0, s] = -1
     chain[0, 0] = e
     valid[0] = True
+    blocked[0] = 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _apply_exclusions(x, t, ts, chain, valid, ex_from, ex_to):
-    """Exclusion ``i`` stops every attempt that reached its from-step but not its to-step."""
+def _apply_exclusions(x, t, ts, chain, valid, blocked, optional, ex_from, ex_to):
+    """Exclusion ``i`` at ``t`` stops every attempt that reached its from-step but not its to-step.
+    An attempt below an optional from-step may yet do it, after ``t``, and go on; but if it skips
+    it, its last step before counts as the from-step, and the exclusion stops it: ``blocked``
+    marks it so."""
     for i in range(ex_from.shape[0]):
         if not _has(x, i):
             continue
@@ -107,6 +118,11 @@ def _apply_exclusions(x, t, ts, chain, valid, ex_from, ex_to):
                 e = _last_present(chain, level, ex_from[i])
                 if e >= 0 and ts[e] < t:
                     valid[level] = False
+        level = ex_from[i]
+        while level > 0 and optional[level]:
+            level -= 1
+            if valid[level] and ts[_last_present(chain, level, level)] < t:
+                blocked[level] |= np.uint64(1) << np.uint64(i)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -133,16 +149,16 @@ def _sort_run(i, j, mask, run):
 
 
 @numba.njit(cache=True, nogil=True)
-def _strict_event(e, t, m, ts, steps, window, gaps, optional, chain, valid):
+def _strict_event(e, t, m, ts, steps, window, gaps, optional, ex_from, chain, valid, blocked):
     """Every chain takes event ``e`` as its next step or ends. Returns the deepest step extended
     (-1 if none). Steps are visited from the last down, so predecessors are read before they change."""
     deepest = -1
     for k in range(steps - 1, 0, -1):
         p = -1
         if _has(m, k):
-            p = _predecessor(k, t, ts, chain, valid, optional, window, gaps)
+            p = _predecessor(k, t, ts, chain, valid, blocked, optional, window, gaps, ex_from)
         if p >= 0:
-            _extend(k, p, e, chain, valid, steps)
+            _extend(k, p, e, chain, valid, blocked, steps)
             if deepest < 0:
                 deepest = k
         else:
@@ -152,7 +168,8 @@ def _strict_event(e, t, m, ts, steps, window, gaps, optional, chain, valid):
 
 
 @numba.njit(cache=True, nogil=True)
-def _ordered_run(run, n_run, t, m_all, mask, ts, steps, window, gaps, optional, chain, valid, can_start):
+def _ordered_run(run, n_run, t, m_all, mask, ts, steps, window, gaps, optional, ex_from, chain, valid, blocked,
+                 can_start):  # fmt: skip
     """Steps of one instant, in step order (``windowFunnel``'s tie rule). Returns the deepest step
     reached at this instant (-1 if none)."""
     deepest = -1
@@ -166,13 +183,13 @@ def _ordered_run(run, n_run, t, m_all, mask, ts, steps, window, gaps, optional, 
                 break
         if k == 0:
             if can_start:
-                _start(e, chain, valid, steps)
+                _start(e, chain, valid, blocked, steps)
                 if deepest < 0:
                     deepest = 0
         else:
-            p = _predecessor(k, t, ts, chain, valid, optional, window, gaps)
+            p = _predecessor(k, t, ts, chain, valid, blocked, optional, window, gaps, ex_from)
             if p >= 0:
-                _extend(k, p, e, chain, valid, steps)
+                _extend(k, p, e, chain, valid, blocked, steps)
                 deepest = k
     return deepest
 
@@ -193,7 +210,7 @@ def _longest_run(a, b, ts):
 
 @numba.njit(cache=True, nogil=True)
 def _ordered_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from, ex_to, strict,
-                   chain, valid, run, best_chain):  # fmt: skip
+                   chain, valid, blocked, run, best_chain):  # fmt: skip
     """The deepest step any attempt of the unit ``[a, b)`` reached (-1: never did step 1), and in
     ``best_chain`` the attempt that reached it first."""
     for s in range(steps):
@@ -207,22 +224,28 @@ def _ordered_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_fro
             j += 1
         n_run = _sort_run(i, j, mask, run)
         if strict:
+            x_all = np.uint64(0)
             for r in range(n_run):
                 e = run[r]
                 m = mask[e]
-                deepest = _strict_event(e, t, m, ts, steps, window, gaps, optional, chain, valid)
+                x_all |= exmask[e]
+                deepest = _strict_event(
+                    e, t, m, ts, steps, window, gaps, optional, ex_from, chain, valid, blocked
+                )
                 # Reached at the same instant as the recorded attempt: the later start is reported.
                 later = deepest == best and deepest >= 0 and ts[best_chain[deepest]] == t
                 if deepest > best or (later and ts[chain[deepest, 0]] > ts[best_chain[0]]):
                     best = deepest
                     _record(deepest, chain, best_chain, steps)
                 if _has(m, 0):
-                    _start(e, chain, valid, steps)
+                    _start(e, chain, valid, blocked, steps)
                     if best < 0:
                         best = 0
                         _record(0, chain, best_chain, steps)
-                if exmask[e] != 0:
-                    _apply_exclusions(exmask[e], t, ts, chain, valid, ex_from, ex_to)
+            # An exclusion stops attempts only for steps strictly after its instant: the actions
+            # that follow it at the same instant (in strict order) may still be steps.
+            if x_all != 0:
+                _apply_exclusions(x_all, t, ts, chain, valid, blocked, optional, ex_from, ex_to)
         else:
             m_all = np.uint64(0)
             x_all = np.uint64(0)
@@ -239,26 +262,26 @@ def _ordered_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_fro
                             e = run[r]
                             break
                     if k == 0:
-                        _start(e, chain, valid, steps)
+                        _start(e, chain, valid, blocked, steps)
                         if best < 0:
                             best = 0
                             _record(0, chain, best_chain, steps)
                     else:
-                        p = _predecessor(k, t, ts, chain, valid, optional, window, gaps)
+                        p = _predecessor(k, t, ts, chain, valid, blocked, optional, window, gaps, ex_from)
                         if p >= 0:
-                            _extend(k, p, e, chain, valid, steps)
+                            _extend(k, p, e, chain, valid, blocked, steps)
                             if k > best:
                                 best = k
                                 _record(k, chain, best_chain, steps)
             if x_all != 0:
-                _apply_exclusions(x_all, t, ts, chain, valid, ex_from, ex_to)
+                _apply_exclusions(x_all, t, ts, chain, valid, blocked, optional, ex_from, ex_to)
         i = j
     return best
 
 
 @numba.njit(cache=True, nogil=True)
 def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from, ex_to, strict,
-                  chain, valid, run, best_chain, out_levels, out_chains, out_at):  # fmt: skip
+                  chain, valid, blocked, run, best_chain, out_levels, out_chains, out_at):  # fmt: skip
     """Attempts one after another: an attempt starts at a step-1 event when none is in progress
     and lasts until it completes, its window ends or every way on is stopped; an event used by
     an attempt does not start the next. Writes one record per attempt from ``out_at``."""
@@ -286,13 +309,19 @@ def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from
             written += 1
             active = False
         n_run = _sort_run(i, j, mask, run)
+        # Strict funnels go action by action, but an exclusion stops an attempt only for the steps
+        # strictly after its instant: the instant's exclusions are applied after its last action.
+        x_instant = np.uint64(0)
         for r in range(n_run if strict else 1):
             used = False
+            if strict:
+                x_instant |= exmask[run[r]]
             if active:
                 if strict:
                     e = run[r]
-                    deepest = _strict_event(e, t, mask[e], ts, steps, window, gaps, optional, chain, valid)
-                    x = exmask[e]
+                    deepest = _strict_event(e, t, mask[e], ts, steps, window, gaps, optional, ex_from, chain, valid,
+                                             blocked)  # fmt: skip
+                    x = np.uint64(0)
                 else:
                     m_all = np.uint64(0)
                     x = np.uint64(0)
@@ -301,14 +330,14 @@ def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from
                         x |= exmask[run[q]]
                     m_all &= ~np.uint64(1)
                     deepest = _ordered_run(run, n_run, t, m_all, mask, ts, steps, window, gaps, optional,
-                                           chain, valid, False)  # fmt: skip
+                                           ex_from, chain, valid, blocked, False)  # fmt: skip
                 if deepest >= 0:
                     used = True
                     if deepest > best:
                         best = deepest
                         _record(deepest, chain, best_chain, steps)
                 if x != 0:
-                    _apply_exclusions(x, t, ts, chain, valid, ex_from, ex_to)
+                    _apply_exclusions(x, t, ts, chain, valid, blocked, optional, ex_from, ex_to)
                 alive = False
                 for s in range(steps - 1):
                     alive = alive or valid[s]
@@ -324,13 +353,11 @@ def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from
                     if _has(mask[e], 0):
                         for s in range(steps):
                             valid[s] = False
-                        _start(e, chain, valid, steps)
+                        _start(e, chain, valid, blocked, steps)
                         active = True
                         start_ts = t
                         best = 0
                         _record(0, chain, best_chain, steps)
-                        if exmask[e] != 0:
-                            _apply_exclusions(exmask[e], t, ts, chain, valid, ex_from, ex_to)
                 else:
                     m_all = np.uint64(0)
                     x = np.uint64(0)
@@ -341,19 +368,30 @@ def _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from
                         for s in range(steps):
                             valid[s] = False
                         deepest = _ordered_run(run, n_run, t, m_all, mask, ts, steps, window, gaps, optional,
-                                               chain, valid, True)  # fmt: skip
+                                               ex_from, chain, valid, blocked, True)  # fmt: skip
                         active = True
                         start_ts = t
                         best = deepest
                         _record(deepest, chain, best_chain, steps)
                         if x != 0:
-                            _apply_exclusions(x, t, ts, chain, valid, ex_from, ex_to)
+                            _apply_exclusions(x, t, ts, chain, valid, blocked, optional, ex_from, ex_to)
                         if best == steps - 1:
                             out_levels[out_at + written] = best
                             for s in range(steps):
                                 out_chains[out_at + written, s] = best_chain[s]
                             written += 1
                             active = False
+        if active and x_instant != 0:
+            _apply_exclusions(x_instant, t, ts, chain, valid, blocked, optional, ex_from, ex_to)
+            alive = False
+            for s in range(steps - 1):
+                alive = alive or valid[s]
+            if not alive:
+                out_levels[out_at + written] = best
+                for s in range(steps):
+                    out_chains[out_at + written, s] = best_chain[s]
+                written += 1
+                active = False
         i = j
     return written
 
@@ -599,6 +637,7 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
     for c in numba.prange(chunks):
         chain = np.empty((steps, steps), dtype=np.int64)
         valid = np.zeros(steps, dtype=np.bool_)
+        blocked = np.zeros(steps, dtype=np.uint64)
         start_ts = np.zeros(steps, dtype=np.int64)
         best_chain = np.empty(steps, dtype=np.int64)
         counts = np.zeros(steps, dtype=np.int64)
@@ -622,7 +661,7 @@ def funnel_units(starts, ts, mask, exmask, mode, steps, window, gaps, optional, 
                 if longest > run.shape[0]:
                     run = np.empty(longest, dtype=np.int64)
                 level = _ordered_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from, ex_to,
-                                       mode == STRICT, chain, valid, run, best_chain)  # fmt: skip
+                                       mode == STRICT, chain, valid, blocked, run, best_chain)  # fmt: skip
             levels[g] = level
             if level >= 0:
                 for s in range(steps):
@@ -651,6 +690,7 @@ def funnel_attempts(starts, ts, mask, exmask, mode, steps, window, gaps, optiona
     for c in numba.prange(chunks):
         chain = np.empty((steps, steps), dtype=np.int64)
         valid = np.zeros(steps, dtype=np.bool_)
+        blocked = np.zeros(steps, dtype=np.uint64)
         best_chain = np.empty(steps, dtype=np.int64)
         run = np.empty(64, dtype=np.int64)
         lo = groups * c // chunks
@@ -664,7 +704,7 @@ def funnel_attempts(starts, ts, mask, exmask, mode, steps, window, gaps, optiona
             if longest > run.shape[0]:
                 run = np.empty(longest, dtype=np.int64)
             n = _totals_group(a, b, ts, mask, exmask, steps, window, gaps, optional, ex_from, ex_to,
-                              mode == STRICT, chain, valid, run, best_chain, levels, chains, capacity[g])  # fmt: skip
+                              mode == STRICT, chain, valid, blocked, run, best_chain, levels, chains, capacity[g])  # fmt: skip
             written[g] = n
             for w in range(n):
                 units[capacity[g] + w] = g
