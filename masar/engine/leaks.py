@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -625,13 +625,14 @@ def _pct(value: float) -> str:
 
 
 def _about(value: float) -> str:
-    """Two significant figures, with thousands separators: 6,614.2 → 6,600; 22.4 → 22."""
+    """Two significant figures, with thousands separators, halves away from zero as every money
+    figure (and the dashboard) rounds: 6,614.2 → 6,600; 22.4 → 22; 1,450 → 1,500."""
     if value < 1:
         return f"{value:.1f}"
-    rounded = Decimal(str(value)).quantize(Decimal(1))
+    rounded = Decimal(str(value)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
     digits = len(str(int(rounded)))
     if digits > 2:
-        rounded = Decimal(int(rounded)).scaleb(-(digits - 2)).quantize(Decimal(1)).scaleb(digits - 2)
+        rounded = Decimal(int(rounded)).scaleb(-(digits - 2)).quantize(Decimal(1), rounding=ROUND_HALF_UP).scaleb(digits - 2)
     return f"{int(rounded):,}"
 
 

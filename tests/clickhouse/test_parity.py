@@ -107,7 +107,7 @@ def test_identity_merges_reach_clickhouse_without_rewriting_events(stores):
     query = {"kind": "funnel", "source": SOURCE, "steps": FUNNEL[:2], "window": "30d"}
     before = clickhouse.run(query, reuse=False).to_dict()
     people = embedded.run({**query, "kind": "funnel_people", "step": 1, "limit": 2}).to_dict()["people"]
-    first, second = people[0]["person"], people[1]["person"]
+    first, second = people[0]["person_id"], people[1]["person_id"]
     for store in (embedded, clickhouse):
         with store.engine.begin() as conn:  # each store has its own catalog
             conn.execute(person_overrides.delete().where(person_overrides.c.old_person_id == second))
