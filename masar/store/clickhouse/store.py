@@ -45,11 +45,6 @@ class NotSupported(MasarError):
     status = 501
 
 
-class StoreNotInitialized(MasarError):
-    code = "store_not_initialized"
-    status = 503
-
-
 @dataclass
 class PreparedBatch:
     source_id: int
@@ -115,16 +110,6 @@ class ClickHouseStore(Catalog):
                 f"INSERT INTO {self.database}.schema_version (version, applied_at) VALUES ({SCHEMA_VERSION}, now64(6))"
             )
         return statements
-
-    def check_schema(self) -> None:
-        found = self.client.arrow(
-            "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = 'events'",
-            {"db": self.database},
-        )
-        if found.column("n")[0].as_py() == 0:
-            raise StoreNotInitialized(
-                f"ClickHouse has no Masar tables in database {self.database!r}: run masar store init --store URL",
-            )
 
     # -- writing ---------------------------------------------------------------------------------
 
