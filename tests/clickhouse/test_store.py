@@ -254,3 +254,15 @@ def test_masar_serve_on_chdb_takes_segment_client_batches(server, tmp_path):
     srv.stop()
     listed = json.loads(_cli("sources", "list", "--store", url, "--json").stdout)
     assert [(s["name"], s["events"]) for s in listed] == [("Segment CH Shop", 300)]
+
+
+def test_a_clickhouse_server_store_opens_while_the_server_is_down(tmp_path):
+    """clickhouse:// connects on first use: ``masar serve`` starts (and capture accepts) while the
+    server is unreachable; a query then says ClickHouse did not answer."""
+    from tests.conftest import free_port
+
+    store = masar.open(tmp_path / "data", store=f"clickhouse://default@127.0.0.1:{free_port()}/masar")
+    source = store.create_source("Down Shop")  # the catalog is local
+    with pytest.raises(ClickHouseUnavailable, match="did not answer"):
+        store.count_events(source)
+    store.close()

@@ -115,39 +115,51 @@ class HttpClient:
 
     def __init__(self, *, host: str, port: int, username: str, password: str, database: str,
                  secure: bool = False, cluster: str | None = None):  # fmt: skip
-        import clickhouse_connect
-
         self.database = database
         self.cluster = cluster
+        self._where = f"{host}:{port}"
+        self._options = {"host": host, "port": port, "username": username, "password": password, "secure": secure}
         self._lock = threading.Lock()
-        try:
-            self._client = clickhouse_connect.get_client(
-                host=host, port=port, username=username, password=password, secure=secure,
-                # the database may not exist yet (``masar store init`` creates it)
-                database="default", settings={"date_time_input_format": "best_effort", **SETTINGS},
-            )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - clickhouse-connect raises several kinds
-            raise ClickHouseUnavailable(f"ClickHouse at {host}:{port} did not answer: {exc}") from None
+        self._client: Any = None
+
+    def _connected(self) -> Any:
+        """Connected on first use, so a server (and its capture) starts while ClickHouse is down."""
+        with self._lock:
+            if self._client is None:
+                import clickhouse_connect
+
+                try:
+                    self._client = clickhouse_connect.get_client(
+                        **self._options,
+                        # the database may not exist yet (``masar store init`` creates it)
+                        database="default", settings={"date_time_input_format": "best_effort", **SETTINGS},
+                    )  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - clickhouse-connect raises several kinds
+                    raise ClickHouseUnavailable(f"ClickHouse at {self._where} did not answer: {exc}") from None
+            return self._client
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        client = self._connected()
         try:
-            self._client.command(sql, parameters=params or None)
+            client.command(sql, parameters=params or None)
         except Exception as exc:
             if _unavailable(exc):
                 raise ClickHouseUnavailable(f"ClickHouse did not answer: {exc}") from None
             raise
 
     def arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        client = self._connected()
         try:
-            return self._client.query_arrow(sql, parameters=params or None, use_strings=True)
+            return client.query_arrow(sql, parameters=params or None, use_strings=True)
         except Exception as exc:
             if _unavailable(exc):
                 raise ClickHouseUnavailable(f"ClickHouse did not answer: {exc}") from None
             raise
 
     def insert(self, table: str, data: pa.Table, *, settings: dict[str, Any] | None = None) -> None:
+        client = self._connected()
         try:
-            self._client.insert_arrow(table, data, settings=settings)
+            client.insert_arrow(table, data, settings=settings)
         except Exception as exc:
             if _unavailable(exc):
                 raise ClickHouseUnavailable(f"ClickHouse did not answer: {exc}") from None
@@ -162,7 +174,8 @@ class HttpClient:
                                                **({"insert_deduplication_token": f"{token}:{block}"} if token else {})})  # fmt: skip
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 # chdb runs one ClickHouse engine per process, on one data path: every store opened on that path
