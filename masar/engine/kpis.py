@@ -18,6 +18,7 @@ from masar.engine.metrics import (
     buckets,
     default_churn_days,
     dimension_sql,
+    last_day,
 )
 from masar.model.sales_queries import MetricsQuery
 
@@ -42,10 +43,11 @@ def sales_facts(ctx: QueryContext) -> Facts:
 
 def data_window(con: Any, start: date | None, end: date | None, days: int = 30) -> Window:
     """The asked range; open ends close on the data: the last day with a visit or an order, and
-    ``days`` days before it. ``con`` is a DuckDB cursor with the facts, or a metrics engine."""
-    engine = con if isinstance(con, MetricsEngine) else MetricsEngine(con, currency="XXX", tz="UTC", churn_days=0)
+    ``days`` days before it. ``con`` is a metrics engine (any backend's), or a DuckDB cursor with
+    the facts registered."""
     if end is None:
-        end = engine.last_day() or date.today()
+        last = con.last_day() if isinstance(con, MetricsEngine) else last_day(con)
+        end = last or date.today()
         if start is not None and end < start:
             end = start
     if start is None:

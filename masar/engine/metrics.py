@@ -409,10 +409,7 @@ class MetricsEngine:
 
     def last_day(self) -> date | None:
         """The data's last day: the last with a visit or an order."""
-        row = self.con.execute(
-            "SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))"
-        ).fetchall()
-        return row[0][0] if row else None
+        return last_day(self.con)
 
     def first_order_day(self, last: date) -> date | None:
         """The first day with an order (not cancelled) on or before ``last``."""
@@ -583,3 +580,9 @@ def dimension_sql(name: str) -> str:
         f"cannot break sales down by {name!r}: use one of {', '.join(sorted(DIMENSIONS))} or person.TRAIT",
         code="invalid_query",
     )
+
+
+def last_day(con: Any) -> date | None:
+    """The data's last day, on a DuckDB cursor with the facts: the last with a visit or an order."""
+    row = con.execute("SELECT greatest((SELECT max(day) FROM orders), (SELECT max(day) FROM sessions))").fetchall()
+    return row[0][0] if row else None
