@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,11 @@ class ClickHouseContext(SourceClock):
     client: Client
     events: str
     store: Any  # metadata: rates, spend, targets, audiences, identities of persons
+    # The version of the source's events and metadata this query reads (``ClickHouseStore.run``
+    # sets it): derived tables built for one version (the sales facts) are kept and shared by the
+    # queries of that version. None: build them for this query alone.
+    version: Hashable | None = None
+    facts_cache: Any = None  # masar.store.clickhouse.facts.FactsCache, with ``version``
 
     def arrow(self, sql: str, params: dict[str, Any] | None = None):
         return self.client.arrow(sql, params)

@@ -13,24 +13,32 @@ holds); only the dialect differs:
   row's local day (``ASOF LEFT JOIN``), else the currency's first rate.
 * ``greatest``/``least`` skip NULLs in both engines.
 
-Each table is a Memory table named for the query (``_sales_<id>_orders``, ...), built once and
-dropped when the query is answered; rates and spend rows (small metadata) are scratch tables.
-Nothing but the aggregates a runner asks for leaves ClickHouse.
+The tables are Memory tables (``_sales_<id>_orders``, ...). Built for a version of the source's
+events and metadata (``ClickHouseStore.run`` gives the context one), they are kept in a
+``FactsCache`` and shared by every query of that version, as the embedded store keeps its facts in
+memory: the first query after new events pays for the build, the rest read the tables. A newer
+version replaces them; the old tables are dropped once the last query reading them is done. Without
+a version (a context made by hand) they are built for the one query and dropped after it. Small
+tables a query adds for itself (a mapping of trait values, a page of people) are scratch tables of
+that query. Nothing but the aggregates a runner asks for leaves ClickHouse.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import threading
 import uuid
+from collections.abc import Hashable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from masar.engine.facts import CART_WINDOW_DAYS, ORDER_EVENTS, SIGNUP_EVENTS, rates_to, spend_rows_table
 from masar.model.money import minor_units
-from masar.store.clickhouse.client import scratch_table
+from masar.store.clickhouse.client import Client, clickhouse_type, scratch_table
 from masar.store.clickhouse.context import ClickHouseContext
 
 _counter = itertools.count()
@@ -40,6 +48,11 @@ _MONEY = "Nullable(Decimal(18, 3))"
 SETTINGS = " SETTINGS prefer_column_name_to_alias = 1"
 # ``{orders}``, ``{events}``, ...: a table of the query; ``{name:Type}`` (a bound parameter) is left alone.
 _NAME = re.compile(r"\{([a-z_0-9]+)\}")
+
+
+def fill(names: dict[str, str], template: str) -> str:
+    """``template`` with each ``{name}`` of ``names`` replaced by its table."""
+    return _NAME.sub(lambda m: names.get(m.group(1), m.group(0)), template)
 
 
 def text(value: str) -> str:
@@ -68,23 +81,97 @@ def local_date(expr: str, tz: str) -> str:
     return f"toDate({expr}, {text(tz)})"
 
 
+@dataclass
+class _Built:
+    """One version's facts tables: their names, and how many queries are reading them."""
+
+    names: dict[str, str]
+    tables: list[str]
+    readers: int = 0
+    replaced: bool = False
+
+
+@dataclass
+class FactsCache:
+    """The facts of each source, for the latest version of its data asked for.
+
+    ``acquire`` returns the tables of a version, building them first when they are missing (one
+    build per version: queries asking meanwhile wait for it); ``release`` ends a query's reading.
+    When a newer version is built, the old tables are dropped as soon as no query reads them. A
+    table that vanished (a ClickHouse server restarted: Memory tables do not survive it) is built
+    again."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _builds: dict[int, threading.Lock] = field(default_factory=dict)
+    _latest: dict[int, tuple[Hashable, _Built]] = field(default_factory=dict)
+
+    def acquire(self, facts: SalesFacts, version: Hashable) -> _Built:
+        source_id = facts.ctx.source.id
+        with self._lock:
+            build_lock = self._builds.setdefault(source_id, threading.Lock())
+        with build_lock:
+            with self._lock:
+                found = self._latest.get(source_id)
+            if found is not None and found[0] == version and _exists(facts.client, found[1].tables[-1]):
+                built = found[1]
+            else:
+                built = facts.build()
+                unread = None
+                with self._lock:
+                    if found is not None:
+                        found[1].replaced = True
+                        unread = found[1] if found[1].readers == 0 else None
+                    self._latest[source_id] = (version, built)
+                if unread is not None:
+                    _drop(facts.client, unread.tables)
+            with self._lock:
+                built.readers += 1
+            return built
+
+    def release(self, facts: SalesFacts, built: _Built) -> None:
+        with self._lock:
+            built.readers -= 1
+            if not (built.replaced and built.readers == 0):
+                return
+        _drop(facts.client, built.tables)
+
+    def clear(self, client: Client) -> None:
+        """Drop every table kept (the store closes)."""
+        with self._lock:
+            kept, self._latest = list(self._latest.values()), {}
+        for _, built in kept:
+            _drop(client, built.tables)
+
+
+def _exists(client: Client, table: str) -> bool:
+    return bool(client.arrow(f"EXISTS TABLE {table}").column(0)[0].as_py())
+
+
+def _drop(client: Client, tables: list[str]) -> None:
+    for table in reversed(tables):
+        try:
+            client.command(f"DROP TABLE IF EXISTS {table}")
+        except Exception:  # noqa: BLE001 - dropping is best effort; every build names its own tables
+            pass
+
+
 class SalesFacts:
     """The facts of one source for one query: ``with SalesFacts(ctx) as facts``; ``facts.sql(t)``
-    fills ``{orders}``, ``{events}``, ... in ``t`` with the tables' names."""
+    fills ``{orders}``, ``{events}``, ... in ``t`` with the tables' names. The tables come from the
+    context's ``FactsCache`` when it has a version, else they are built for this query."""
 
     def __init__(self, ctx: ClickHouseContext):
         self.ctx = ctx
         self.client = ctx.client
         self.currency = ctx.source.currency
         self.tz = ctx.tz.key
-        self._stack = ExitStack()
-        self._made: list[str] = []
+        self._stack = ExitStack()  # this query's own scratch tables
         self.names: dict[str, str] = {"events": ctx.events}
 
     # -- the query's tables ----------------------------------------------------------------------
 
     def sql(self, template: str) -> str:
-        return _NAME.sub(lambda m: self.names.get(m.group(1), m.group(0)), template)
+        return fill(self.names, template)
 
     def arrow(self, template: str, params: dict[str, Any] | None = None) -> pa.Table:
         return self.client.arrow(self.sql(template) + SETTINGS, params)
@@ -95,36 +182,84 @@ class SalesFacts:
         return list(zip(*columns, strict=True)) if columns else []
 
     def scratch(self, name: str, data: pa.Table) -> str:
-        """A small table (rates, spend, a mapping of values) for this query, as ``{name}``."""
+        """A small table (a mapping of values, a page of people) for this query, as ``{name}``."""
         self.names[name] = self._stack.enter_context(scratch_table(self.client, data, prefix=f"sales_{name}"))
         return self.names[name]
 
     def table(self, name: str, select: str, params: dict[str, Any] | None = None) -> str:
-        """``select`` materialised as a table of this query, reachable as ``{name}``."""
-        table = f"{self.client.database}._sales_{self._id}_{name}"
-        self.client.command(f"DROP TABLE IF EXISTS {table}")
-        self._made.append(table)
+        """``select`` materialised as a table of this query, reachable as ``{name}``, dropped after."""
+        table = f"{self.client.database}._sales_q{uuid.uuid4().hex[:12]}_{next(_counter)}_{name}"
+        self._stack.callback(_drop, self.client, [table])
         self.client.command(f"CREATE TABLE {table} ENGINE = Memory AS {self.sql(select)}{SETTINGS}", params)
         self.names[name] = table
         return table
 
     def __enter__(self) -> SalesFacts:
-        self._id = f"{uuid.uuid4().hex[:12]}_{next(_counter)}"
+        cache, version = self.ctx.facts_cache, self.ctx.version
         try:
-            self._build()
+            if cache is not None and version is not None:
+                built = cache.acquire(self, version)
+                self._stack.callback(cache.release, self, built)
+            else:
+                built = self.build()
+                self._stack.callback(_drop, self.client, built.tables)
         except BaseException:
-            self.__exit__(None, None, None)
+            self._stack.close()
             raise
+        self.names.update(built.names)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for table in reversed(self._made):
-            try:
-                self.client.command(f"DROP TABLE IF EXISTS {table}")
-            except Exception:  # noqa: BLE001 - dropping is best effort; the next query names its own
-                pass
-        self._made.clear()
         self._stack.close()
+
+    def build(self) -> _Built:
+        """Build every facts table (and the rates and spend they convert with) under new names."""
+        return _Builder(self.ctx).build()
+
+
+class _Builder:
+    """Builds one version's facts tables: ``{orders}``, ``{refunds}``, ``{sessions}``, ``{people}``,
+    ``{spend}`` and those they are made from, ``{rates}`` included (queries convert with it)."""
+
+    def __init__(self, ctx: ClickHouseContext):
+        self.ctx = ctx
+        self.client = ctx.client
+        self.currency = ctx.source.currency
+        self.tz = ctx.tz.key
+        self._id = f"{uuid.uuid4().hex[:12]}_{next(_counter)}"
+        self._made: list[str] = []
+        self.names: dict[str, str] = {"events": ctx.events}
+
+    def sql(self, template: str) -> str:
+        return fill(self.names, template)
+
+    def table(self, name: str, select: str, params: dict[str, Any] | None = None) -> str:
+        """``select`` materialised as a table of this version, reachable as ``{name}``."""
+        table = f"{self.client.database}._sales_{self._id}_{name}"
+        self._made.append(table)
+        self.client.command(f"CREATE TABLE {table} ENGINE = Memory AS {self.sql(select)}{SETTINGS}", params)
+        self.names[name] = table
+        return table
+
+    def rows_table(self, name: str, data: pa.Table) -> str:
+        """A small Arrow table (rates, spend rows) as a table of this version."""
+        table = f"{self.client.database}._sales_{self._id}_{name}"
+        self._made.append(table)
+        columns = ", ".join(f"`{f.name}` {clickhouse_type(f.type, nullable=f.nullable)}" for f in data.schema)
+        self.client.command(f"CREATE TABLE {table} ({columns}) ENGINE = Memory")
+        if data.num_rows:
+            self.client.insert(table, data)
+        self.names[name] = table
+        return table
+
+    def build(self) -> _Built:
+        try:
+            self._build()
+        except BaseException:
+            _drop(self.client, self._made)
+            raise
+        names = {k: v for k, v in self.names.items() if k != "events"}
+        return _Built(names, list(self._made))
 
     # -- building ----------------------------------------------------------------------------------
 
@@ -152,8 +287,8 @@ class SalesFacts:
     def _build(self) -> None:
         store, source = self.ctx.store, self.ctx.source
         rates = rates_to(self.currency, store.exchange_rates())
-        self.scratch("rates", _not_null(rates))
-        self.scratch("spend_raw", spend_rows_table(store.ad_spend(source)))
+        self.rows_table("rates", _not_null(rates))
+        self.rows_table("spend_raw", spend_rows_table(store.ad_spend(source)))
         tz = self.tz
         events_in = ", ".join(text(e) for e in ORDER_EVENTS)
         amount = "coalesce(total, revenue, subtotal - coalesce(discount, 0))"

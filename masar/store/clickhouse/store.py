@@ -13,6 +13,7 @@ import functools
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,6 +32,7 @@ from masar.store.base import Source, WriteResult
 from masar.store.catalog import Catalog, _rejected_row
 from masar.store.clickhouse.client import ChdbClient, Client, HttpClient
 from masar.store.clickhouse.context import ClickHouseContext, events_sql
+from masar.store.clickhouse.facts import FactsCache
 from masar.store.clickhouse.runners import RUNNERS
 from masar.store.clickhouse.schema import SCHEMA_VERSION, ddl, to_clickhouse
 from masar.store.embedded.segments import SegmentStore
@@ -88,6 +90,7 @@ class ClickHouseStore(Catalog):
         self.segments = CaptureLog(self.root, self.engine)
         self._results: OrderedDict[Any, Any] = OrderedDict()
         self._results_lock = threading.Lock()
+        self._facts = FactsCache()
         self._synced_overrides: dict[int, tuple[int, int]] = {}
         if url.kind == "chdb":
             self.init_schema()  # in process and on local disk: nothing to ask anyone
@@ -293,9 +296,12 @@ class ClickHouseStore(Catalog):
             )  # fmt: skip
         self._synced_overrides[source.id] = signature
 
-    def query_context(self, source: Source) -> ClickHouseContext:
+    def query_context(self, source: Source, version: Hashable | None = None) -> ClickHouseContext:
+        """What a runner needs for ``source``; with ``version`` (of its events and metadata), the
+        derived tables of that version are shared with the other queries reading it."""
         self._sync_overrides(source)
-        return ClickHouseContext(source, self.client, events_sql(self.database, source, source.timezone or "UTC"), self)
+        events = events_sql(self.database, source, source.timezone or "UTC")
+        return ClickHouseContext(source, self.client, events, self, version=version, facts_cache=self._facts)
 
     def _events_version(self, source: Source) -> tuple[Any, ...]:
         found = self.client.arrow(
@@ -312,8 +318,9 @@ class ClickHouseStore(Catalog):
         if runner is None:
             raise NotSupported(f"the {parsed.kind} analysis does not run on ClickHouse yet")
         source = self.source(parsed.source)
-        context = self.query_context(source)
-        key = (parsed.model_dump_json(), self._inputs_version(source), self._events_version(source), date.today())
+        version = (self._inputs_version(source), self._events_version(source))
+        context = self.query_context(source, version)
+        key = (parsed.model_dump_json(), *version, date.today())
         if reuse:
             with self._results_lock:
                 if key in self._results:
@@ -327,7 +334,10 @@ class ClickHouseStore(Catalog):
         return result
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            self._facts.clear(self.client)
+        finally:
+            self.client.close()
         self.engine.dispose()
 
 
