@@ -116,7 +116,7 @@ def fold_levels(client, case: Case, vectorized: bool = False) -> list[tuple[int,
     c = _compiler(case)
     if vectorized:
         assert c.vectorized()
-        vector = c.vector_sql(grouped) if case.funnel.order == "ordered" else c.strict_vector_sql(grouped)
+        vector = c.ordered_sql(grouped) if case.funnel.order == "ordered" else c.strict_vector_sql(grouped)
         table = client.arrow(
             f"SELECT person, r.1 AS level, arrayMap(i -> if(i > 0, toInt32(evs[i].3), -1), r.3) AS chain "
             f"FROM ({vector}) ORDER BY person"

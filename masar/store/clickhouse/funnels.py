@@ -436,6 +436,64 @@ class _Compiler:
         return (self.q.order in ("ordered", "strict") and self.q.counting != "totals"
                 and (not (any(self.optional) or self.ex) or self.n <= self._VECTOR_STEPS))  # fmt: skip
 
+    def ordered_sql(self, grouped: str) -> str:
+        """Ordered funnels counting uniques or sessions: ``chain_sql`` where it applies, else
+        ``vector_sql``."""
+        if any(self.optional) or self.ex:
+            return self.vector_sql(grouped)
+        return self.chain_sql(grouped)
+
+    def chain_sql(self, grouped: str) -> str:
+        """``vector_sql`` for ordered funnels without optional steps or exclusions (the common
+        case), in a few whole-array passes per step.
+
+        Every step has one predecessor, so an attempt is known by its start: ``_S{k}`` is, at each
+        event with step k, the start of the attempt that last reached step k-1 at this instant or
+        before (carried forward by arrayFill, then to the end of the instant by arrayReverseFill),
+        when it is within the window (and the time limit from that reach); ABSENT otherwise. The
+        reported attempt is the first to reach the deepest step; its steps are found backwards:
+        step k-1 was reached at the latest instant, at or before step k's, where an attempt reached
+        k-1 (the one step k extended), by the first event of that instant with step k-1."""
+        n, a = self.n, _ABS
+        layers = [[
+            "arrayMap(_e -> _e.1, evs) AS _T",
+            "arrayMap(_e -> _e.4, evs) AS _M",
+            f"arrayMap((_t, _x) -> _t != _x, _T, arrayConcat(arraySlice(_T, 2), [{a}])) AS _last",
+            f"arrayMap((_m, _t) -> if(bitTest(_m, 0), _t, {a}), _M, _T) AS _S0",
+        ]]
+
+        def carry(array: str, k: int) -> str:
+            """``array`` at the last event, at this instant or before, where step k was reached."""
+            return (f"arrayReverseFill((_x, _l) -> _l, arrayFill((_x, _v) -> _v, {array}, "
+                    f"arrayMap(_s -> _s != {a}, _S{k})), _last)")  # fmt: skip
+
+        for k in range(1, n):
+            cols = [f"{carry(f'_S{k - 1}', k - 1)} AS _G{k}"]
+            args, params, ok = f"_M, _T, _G{k}", "_m, _t, _g", f"_g != {a} AND _t - _g <= {self.window}"
+            if self.gaps[k] > 0:
+                cols.append(f"{carry('_T', k - 1)} AS _Gl{k}")
+                args, params, ok = f"{args}, _Gl{k}", f"{params}, _gl", f"{ok} AND _t - _gl <= {self.gaps[k]}"
+            layers.append(cols)
+            layers.append([f"arrayMap(({params}) -> if(bitTest(_m, {k}) AND {ok}, _g, {a}), {args}) AS _S{k}"])
+        levels = ", ".join(f"has(arrayMap(_s -> _s != {a}, _S{k}), 1), toInt8({k})" for k in range(n - 1, -1, -1))
+        layers.append([f"multiIf({levels}, toInt8(-1)) AS _L"])
+        # Backwards from the deepest step: its first reach, then each predecessor's reach.
+        for k in range(n - 1, -1, -1):
+            first = f"toUInt32(arrayFirstIndex(_s -> _s != {a}, _S{k}))"
+            if k == n - 1:
+                layers.append([f"if(_L = {k}, {first}, toUInt32(0)) AS _p{k}"])
+                continue
+            instant = f"arrayMax(arrayFilter((_t, _s) -> _s != {a} AND _t <= _T[_p{k + 1}], _T, _S{k}))"
+            before = f"toUInt32(arrayFirstIndex((_t, _s) -> _s != {a} AND _t = _i{k}, _T, _S{k}))"
+            layers.append([f"if(_L > {k}, {instant}, {a}) AS _i{k}"])
+            layers.append([f"multiIf(_L = {k}, {first}, _L > {k}, {before}, toUInt32(0)) AS _p{k}"])
+        pos = ", ".join(f"_p{k}" for k in range(n))
+        ts = ", ".join(f"if(_p{k} > 0, _T[_p{k}], {a})" for k in range(n))
+        sql = grouped
+        for layer in layers:
+            sql = f"SELECT *, {', '.join(layer)} FROM ({sql})"
+        return f"SELECT *, (_L, [{ts}], [{pos}]) AS r FROM ({sql})"
+
     def vector_sql(self, grouped: str) -> str:
         """Per unit of ``grouped``: its keys, ``evs`` and ``r`` = (level, ts, positions).
 
@@ -716,7 +774,7 @@ def units_sql(ctx: ClickHouseContext, q: FunnelQuery, *, date_from=None, date_to
     if q.counting == "totals":
         per_unit = _totals(c, grouped, keys)
     elif c.vectorized():
-        vector = c.vector_sql(grouped) if q.order == "ordered" else c.strict_vector_sql(grouped)
+        vector = c.ordered_sql(grouped) if q.order == "ordered" else c.strict_vector_sql(grouped)
         per_unit = f"SELECT {', '.join(keys)}, evs, r.1 AS level, r.2 AS ts, r.3 AS pos FROM ({vector}) WHERE level >= 0"
     else:
         fold = c.unordered() if q.order == "unordered" else c.fold()
