@@ -17,6 +17,8 @@ ratio printed is ClickHouse / embedded: below 1, chdb is faster.
     .venv/bin/python bench/clickhouse.py                    # 10M events
     .venv/bin/python bench/clickhouse.py --events 2000000
     .venv/bin/python bench/clickhouse.py --big              # 100M events
+    .venv/bin/python bench/clickhouse.py --big --keep DIR   # ... and keep both stores in DIR
+    .venv/bin/python bench/clickhouse.py --keep DIR --reuse # time the queries again on them
 """
 
 from __future__ import annotations
@@ -103,22 +105,35 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="build in this directory and keep it")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: time the queries on the stores built there by an earlier run")  # fmt: skip
+    parser.add_argument("--build-only", action="store_true", help="with --keep: build and migrate, time nothing")
     args = parser.parse_args()
     events = 100_000_000 if args.big else args.events
+    if (args.reuse or args.build_only) and args.keep is None:
+        parser.error("--reuse and --build-only need --keep DIR")
     work = args.keep or Path(tempfile.mkdtemp(prefix="masar-clickhouse-"))
     try:
-        started = time.perf_counter()
-        embedded = build(work / "embedded", events, args.chunk)
-        total = embedded.count_events(embedded.source("Bench"))
-        print(f"embedded store: {total:,} events in {time.perf_counter() - started:.1f} s")
+        if args.reuse:
+            embedded = masar.open(work / "embedded")
+            total = embedded.count_events(embedded.source("Bench"))
+            print(f"embedded store: {total:,} events (built before)")
+        else:
+            started = time.perf_counter()
+            embedded = build(work / "embedded", events, args.chunk)
+            total = embedded.count_events(embedded.source("Bench"))
+            print(f"embedded store: {total:,} events in {time.perf_counter() - started:.1f} s")
         chdb = masar.open(work / "embedded", store=f"chdb://{work / 'chdb'}")
         started = time.perf_counter()
         report = migrate(embedded, chdb)
         seconds = time.perf_counter() - started
-        print(f"masar store migrate → chdb: {report.rows_copied:,} events in {seconds:.1f} s "
-              f"({report.rows_copied / seconds:,.0f} events/s)")  # fmt: skip
+        if report.rows_copied:
+            print(f"masar store migrate → chdb: {report.rows_copied:,} events in {seconds:.1f} s "
+                  f"({report.rows_copied / seconds:,.0f} events/s)")  # fmt: skip
         assert chdb.count_events(chdb.source("Bench")) == total
-        for name, query in (("funnel, 4 steps", FUNNEL), ("funnel by channel", BY_CHANNEL), ("KPI overview", OVERVIEW)):
+        timings = () if args.build_only else (("funnel, 4 steps", FUNNEL), ("funnel by channel", BY_CHANNEL),
+                                              ("KPI overview", OVERVIEW))  # fmt: skip
+        for name, query in timings:
             e_cold, e_warm, e_result = timed(embedded, query, args.repeat)
             c_cold, c_warm, c_result = timed(chdb, query, args.repeat)
             if e_result != c_result:
