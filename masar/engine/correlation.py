@@ -93,9 +93,8 @@ def candidates(ctx: QueryContext, q: CorrelationQuery) -> tuple[list[Candidate],
 
     if q.events:
         skip = skipped_events(q)
-        lut = np.array(
-            [-1 if n in skip else i for i, n in enumerate(frame.event_names)] or [0], dtype=np.int32
-        )
+        # An action without a name is no candidate: there is no event to name in the result.
+        lut = np.array([-1 if n is None or n in skip else i for i, n in enumerate(frame.event_names)], dtype=np.int32)
         codes = lut[frame.event_codes] if frame.rows else np.empty(0, dtype=np.int32)
         journeys(codes, list(frame.event_names), "event", None)
     for name in q.properties:

@@ -36,6 +36,12 @@ ACTION_TYPES = ("track", "page", "screen")
 _ACTIONS_SQL = "type IN ('track', 'page', 'screen')"
 _EXPRESSION_CACHE = 64
 _RESULT_CACHE = 256  # query results (small) kept apart, so they never evict expressions or facts
+# The event code of an action stored without an event name (a NULL ``event``, e.g. a page row
+# imported with none). It is reserved in every frame, its entry in ``event_names`` is None: no
+# name looks it up, so no named step, exclusion or filter matches it, while the action is still
+# in the frame for what looks at every action (``*`` steps, strict funnels, journeys). Code 0 in
+# every frame, so it stays put as segments are merged in and the names grow.
+NO_NAME = 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -105,7 +111,7 @@ class EventFrame:
     person: np.ndarray  # int64, persons after identity overrides
     ts: np.ndarray  # int64 microseconds since the epoch, UTC
     event_codes: np.ndarray  # int32 into event_names
-    event_names: list[str]
+    event_names: list[str | None]  # event_names[NO_NAME] is None
     perm: np.ndarray  # int64
     person_starts: np.ndarray  # int64, group offsets of persons
     _cache: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
@@ -117,6 +123,8 @@ class EventFrame:
         return int(self.ts.shape[0])
 
     def event_code(self, name: str) -> int | None:
+        """The code of the events named ``name`` (None: no event has that name). Never
+        ``NO_NAME``: a name is a string, the nameless entry is None."""
         try:
             return self.event_names.index(name)
         except ValueError:
@@ -178,9 +186,10 @@ class EventFrame:
             return value
 
 
-def _read_actions(files: list[str], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_actions(files: list[str], names: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(person_id, ts, event code) of the actions in ``files``, in file order. Event codes index
-    ``names``, which grows with names not seen before."""
+    ``names`` (a frame's, from ``build_frame`` on), which grows with names not seen before; an
+    action without a name gets ``NO_NAME``."""
     index = {name: code for code, name in enumerate(names)}
     persons, times, codes = [], [], []
     for path in files:
@@ -193,10 +202,12 @@ def _read_actions(files: list[str], names: list[str]) -> tuple[np.ndarray, np.nd
         times.append(table.column("ts").cast(pa.int64()).to_numpy())
         for chunk in table.column("event").chunks:
             # Parquet hands the event column dictionary-encoded: remap each chunk's small
-            # dictionary to the frame's codes instead of touching every string.
-            remap = np.array([index.setdefault(name, len(index)) for name in chunk.dictionary.to_pylist()] or [0],
-                             dtype=np.int32)  # fmt: skip
-            indices = chunk.indices.fill_null(0).to_numpy(zero_copy_only=False)
+            # dictionary to the frame's codes instead of touching every string. A NULL name has
+            # a null index: it points one past the dictionary, where the remap holds NO_NAME (a
+            # null entry of the dictionary itself is None, whose code is NO_NAME too).
+            dictionary = chunk.dictionary.to_pylist()
+            remap = np.array([index.setdefault(name, len(index)) for name in dictionary] + [NO_NAME], dtype=np.int32)
+            indices = chunk.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)
             codes.append(remap[indices] if len(indices) else np.empty(0, dtype=np.int32))
     names[:] = list(index)
     if not files:
@@ -248,7 +259,7 @@ def build_frame(
 ) -> EventFrame:
     """Read (person_id, ts, event, type) of every live segment and order them by (person, ts)."""
     files = [str(s.path) for s in segments]
-    names: list[str] = []
+    names: list[str | None] = [None]  # the entry of NO_NAME
     person, ts, codes = _read_actions(files, names)
     person = map_persons(person, overrides)
     perm = _order(person, ts)

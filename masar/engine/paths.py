@@ -25,6 +25,9 @@ OTHER = "$other"
 # Page and screen calls are stored under these names (docs/events.md); with ``label: path`` (or
 # url) they are labelled by their page, every other event by its name.
 PAGE_EVENTS = ("Page Viewed", "Screen Viewed")
+# The label of an action stored without an event name (never a page event, whatever ``label``):
+# like ``$other``, a name no real event takes.
+UNNAMED = "$unnamed"
 _NO_LIMIT = np.int64(2**62)
 
 
@@ -89,7 +92,7 @@ def event_labels(ctx: QueryContext, q: PathsQuery) -> tuple[np.ndarray, list[str
     names: dict[str, int] = {}
     # Cleaning runs once per distinct name or page, never per event.
     by_event = np.array(
-        [names.setdefault(clean(n), len(names)) for n in frame.event_names] or [0], dtype=np.int32
+        [names.setdefault(clean(UNNAMED if n is None else n), len(names)) for n in frame.event_names], dtype=np.int32
     )
     labels = by_event[frame.event_codes] if frame.rows else np.empty(0, dtype=np.int32)
     if q.label != "event":

@@ -24,6 +24,7 @@ from masar.store.clickhouse.client import scratch_table
 from masar.store.clickhouse.customers import run_customer
 from masar.store.clickhouse.paths import run_paths
 from masar.store.clickhouse.regex import re2_pattern
+from masar.store.clickhouse.runners import RUNNERS as COMPILED
 from tests.clickhouse.twins import twin
 from tests.engine.customer_stores import merge_store, random_store
 from tests.engine.reference_audiences import EVENTS_SCHEMA, ORDERS_SCHEMA, PEOPLE_SCHEMA, World, people_of
@@ -43,7 +44,7 @@ from tests.engine.test_audiences import (
     rhythms,
     stores,
 )
-from tests.engine.test_paths import SHOP, START, _store
+from tests.engine.test_paths import SHOP, START, _store, nameless_store
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,31 @@ def test_shop_paths(shop, query):
     store, context = shop
     q = {"kind": "paths", "source": "Shop", **query}
     assert run_paths(context("Shop"), parse_query(q)).to_dict() == store.run(q, reuse=False).to_dict()
+
+
+# Paths, strict funnels and correlation over actions stored without an event name.
+NAMELESS_QUERIES = [
+    {"kind": "paths", "step": "Product Viewed", "length": 4},
+    {"kind": "paths", "step": "Product Viewed", "label": "path",
+     "cleaning": [{"pattern": "^/products/", "alias": "Product page"}, {"pattern": "unnamed", "alias": "No name"}]},
+    {"kind": "paths", "step": "Product Viewed", "exclude_events": ["", "Page Viewed"]},
+    {"kind": "paths", "step": "Order Completed", "direction": "before", "label": "path"},
+    {"kind": "paths", "step": "*", "length": 2},
+    {"kind": "funnel", "steps": ["Product Viewed", "Product Added"], "order": "strict"},
+    {"kind": "funnel", "steps": ["*", "Product Viewed", "*"], "order": "strict"},
+    {"kind": "funnel", "steps": ["Product Viewed", "Product Added"]},
+    {"kind": "correlation", "steps": ["Product Viewed", "Order Completed"], "min_people": 1},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", NAMELESS_QUERIES, ids=range(len(NAMELESS_QUERIES)))
+def test_actions_without_a_name_on_both_backends(tmp_path, chdb_client, query):
+    store = nameless_store(tmp_path)
+    try:
+        q = parse_query({"source": "Shop", **query})
+        assert COMPILED[q.kind](twin(store, chdb_client)("Shop"), q).to_dict() == store.run(q).to_dict()
+    finally:
+        store.close()
 
 
 # -- journeys on the demo store -------------------------------------------------------------------

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import csv
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import masar
-from masar.engine.frame import build_frame
+from masar.engine.frame import NO_NAME, build_frame
 from masar.importers import import_path
 
 EVENTS = ["Page Viewed", "Product Viewed", "Product Added", "Order Completed"]
@@ -107,25 +107,70 @@ def test_a_source_without_events_has_an_empty_frame_and_zero_counts(tmp_path):
     store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (found by bench/clickhouse.py, 2026-11-25): an action stored without an event name (a page "
-    "row imported with no name) takes the first name of its Parquet chunk's dictionary in the frame "
-    "(_read_actions fills null indices with 0), so a funnel counts it as that event; ClickHouse does not"))
-def test_an_action_without_an_event_name_matches_no_named_step(tmp_path):
+def write_actions(store, source, rows) -> None:
+    """One segment of raw rows, (person_id, seconds after START, type, event[, page path]), as no
+    capture or import writes them: ``event`` may be None. The segment goes live at once."""
     from masar.store.embedded.segments import level_for_rows
     from masar.store.schema import EVENTS
 
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    start_us = int(START.timestamp() * 1_000_000)
+    given = {
+        "message_id": [f"m{uuid.uuid4().hex}" for _ in rows],
+        "person_id": [r[0] for r in rows],
+        "ts": pa.array([start_us + r[1] * 1_000_000 for r in rows], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "type": [r[2] for r in rows],
+        "event": [r[3] for r in rows],
+        "path": [r[4] if len(r) > 4 else None for r in rows],
+    }
+    columns = [pa.array(given[f.name]).cast(f.type) if f.name in given else pa.nulls(len(rows), f.type) for f in EVENTS]
+    table = pa.Table.from_arrays(columns, schema=EVENTS)
+    level = level_for_rows(len(rows), 8)
+    with store.engine.begin() as conn:
+        segment_id, path = store.segments.write_file(source.id, table, level=level)
+        store.segments.register(conn, source.id, segment_id, path, table, level=level, origin="test")
+
+
+def _names_in_frame_order(store, source) -> list[str | None]:
+    """Each frame row's event name as DuckDB reads it from the files (None: no name)."""
+    ctx = store.query_context(source)
+    return ctx.frame.expression(ctx.con, "event").to_pylist()
+
+
+def test_an_action_without_an_event_name_matches_no_named_step(tmp_path):
     store = masar.open(tmp_path / "data")
     source = store.create_source("Shop")
-    rows = {"message_id": ["m1", "m2"], "type": ["track", "page"], "event": ["Product Viewed", None],
-            "ts": pa.array([1_700_000_000_000_000, 1_700_000_001_000_000], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "person_id": [1, 2]}  # fmt: skip
-    columns = [pa.array(rows[f.name]).cast(f.type) if f.name in rows else pa.nulls(2, f.type) for f in EVENTS]
-    table = pa.Table.from_arrays(columns, schema=EVENTS)
-    with store.engine.begin() as conn:
-        segment_id, path = store.segments.write_file(source.id, table, level=level_for_rows(2, 8))
-        store.segments.register(conn, source.id, segment_id, path, table, level=level_for_rows(2, 8), origin="test")
+    write_actions(store, source, [(1, 0, "track", "Product Viewed"), (2, 1, "page", None)])
     result = store.funnel(source="Shop", steps=["Product Viewed", "Product Added"]).to_dict()
     assert result["steps"][0]["count"] == 1  # person 2 only viewed a page with no name
-    assert np.all(store.frame(source).event_codes >= 0)
+    frame = store.frame(source)
+    assert frame.rows == 2  # the nameless page is still an action
+    assert np.all(frame.event_codes >= 0)
+    assert [frame.event_names[c] for c in frame.event_codes] == _names_in_frame_order(store, source)
+    assert frame.event_codes[frame.person == 2].tolist() == [NO_NAME]
+    assert frame.event_names[NO_NAME] is None
+    store.close()
+
+
+def test_nameless_actions_keep_their_code_as_segments_are_merged_in(tmp_path):
+    store = masar.open(tmp_path / "data")
+    source = store.create_source("Shop")
+    write_actions(store, source, [(1, 0, "track", "Product Viewed"), (1, 5, "page", None), (2, 0, "page", "Page Viewed")])
+    first = store.frame(source)
+    # A segment with new names around nameless rows (a null among a dictionary's first entries),
+    # then one with no name at all (an empty dictionary).
+    write_actions(store, source, [(1, 9, "track", "Order Completed"), (2, 3, "page", None), (3, 1, "track", "Product Viewed")])
+    write_actions(store, source, [(3, 7, "screen", None), (4, 2, "page", None)])
+    grown = store.frame(source)
+    assert grown.files[: len(first.files)] == first.files  # merged into the first frame, not rebuilt
+    assert grown.event_names[: len(first.event_names)] == first.event_names
+    built = build_frame(source.id, store.segments.live(source.id), {}, grown.signature)
+    names = _names_in_frame_order(store, source)
+    assert names.count(None) == 4
+    for frame in (grown, built):
+        assert frame.event_names[NO_NAME] is None
+        assert frame.event_names.count(None) == 1
+        assert [frame.event_names[c] for c in frame.event_codes] == names
+    result = store.funnel(source="Shop", steps=["Product Viewed", "Order Completed"]).to_dict()
+    assert [s["count"] for s in result["steps"]] == [2, 1]
     store.close()

@@ -16,6 +16,7 @@ from masar.capture.normalize import CaptureContext, normalize_message
 from masar.capture.rows import rows_to_table
 from masar.errors import InvalidInput
 from tests.engine import reference_funnel as ref
+from tests.engine.test_frame import write_actions
 
 T0 = int(datetime(2025, 3, 1, 12, 0, tzinfo=UTC).timestamp())  # seconds
 _ids = itertools.count()
@@ -92,6 +93,18 @@ def test_counts_conversions_drop_off_and_times(store, shop):
     assert ttc["bins"][-1]["to_seconds"] == 3600
     [one_to_five] = [b for b in ttc["bins"] if b["from_seconds"] == 60]
     assert one_to_five == {"from_seconds": 60, "to_seconds": 300, "count": 2}
+
+
+def test_an_action_without_a_name_is_no_step_but_breaks_a_strict_funnel(store, shop):
+    # Person 1 views, then an action without a name, then adds; person 2 views and adds.
+    write_actions(store, shop, [(1, 0, "track", "Product Viewed"), (1, 5, "page", None), (1, 9, "track", "Product Added"),
+                                (2, 0, "track", "Product Viewed"), (2, 5, "track", "Product Added")])  # fmt: skip
+    steps = ["Product Viewed", "Product Added"]
+    assert counts(store.funnel(source="Shop", steps=steps)) == [2, 2]
+    assert counts(store.funnel(source="Shop", steps=steps, order="strict")) == [2, 1]
+    # It is an action: "any event" matches it, a named step does not.
+    assert counts(store.funnel(source="Shop", steps=["Product Viewed", "*", "Product Added"], order="strict")) == [2, 2, 1]
+    assert counts(store.funnel(source="Shop", steps=["Product Viewed", "Page Viewed"])) == [2, 0]
 
 
 def test_window_edge_is_inclusive_end_to_end(store, shop):

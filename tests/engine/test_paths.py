@@ -15,10 +15,11 @@ import masar
 from masar.capture.normalize import CaptureContext, normalize_message
 from masar.capture.rows import rows_to_table
 from masar.engine.kernels.paths import find_loops, walk_paths
-from masar.engine.paths import first_per_person
+from masar.engine.paths import UNNAMED, first_per_person
 from masar.errors import InvalidInput
 from tests.conftest import masar_cli, masar_cli_json
 from tests.engine import reference_paths as ref
+from tests.engine.test_frame import write_actions
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -161,6 +162,50 @@ def shop(tmp_path):
 
 def _paths(result):
     return {tuple(p["events"]): p["count"] for p in result["paths"]}
+
+
+# Actions stored without an event name (tests/engine/test_frame.py ``write_actions``): person 1's
+# nameless page carries a product path, person 2's the home page, person 3 starts with one.
+NAMELESS = [
+    (1, 0, "track", "Product Viewed"), (1, 10, "page", None, "/products/red"),
+    (1, 20, "page", "Page Viewed", "/products/blue"), (1, 30, "track", "Order Completed"),
+    (2, 0, "track", "Product Viewed"), (2, 10, "page", None, "/"), (2, 20, "track", "Product Added"),
+    (3, 0, "page", None, "/"), (3, 5, "track", "Product Viewed"),
+]  # fmt: skip
+
+
+def nameless_store(tmp_path):
+    store = masar.open(tmp_path / "data")
+    write_actions(store, store.create_source("Shop"), NAMELESS)
+    return store
+
+
+def test_an_action_without_a_name_is_labelled_unnamed_and_never_a_page(tmp_path):
+    store = nameless_store(tmp_path)
+    query = {"kind": "paths", "source": "Shop", "step": "Product Viewed", "length": 4}
+    by_event = {
+        ("Product Viewed", UNNAMED, "Page Viewed", "Order Completed"): 1,
+        ("Product Viewed", UNNAMED, "Product Added"): 1,
+        ("Product Viewed",): 1,
+    }
+    assert _paths(store.run(query).to_dict()) == by_event
+    # Its path does not make it a page: only the named page view takes its (cleaned) path.
+    by_page = store.run({**query, "label": "path", "cleaning": [{"pattern": "^/products/", "alias": "Product page"}]})
+    assert _paths(by_page.to_dict()) == {
+        ("Product Viewed", UNNAMED, "Product page", "Order Completed"): 1,
+        ("Product Viewed", UNNAMED, "Product Added"): 1,
+        ("Product Viewed",): 1,
+    }
+    # No name leaves it out, not even the empty one.
+    assert _paths(store.run({**query, "exclude_events": ["", "Page Viewed"]}).to_dict()) == {
+        ("Product Viewed", UNNAMED, "Order Completed"): 1,
+        ("Product Viewed", UNNAMED, "Product Added"): 1,
+        ("Product Viewed",): 1,
+    }
+    # Any event is an anchor, the nameless one too.
+    first = store.run({"kind": "paths", "source": "Shop", "step": "*", "length": 2}).to_dict()
+    assert _paths(first)[(UNNAMED, "Product Viewed")] == 1
+    store.close()
 
 
 def test_paths_after_a_step_with_page_cleaning(shop):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from masar.engine.paths import PAGE_EVENTS, PathsResult, summarize
+from masar.engine.paths import PAGE_EVENTS, UNNAMED, PathsResult, summarize
 from masar.errors import InvalidInput
 from masar.model.queries import FunnelQuery, PathsQuery
 from masar.store.clickhouse.conditions import Params, quote, step_sql
@@ -37,9 +37,10 @@ ACTIONS = "type IN ('track', 'page', 'screen')"
 
 
 def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
-    """(the raw label, the label): an event's name, or with ``label: path|url`` a page or screen
-    event's page; then the alias of the first cleaning rule found in it (over ``raw_label``)."""
-    raw = "ifNull(event, '')"
+    """(the raw label, the label): an event's name (``UNNAMED`` without one), or with ``label:
+    path|url`` a page or screen event's page; then the alias of the first cleaning rule found in
+    it (over ``raw_label``)."""
+    raw = f"ifNull(event, {params.text(UNNAMED)})"
     if q.label != "event":
         column = quote(q.label)
         pages = ", ".join(params.text(n) for n in PAGE_EVENTS)
@@ -72,7 +73,8 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
     params = Params()
     raw, label = label_sql(q, params)
     excluded = ", ".join(params.text(n) for n in q.exclude_events)
-    keep = f"NOT (ifNull(event, '') IN ({excluded}))" if excluded else "true"
+    # A nameless event is never excluded by name (``event IN`` is NULL for it).
+    keep = f"NOT ifNull(event IN ({excluded}), false)" if excluded else "true"
     low = ctx.bound_us(q.date_from, end=False)
     high = ctx.bound_us(q.date_to, end=True)
     if drop_outs is not None:
