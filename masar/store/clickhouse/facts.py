@@ -143,6 +143,11 @@ class FactsCache:
             _drop(client, built.tables)
 
 
+def _materialize(client: Client, table: str, select: str, params: dict[str, Any] | None) -> str:
+    client.command(f"CREATE TABLE {table} ENGINE = Memory AS {select}{SETTINGS}", params)
+    return table
+
+
 def _exists(client: Client, table: str) -> bool:
     return bool(client.arrow(f"EXISTS TABLE {table}").column(0)[0].as_py())
 
@@ -190,8 +195,7 @@ class SalesFacts:
         """``select`` materialised as a table of this query, reachable as ``{name}``, dropped after."""
         table = f"{self.client.database}._sales_q{uuid.uuid4().hex[:12]}_{next(_counter)}_{name}"
         self._stack.callback(_drop, self.client, [table])
-        self.client.command(f"CREATE TABLE {table} ENGINE = Memory AS {self.sql(select)}{SETTINGS}", params)
-        self.names[name] = table
+        self.names[name] = _materialize(self.client, table, self.sql(select), params)
         return table
 
     def __enter__(self) -> SalesFacts:
@@ -237,8 +241,7 @@ class _Builder:
         """``select`` materialised as a table of this version, reachable as ``{name}``."""
         table = f"{self.client.database}._sales_{self._id}_{name}"
         self._made.append(table)
-        self.client.command(f"CREATE TABLE {table} ENGINE = Memory AS {self.sql(select)}{SETTINGS}", params)
-        self.names[name] = table
+        self.names[name] = _materialize(self.client, table, self.sql(select), params)
         return table
 
     def rows_table(self, name: str, data: pa.Table) -> str:
