@@ -13,7 +13,7 @@ Two levels:
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 
 import masar
 from masar.demo.load import load_demo
@@ -96,14 +96,12 @@ def check_attempts(client, case: Case) -> None:
 @given(cases("ordered", totals=True))
 @SLOW
 def test_ordered_totals_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_attempts(chdb_client, case)
 
 
 @given(cases("strict", totals=True))
 @SLOW
 def test_strict_totals_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_attempts(chdb_client, case)
 
 
@@ -133,11 +131,6 @@ def fold_levels(client, case: Case, vectorized: bool = False) -> list[tuple[int,
     return [got.get(u, (-1, [])) for u in range(len(case.units))]
 
 
-def _known_bug(case: Case) -> bool:
-    """An exclusion from an optional step: the pinned disagreement at the end of this module."""
-    return any(case.funnel.optional[lo] for lo, _ in case.funnel.exclusions)
-
-
 def check_units(client, case: Case, vectorized: bool = False) -> None:
     got = fold_levels(client, case, vectorized)
     for g, (ts, mask, exmask) in enumerate(case.units):
@@ -154,28 +147,24 @@ def check_units(client, case: Case, vectorized: bool = False) -> None:
 @given(cases("ordered"))
 @FAST
 def test_ordered_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case)
 
 
 @given(cases("ordered", plain=True))
 @FAST
 def test_plain_ordered_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case)
 
 
 @given(cases("ordered", plain=True))
 @FAST
 def test_plain_ordered_arrays_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case, vectorized=True)
 
 
 @given(cases("ordered"))
 @FAST
 def test_ordered_with_options_arrays_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     # optional steps, time limits between steps, exclusions
     check_units(chdb_client, case, vectorized=True)
 
@@ -183,22 +172,47 @@ def test_ordered_with_options_arrays_against_reference(chdb_client, case):
 @given(cases("strict"))
 @FAST
 def test_strict_arrays_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case, vectorized=True)
 
 
 @given(cases("strict"))
 @SLOW
 def test_strict_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case)
 
 
 @given(cases("unordered"))
 @FAST
 def test_unordered_fold_against_reference(chdb_client, case):
-    assume(not _known_bug(case))
     check_units(chdb_client, case)
+
+
+@given(cases("ordered", skipping=True))
+@SLOW
+def test_ordered_skipping_optional_from_steps_against_reference(chdb_client, case):
+    # An exclusion from an optional step in every case: both SQL paths (the kernel's ``blocked``).
+    check_units(chdb_client, case)
+    check_units(chdb_client, case, vectorized=True)
+
+
+@given(cases("strict", skipping=True))
+@SLOW
+def test_strict_skipping_optional_from_steps_against_reference(chdb_client, case):
+    # The rule never applies in strict order (strict_vector_sql says why): both paths must agree.
+    check_units(chdb_client, case)
+    check_units(chdb_client, case, vectorized=True)
+
+
+@given(cases("ordered", totals=True, skipping=True))
+@SLOW
+def test_ordered_totals_skipping_optional_from_steps_against_reference(chdb_client, case):
+    check_attempts(chdb_client, case)
+
+
+@given(cases("strict", totals=True, skipping=True))
+@SLOW
+def test_strict_totals_skipping_optional_from_steps_against_reference(chdb_client, case):
+    check_attempts(chdb_client, case)
 
 
 def test_strict_exclusions_case_the_numba_kernel_misses(chdb_client):
@@ -510,36 +524,39 @@ def test_a_stopped_attempt_takes_no_later_step(chdb_client):
     assert levels_of(funnel, [0, 1, 2], [1, 0, 2], [0, 1, 0]) == (0, [0, -1, -1])
 
 
-# Found by hypothesis on this branch: an exclusion whose from-step is an optional step that the
-# attempt skips. docs/funnels.md: "If from_step was an optional step that was skipped, the last
-# step done before it is used" — so X below stops the attempt A → (B skipped) → C, and the
-# reference says level 0 (step 1). The numba kernel took the rule in 183f5b4 (kernel-fix); both SQL
-# paths still stop only attempts that reached the from-step and say level 2: a known gap of the
-# ClickHouse compiler, pinned below until the SQL takes the rule too.
+# Found by hypothesis: an exclusion whose from-step is an optional step that the attempt skips.
+# docs/funnels.md: "If from_step was an optional step that was skipped, the last step done before
+# it is used" — so X below stops the attempt A → (B skipped) → C, and the reference says level 0
+# (step 1). The numba kernel marks such chains ``blocked``; the SQL carries the same rule (the
+# fold's field 1, the whole-array exclusion counts since the skipped-from chain's instant).
 _SKIPPED_FROM = ref.Funnel(steps=3, window=10, optional=[False, True, False], exclusions=[(1, 2)])
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (ClickHouse SQL; the kernel was fixed): an exclusion after the step "
-                   "done before a skipped optional from-step does not stop the attempt")  # fmt: skip
 def test_exclusion_from_a_skipped_optional_step(chdb_client):
-    case = Case(_SKIPPED_FROM, [([0, 1, 2], [1, 0, 4], [0, 1, 0])])
-    assert fold_levels(chdb_client, case)[0][0] == ref.unit(*case.units[0], _SKIPPED_FROM).level
+    # A, X, C: stopped at A. A, X, B, C: B after the exclusion is the from-step, C counts. A, then
+    # X and C at one instant: X is not strictly before C, C counts. (tests/engine/test_funnel_kernel.py)
+    case = Case(_SKIPPED_FROM, [([0, 1, 2], [1, 0, 4], [0, 1, 0]), ([0, 1, 2, 3], [1, 0, 2, 4], [0, 1, 0, 0]),
+                                ([0, 2, 2], [1, 0, 4], [0, 1, 0])])  # fmt: skip
+    assert [ref.unit(*u, _SKIPPED_FROM).level for u in case.units] == [0, 2, 2]
+    check_units(chdb_client, case)
+    check_units(chdb_client, case, vectorized=True)
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (ClickHouse SQL; the kernel was fixed): an exclusion after the step "
-                   "done before a skipped optional from-step does not stop the attempt (counting totals)")  # fmt: skip
 def test_exclusion_from_a_skipped_optional_step_totals(chdb_client):
     case = Case(ref.Funnel(steps=3, window=2, optional=[False, True, False], exclusions=[(1, 2), (0, 1)]),
                 [([0, 1, 1, 2], [1, 1, 1, 4], [0, 1, 0, 0])])  # fmt: skip
-    got = [level for level, _ in fold_attempts(chdb_client, case)[0]]
-    assert got == [level for level, _ in ref.attempts(*case.units[0], case.funnel)]
+    assert [level for level, _ in ref.attempts(*case.units[0], case.funnel)] == [0]
+    check_attempts(chdb_client, case)
+    found = Case(ref.Funnel(steps=4, window=2, optional=[False, True, False, False], exclusions=[(1, 2), (0, 1)]),
+                 [([0, 0, 0, 0, 0, 1, 2], [0, 1, 1, 1, 0, 1, 4], [0, 0, 0, 0, 0, 1, 0])])  # fmt: skip
+    assert [level for level, _ in ref.attempts(*found.units[0], found.funnel)] == [0]
+    check_attempts(chdb_client, found)
 
 
-def test_exclusion_from_a_skipped_optional_step_kernel_takes_the_rule_sql_not_yet(chdb_client):
+def test_exclusion_from_a_skipped_optional_step_sql_agrees_with_kernel(chdb_client):
     from tests.engine.test_funnel_kernel import levels_of
 
     case = Case(_SKIPPED_FROM, [([0, 1, 2], [1, 0, 4], [0, 1, 0])])
     kernel = levels_of(_SKIPPED_FROM, [0, 1, 2], [1, 0, 4], [0, 1, 0])
-    assert kernel[0] == ref.unit(*case.units[0], _SKIPPED_FROM).level == 0
-    # What the SQL answers today (the gap above), so a change to it is seen here too.
-    assert fold_levels(chdb_client, case) == fold_levels(chdb_client, case, vectorized=True) == [(2, [0, -1, 2])]
+    assert kernel == (0, [0, -1, -1])
+    assert fold_levels(chdb_client, case) == fold_levels(chdb_client, case, vectorized=True) == [kernel]

@@ -73,15 +73,22 @@ def run_attempts(case: Case, mode: int):
 
 
 @st.composite
-def cases(draw, order: str, totals: bool = False, plain: bool = False) -> Case:
-    steps = draw(st.integers(2, 6))
+def cases(draw, order: str, totals: bool = False, plain: bool = False, skipping: bool = False) -> Case:
+    """Random funnels and units. ``skipping``: more optional steps, and always an exclusion whose
+    from-step is optional (an attempt may skip it: the kernel's ``blocked``)."""
+    steps = draw(st.integers(3 if skipping else 2, 6))
     window = draw(st.integers(0, 6))
     gaps: list[int] = []
     optional: list[bool] = []
     exclusions: list[tuple[int, int]] = []
     if order != "unordered" and not plain:
         gaps = [0] + [draw(st.sampled_from([0, 0, 1, 2, 3])) for _ in range(steps - 1)]
-        optional = [False] + [draw(st.booleans()) and draw(st.booleans()) for _ in range(steps - 2)] + [False]
+        optional = [False] + [draw(st.booleans()) and (skipping or draw(st.booleans())) for _ in range(steps - 2)]
+        optional.append(False)
+        if skipping:
+            lo = draw(st.integers(1, steps - 2))
+            optional[lo] = True
+            exclusions.append((lo, draw(st.integers(lo + 1, steps - 1))))
         for _ in range(draw(st.integers(0, 2))):
             lo = draw(st.integers(0, steps - 2))
             exclusions.append((lo, draw(st.integers(lo + 1, steps - 1))))
@@ -206,6 +213,18 @@ def test_exclusion_after_the_step_before_a_skipped_optional_from_step():
     assert levels.tolist() == [0]
 
 
+@given(cases("ordered", skipping=True))
+@FAST
+def test_ordered_uniques_skipping_optional_from_steps(case):
+    check_units(case, ORDERED)
+
+
+@given(cases("strict", skipping=True))
+@FAST
+def test_strict_uniques_skipping_optional_from_steps(case):
+    check_units(case, STRICT)
+
+
 @given(cases("unordered"))
 @FAST
 def test_unordered_uniques(case):
@@ -237,6 +256,18 @@ def test_ordered_totals(case):
 @given(cases("strict", totals=True))
 @SLOW
 def test_strict_totals(case):
+    check_attempts(case, STRICT)
+
+
+@given(cases("ordered", totals=True, skipping=True))
+@SLOW
+def test_ordered_totals_skipping_optional_from_steps(case):
+    check_attempts(case, ORDERED)
+
+
+@given(cases("strict", totals=True, skipping=True))
+@SLOW
+def test_strict_totals_skipping_optional_from_steps(case):
     check_attempts(case, STRICT)
 
 

@@ -16,8 +16,10 @@ How (docs/scaling.md):
    step it holds, in step order, then its exclusions — the same order ``_ordered_group`` takes
    them; a strict funnel has one operation per action (advance every chain at once, record the
    deepest), then a start, then exclusions. The accumulator keeps, per step, the attempt that
-   reached it with the latest start (its steps' times and event positions). Unordered funnels
-   and counting totals have their own folds (below).
+   reached it with the latest start (its steps' times and event positions) and the exclusions
+   since that bar it from skipping their optional from-step (docs/funnels.md: the last step done
+   before a skipped from-step counts as it). Unordered funnels and counting totals have their
+   own folds (below).
 4. **Counted units** (``units_sql``): one row per counted unit — person, deepest step, the
    reported attempt's step times, the breakdown value — materialized once in a Memory table that
    the step counts, times (exact quantiles), breakdown rows, trend, time to convert and people
@@ -170,12 +172,14 @@ class _Compiler:
     # steps are known), and a value needed twice is kept in the state by one operation for the
     # next (field 14) instead of a let.
     #
-    # The state: 1 unused, 2 unused, 3 valid per step, 4 ts and 5 positions of each step's chain
-    # (flat, n x n), 6 best level, 7 ts and 8 positions of the reported chain; counting totals:
-    # 9 active, 10 attempt start, 11 used at this instant, 12 a new attempt started at this
-    # instant, 13 the finished attempts (level, ts, positions); 14 a scratch value (the
-    # predecessor of the step being taken, the deepest step an action extended).
-    _NAMES = ("lt", "lk", "v", "ct", "ci", "best", "bt", "bi", "active", "start", "used", "fresh", "out", "d")
+    # The state: 1 blocked exclusions per step (bit x: exclusion x fell after the last step of
+    # that step's chain, and the from-step of x is an optional step above it: the chain may not
+    # skip it; the kernel's ``blocked``), 2 unused, 3 valid per step, 4 ts and 5 positions of
+    # each step's chain (flat, n x n), 6 best level, 7 ts and 8 positions of the reported chain;
+    # counting totals: 9 active, 10 attempt start, 11 used at this instant, 12 a new attempt
+    # started at this instant, 13 the finished attempts (level, ts, positions); 14 a scratch
+    # value (the predecessor of the step being taken, the deepest step an action extended).
+    _NAMES = ("blk", "lk", "v", "ct", "ci", "best", "bt", "bi", "active", "start", "used", "fresh", "out", "d")
     A = "_acc"
 
     def _state(self, **changes: str) -> str:
@@ -216,8 +220,9 @@ class _Compiler:
 
     def _pred_static(self, k: int, t: str) -> str:
         """The chain step ``k`` may extend at ``t``: step k-1's, or an earlier one's across optional
-        steps; the latest start wins, then the latest last step, then the deeper chain
-        (``_predecessor``'s tie rule). -1 when none."""
+        steps, unless an exclusion from a step it would skip blocked it (field 1); the latest
+        start wins, then the latest last step, then the deeper chain (``_predecessor``'s tie
+        rule). -1 when none."""
         keys = []
         for p in self._candidates(k):
             start = self._el(4, str(p), "0")
@@ -225,6 +230,9 @@ class _Compiler:
             ok = f"{self.A}.3[{p + 1}] = 1 AND {t} - {start} <= {self.window}"
             if self.gaps[k] > 0:
                 ok += f" AND {t} - {last} <= {self.gaps[k]}"
+            skipped = sum(1 << x for x, (lo, _) in enumerate(self.ex) if p < lo < k)
+            if skipped:
+                ok += f" AND bitAnd({self.A}.1[{p + 1}], toUInt64({skipped})) = 0"
             keys.append(f"if({ok}, ({start}, {last}, toInt16({p})), (toInt64({ABSENT}), toInt64({ABSENT}), toInt16(-1)))")
         if len(keys) == 1:
             return f"({keys[0]}).3"
@@ -242,12 +250,13 @@ class _Compiler:
         ct, ci = self._set_row(4, "0", row_t), self._set_row(5, "0", row_i)
         if fresh:
             return self._state(
+                blk=f"arrayWithConstant({n}, toUInt64(0))",
                 v=f"arrayConcat([toUInt8(1)], arrayWithConstant({n - 1}, toUInt8(0)))", ct=ct, ci=ci,
                 best="toInt8(0)", bt=row_t, bi=row_i, active="toUInt8(1)", start=t, fresh="toUInt8(1)",
             )  # fmt: skip
         first = f"{self.A}.6 < 0"
         return self._state(
-            v=self._set_el(3, "0", "toUInt8(1)"), ct=ct, ci=ci,
+            blk=self._set_el(1, "0", "toUInt64(0)"), v=self._set_el(3, "0", "toUInt8(1)"), ct=ct, ci=ci,
             best=f"if({first}, toInt8(0), {self.A}.6)",
             bt=f"if({first}, {row_t}, {self.A}.7)",
             bi=f"if({first}, {row_i}, {self.A}.8)",
@@ -261,7 +270,8 @@ class _Compiler:
         row_i = self._ext_row(5, k, f"{a}.14", i, "toUInt32(0)")
         deeper = f"{k} > {a}.6"
         extended = self._state(
-            v=self._set_el(3, k, "toUInt8(1)"), ct=self._set_row(4, k, row_t), ci=self._set_row(5, k, row_i),
+            blk=self._set_el(1, k, "toUInt64(0)"), v=self._set_el(3, k, "toUInt8(1)"),
+            ct=self._set_row(4, k, row_t), ci=self._set_row(5, k, row_i),
             best=f"if({deeper}, toInt8({k}), {a}.6)", bt=f"if({deeper}, {row_t}, {a}.7)",
             bi=f"if({deeper}, {row_i}, {a}.8)", **extra,
         )  # fmt: skip
@@ -269,25 +279,38 @@ class _Compiler:
 
     def _exclude(self, t: str, x: str, then: str | None = None) -> str:
         """Exclusion i stops every chain that reached its from-step, not its to-step, when the last
-        step done up to the from-step is strictly earlier. ``then``: a condition on the new valid
-        flags (``{v}``) under which the attempt finishes (counting totals)."""
+        step done up to the from-step is strictly earlier. A chain below an optional from-step
+        (across optional steps only) whose last step is strictly earlier may still do the
+        from-step, but no longer skip it: field 1 marks it (``_apply_exclusions``' ``blocked``).
+        ``then``: a condition on the new valid flags (``{v}``) under which the attempt finishes
+        (counting totals)."""
         a = self.A
         if not self.ex:
-            valid = f"{a}.3"
-        else:
-            flags = []
-            for level in range(self.n):
-                stops = [
-                    f"(bitTest({x}, {i}) AND arrayLast(_w -> _w != {_ABS}, arraySlice({a}.4, {level * self.n + 1}, {lo + 1})) < {t})"
-                    for i, (lo, hi) in enumerate(self.ex) if lo <= level < hi
-                ]  # fmt: skip
-                flag = f"{a}.3[{level + 1}]"
-                flags.append(f"toUInt8({flag} = 1 AND NOT ({' OR '.join(stops)}))" if stops else flag)
-            valid = "[" + ", ".join(flags) + "]"
-        if then is None:
-            return self._state(v=valid)
-        done = then.format(v=valid)
-        return f"if({done}, {self._state(v=valid, out=self._out(), active='toUInt8(0)')}, {self._state(v=valid)})"
+            return self._state() if then is None else self._finish_if(then, {})
+        flags, masks = [], []
+        for level in range(self.n):
+            stops = [
+                f"(bitTest({x}, {i}) AND arrayLast(_w -> _w != {_ABS}, arraySlice({a}.4, {level * self.n + 1}, {lo + 1})) < {t})"
+                for i, (lo, hi) in enumerate(self.ex) if lo <= level < hi
+            ]  # fmt: skip
+            flag = f"{a}.3[{level + 1}]"
+            flags.append(f"toUInt8({flag} = 1 AND NOT ({' OR '.join(stops)}))" if stops else flag)
+            blocks = [i for i, (lo, _) in enumerate(self.ex) if level < lo and all(self.optional[level + 1 : lo + 1])]
+            mask = f"{a}.1[{level + 1}]"
+            if blocks:
+                bits = " + ".join(f"bitShiftLeft(toUInt64(bitTest({x}, {i})), {i})" for i in blocks)
+                last = self._el(4, str(level), str(level))
+                mask = f"if({flag} = 1 AND {last} < {t}, bitOr({mask}, {bits}), {mask})"
+            masks.append(mask)
+        changes = {"v": "[" + ", ".join(flags) + "]", "blk": "[" + ", ".join(masks) + "]"}
+        return self._state(**changes) if then is None else self._finish_if(then, changes)
+
+    def _finish_if(self, then: str, changes: dict[str, str]) -> str:
+        """The state with ``changes``, and the attempt finished when ``then`` holds of the new
+        valid flags (``{v}``)."""
+        done = then.format(v=changes.get("v", f"{self.A}.3"))
+        finished = self._state(**changes, out=self._out(), active="toUInt8(0)")
+        return f"if({done}, {finished}, {self._state(**changes)})"
 
     def _out(self) -> str:
         a = self.A
@@ -303,7 +326,8 @@ class _Compiler:
 
     def _strict_advance(self, t: str, m: str, i: str) -> str:
         """Strict: every chain takes the action as its next step or ends (all at once, from the
-        state before it); field 14 gets the deepest step extended (-1: none)."""
+        state before it); field 14 gets the deepest step extended (-1: none). No chain is
+        blocked after it: the extended ones are new, the others ended."""
         n = self.n
         preds = {k: f"if(bitTest({m}, {k}), {self._pred_static(k, t)}, toInt16(-1))" for k in range(1, n)}
         flags = ["toUInt8(0)"] + [f"toUInt8(({preds[k]}) >= 0)" for k in range(1, n)]
@@ -317,8 +341,8 @@ class _Compiler:
         ]
         valid = "[" + ", ".join(flags) + "]"
         deepest = f"toInt16(toInt16(arrayLastIndex(_w -> _w = 1, {valid})) - 1)"
-        return self._state(v=valid, ct=f"arrayConcat({', '.join(rows_t)})", ci=f"arrayConcat({', '.join(rows_i)})",
-                           d=deepest)  # fmt: skip
+        return self._state(blk=f"arrayWithConstant({n}, toUInt64(0))", v=valid, ct=f"arrayConcat({', '.join(rows_t)})",
+                           ci=f"arrayConcat({', '.join(rows_i)})", d=deepest)  # fmt: skip
 
     def _strict_record(self, t: str, *, totals: bool = False) -> str:
         """Strict: the deepest chain the action extended (field 14) becomes the reported attempt
@@ -418,7 +442,7 @@ class _Compiler:
         cases = ", ".join(f"{kind} = {kk}, {body}" for kk, body in list(branches.items())[:-1])
         body = f"multiIf({cases}, {list(branches.values())[-1]})"
         init = (
-            f"(toInt64(0), toUInt16(0), arrayWithConstant({n}, toUInt8(0)), arrayWithConstant({n * n}, {_ABS}), "
+            f"(arrayWithConstant({n}, toUInt64(0)), toUInt16(0), arrayWithConstant({n}, toUInt8(0)), arrayWithConstant({n * n}, {_ABS}), "
             f"arrayWithConstant({n * n}, toUInt32(0)), toInt8(-1), arrayWithConstant({n}, {_ABS}), "
             f"arrayWithConstant({n}, toUInt32(0)), toUInt8(0), toInt64(0), toUInt8(0), toUInt8(0), "
             f"CAST([] AS Array(Tuple(Int8, Array(Int64), Array(UInt32)))), toInt16(-1))"
@@ -509,7 +533,9 @@ class _Compiler:
         Exclusions: the attempt that last reached p (at event j) is stopped when an exclusion of
         one whose from-step is at or below p, and to-step above, falls at j's instant or later,
         before this instant, and strictly after its from-step (``_LP{p}_{lo}``, the time of the
-        last step done up to it): counted from cumulative counts at instant bounds.
+        last step done up to it): counted from cumulative counts at instant bounds. Nor may it
+        skip, on its way to k, the optional from-step of an exclusion that fell after j's
+        instant and before this one (the kernel's ``blocked``).
 
         One subquery per step: a column an alias refers to is planned as a copy of its expression,
         so each step reads the previous steps' results as columns, not aliases."""
@@ -561,9 +587,12 @@ class _Compiler:
                 for x, (lo, hi) in enumerate(self.ex):
                     if lo <= p < hi:
                         cols += [f"{carry(f'_Xb{x}', p)} AS _Gxb{k}_{p}_{x}", f"{carry(f'_Xe{x}', p)} AS _Gxe{k}_{p}_{x}"]
-            # The predecessor: reached, not stopped by an exclusion since, within the window and
-            # the time limit; the latest start, then the latest last step, then the deeper one
-            # (``_predecessor``'s order).
+                    elif p < lo < k:
+                        cols.append(f"{carry(f'_Xe{x}', p)} AS _Gxe{k}_{p}_{x}")
+            # The predecessor: reached, not stopped by an exclusion since, not blocked from
+            # skipping the from-step of one since, within the window and the time limit; the
+            # latest start, then the latest last step, then the deeper one (``_predecessor``'s
+            # order).
             arg_list = [f"_Gs{k}_{p}, _Gl{k}_{p}" for p in cands]
             param_list = [f"_s{p}, _l{p}" for p in cands]
             stops: dict[int, list[str]] = {p: [] for p in cands}
@@ -573,6 +602,12 @@ class _Compiler:
                         arg_list.append(f"_Glp{k}_{p}_{lo}, _Gxb{k}_{p}_{x}, _Gxe{k}_{p}_{x}, _Xb{x}")
                         param_list.append(f"_lp{p}_{x}, _gb{p}_{x}, _ge{p}_{x}, _xi{x}_{p}")
                         stops[p].append(f"if(_lp{p}_{x} < _l{p}, _xi{x}_{p} - _gb{p}_{x}, _xi{x}_{p} - _ge{p}_{x}) > 0")
+                    elif p < lo < k:
+                        # Going from p to k skips x's optional from-step: an exclusion x after p's
+                        # instant and before this one (the kernel's ``blocked``) refuses p.
+                        arg_list.append(f"_Gxe{k}_{p}_{x}, _Xb{x}")
+                        param_list.append(f"_ge{p}_{x}, _xi{x}_{p}")
+                        stops[p].append(f"_xi{x}_{p} - _ge{p}_{x} > 0")
             args, params = ", ".join(arg_list), ", ".join(param_list)
             keys = []
             for p in cands:
@@ -626,7 +661,14 @@ class _Compiler:
         j extends the one that reached its predecessor at action j-1 (the arrays shifted by one),
         unless an exclusion of that earlier action's instant stopped it (exclusions apply after
         an instant's last action, so only when action j is at a later instant). The reported
-        attempt: the first instant the deepest step was reached, the latest start there."""
+        attempt: the first instant the deepest step was reached, the latest start there.
+
+        An exclusion from an optional step the attempt skips (the kernel's ``blocked``) never
+        refuses a predecessor here: it blocks the attempt that reached p only when it falls at an
+        instant strictly after p's, and it is applied after that instant's last action; but that
+        attempt can be extended only by the action right after the one that reached p, before any
+        later instant's exclusions are applied (an exclusion is an action too: one in between
+        would have ended the attempt)."""
         n, a = self.n, _ABS
         los = sorted({lo for lo, _ in self.ex})
 
