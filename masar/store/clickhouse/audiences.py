@@ -7,7 +7,9 @@ condition a set of persons (one grouped scan of ``events`` or ``orders``), the t
 the dialect's differences overridden: typed server-side parameters (``{p0:String}``),
 ``countIf`` for ``count(*) FILTER``, ``JSONExtract*`` for ``json_extract_string``, ``lagInFrame``
 for ``lag``, ``quantileExactInclusive(0.5)`` for the exact ``median``, ``has``/``hasAny`` for
-list tests. The relations come from masar/store/clickhouse/sales_relations.py.
+list tests. It writes over relations named as the engine's: ``events``, ``orders`` and ``people``;
+the runner names the source's sales facts so (masar/store/clickhouse/facts.py, ``SalesFacts``:
+built once per version of the data and shared with every other sales query).
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ from masar.engine.audiences import (
 )
 from masar.errors import InvalidInput
 from masar.model.sales_queries import AudienceQuery
-from masar.store.clickhouse.conditions import json_text
 from masar.store.clickhouse.context import ClickHouseContext
-from masar.store.clickhouse.sales_relations import sales_relations
+from masar.store.clickhouse.facts import SalesFacts
+from masar.store.clickhouse.predicates import json_text, number_text
+from masar.store.clickhouse.sales import _as_of
 
 _DECIMAL_COLUMNS = {"price", "total"}
+# The relations a compiled audience reads, as the sales facts' tables (``facts.sql`` fills them in).
+RELATIONS = "WITH events AS (SELECT * FROM {events}), orders AS (SELECT * FROM {orders}), people AS (SELECT * FROM {people})"
 
 
 class ClickHouseCompiler(_Compiler):
@@ -108,7 +113,7 @@ class ClickHouseCompiler(_Compiler):
             symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
             if numeric:
                 return f"ifNull({x} {symbol} {self.bind(_number(value))}, false)"
-            return f"ifNull(toFloat64OrNull(trimBoth({x})) {symbol} {self.bind(float(_number(value)))}, false)"
+            return f"ifNull({number_text(x)} {symbol} {self.bind(float(_number(value)))}, false)"
         if op == "contains":  # in the value's text, numbers included (a price reads 19.990)
             text = f"toDecimalString({x}, 3)" if decimal else (f"toString({x})" if numeric else x)
             return f"ifNull(position(lowerUTF8({text}), lowerUTF8({self.bind(_text(value))})) > 0, false)"
@@ -206,7 +211,7 @@ class ClickHouseCompiler(_Compiler):
 def compile_audience(definition: AudienceDefinition | dict[str, Any], as_of: date,
                      person: int | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
     """The members' ``person`` (one row each) as ClickHouse SQL over ``events``, ``orders`` and
-    ``people`` (the sales relations' WITH clause goes in front), with its parameters."""
+    ``people`` (``RELATIONS`` goes in front), with its parameters."""
     compiler = ClickHouseCompiler(_check_as_of(as_of), person)
     where = compiler.node(parse_audience(definition))
     sql = (
@@ -216,26 +221,25 @@ def compile_audience(definition: AudienceDefinition | dict[str, Any], as_of: dat
     return sql, compiler.params
 
 
-def is_member(ctx: ClickHouseContext, relations: str, definition: Any, as_of: date, person: int) -> bool:
+def is_member(facts: SalesFacts, definition: Any, as_of: date, person: int) -> bool:
+    """Whether one person belongs: the same query with every scan restricted to the person."""
     sql, params = compile_audience(definition, as_of, person)
-    return ctx.arrow(f"{relations} SELECT count() AS n FROM ({sql})", params).column("n")[0].as_py() > 0
+    return facts.arrow(f"{RELATIONS} SELECT count() AS n FROM ({sql})", params).column("n")[0].as_py() > 0
 
 
 def audience_members(ctx: ClickHouseContext, definition: Any, as_of: date | None,
                      limit: int | None = None, offset: int = 0) -> AudienceResult:  # fmt: skip
     """As masar/engine/audiences.py ``audience_members``: the count and a page of members with
     their orders, revenue and last event, by person id. ``as_of`` None: the data's last day."""
-    from masar.store.clickhouse.customers import data_end
-
     parsed = parse_audience(definition)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidInput(f"limit is a whole number ≥ 0 or none, got {limit!r}", code="invalid_query")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInput(f"offset is a whole number ≥ 0, got {offset!r}", code="invalid_query")
-    with sales_relations(ctx) as relations:
-        as_of = _check_as_of(as_of if as_of is not None else data_end(ctx, relations))
+    with SalesFacts(ctx) as facts:
+        as_of = _check_as_of(_as_of(facts, as_of))
         sql, params = compile_audience(parsed, as_of)
-        count = ctx.arrow(f"{relations} SELECT count() AS n FROM ({sql})", params).column("n")[0].as_py()
+        count = facts.arrow(f"{RELATIONS} SELECT count() AS n FROM ({sql})", params).column("n")[0].as_py()
         if limit == 0:
             return AudienceResult(parsed, as_of, int(count), MEMBER_SCHEMA.empty_table(), limit, offset)
         page = f"SELECT person FROM ({sql}) ORDER BY person"
@@ -246,8 +250,8 @@ def audience_members(ctx: ClickHouseContext, definition: Any, as_of: date | None
         elif offset:
             params["page_offset"] = offset
             page += " OFFSET {page_offset:UInt64}"
-        rows = ctx.arrow(
-            f"""{relations},
+        rows = facts.arrow(
+            f"""{RELATIONS},
             page AS ({page}),
             bought AS (
                 SELECT person, count() AS order_count, sum(value - ifNull(refunded, 0)) AS revenue, max(ts) AS last_order_ts

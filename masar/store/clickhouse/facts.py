@@ -40,6 +40,7 @@ from masar.engine.facts import CART_WINDOW_DAYS, ORDER_EVENTS, SIGNUP_EVENTS, ra
 from masar.model.money import minor_units
 from masar.store.clickhouse.client import Client, clickhouse_type, scratch_table
 from masar.store.clickhouse.context import ClickHouseContext
+from masar.store.clickhouse.predicates import json_text, stripped
 
 _counter = itertools.count()
 _MONEY = "Nullable(Decimal(18, 3))"
@@ -61,19 +62,10 @@ def text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def json_text(column: str, *keys: str) -> str:
-    """DuckDB's ``json_extract_string(column, '$.a.b')``: a string as its text, a number, object
-    or array as its JSON, NULL when the key is missing or JSON null."""
-    path = ", ".join(text(k) for k in keys)
-    return (
-        f"multiIf(NOT ifNull(JSONHas({column}, {path}), 0) OR JSONType({column}, {path}) = 'Null', NULL, "
-        f"JSONType({column}, {path}) = 'String', JSONExtractString({column}, {path}), "
-        f"JSONExtractRaw({column}, {path}))"
-    )
-
-
 def integer_text(expr: str) -> str:
-    """DuckDB's ``TRY_CAST(text AS BIGINT)``: whole numbers, and decimals rounded half away from zero."""
+    """DuckDB's ``TRY_CAST(text AS BIGINT)``: whole numbers, and decimals rounded half away from zero,
+    whitespace around them allowed."""
+    expr = stripped(expr)
     return f"coalesce(toInt64OrNull({expr}), toInt64OrNull(toString(round(toDecimal128OrNull({expr}, 6)))))"
 
 
@@ -295,7 +287,7 @@ class _Builder:
         tz = self.tz
         events_in = ", ".join(text(e) for e in ORDER_EVENTS)
         amount = "coalesce(total, revenue, subtotal - coalesce(discount, 0))"
-        quantity = integer_text(json_text("x", "quantity"))
+        quantity = integer_text(json_text("x", text("quantity")))
         products = "JSONExtractArrayRaw(ifNull(properties, ''), 'products')"
         order_events = f"""
             SELECT toString(event) AS event, message_id, coalesce(order_id, message_id) AS order_key, person, ts, day,
@@ -478,7 +470,7 @@ class _Builder:
 
     def _people(self, tz: str) -> None:
         signups = ", ".join(text(e) for e in SIGNUP_EVENTS)
-        email = json_text("traits", "email")
+        email = json_text("traits", text("email"))
         first = "least(s.first_seen, b.first_order_ts)"
         self.table(
             "people",

@@ -27,23 +27,20 @@ import numpy as np
 from masar.engine.paths import PAGE_EVENTS, UNNAMED, PathsResult, summarize
 from masar.errors import InvalidInput
 from masar.model.queries import FunnelQuery, PathsQuery
-from masar.store.clickhouse.conditions import Params, quote, step_sql
 from masar.store.clickhouse.context import ClickHouseContext
 from masar.store.clickhouse.funnels import _materialized, units_sql
-from masar.store.clickhouse.predicates import Predicates
+from masar.store.clickhouse.predicates import ACTIONS, Predicates, quote
 from masar.store.clickhouse.regex import re2_pattern
 
-ACTIONS = "type IN ('track', 'page', 'screen')"
 
-
-def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
+def label_sql(q: PathsQuery, p: Predicates) -> tuple[str, str]:
     """(the raw label, the label): an event's name (``UNNAMED`` without one), or with ``label:
     path|url`` a page or screen event's page; then the alias of the first cleaning rule found in
     it (over ``raw_label``)."""
-    raw = f"ifNull(event, {params.text(UNNAMED)})"
+    raw = f"ifNull(event, {p.bind(UNNAMED)})"
     if q.label != "event":
         column = quote(q.label)
-        pages = ", ".join(params.text(n) for n in PAGE_EVENTS)
+        pages = ", ".join(p.bind(n) for n in PAGE_EVENTS)
         raw = f"if(event IN ({pages}) AND ifNull({column}, '') != '', {column}, {raw})"
     rules = []
     for n, rule in enumerate(q.cleaning, start=1):
@@ -51,7 +48,7 @@ def label_sql(q: PathsQuery, params: Params) -> tuple[str, str]:
             pattern = re2_pattern(rule.pattern)
         except InvalidInput as exc:
             raise InvalidInput(f"cleaning rule {n}: {exc.message}", code="invalid_query") from None
-        rules.append(f"match(raw_label, {params.text(pattern)}), {params.text(rule.alias)}")
+        rules.append(f"match(raw_label, {p.bind(pattern)}), {p.bind(rule.alias)}")
     return raw, f"multiIf({', '.join(rules)}, raw_label)" if rules else "raw_label"
 
 
@@ -70,23 +67,27 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
     one per person — which replaces the step and the range."""
     if (q.funnel is None) != (drop_outs is None):
         raise ValueError("a funnel anchor needs its drop-outs, and only a funnel anchor has them")
-    params = Params()
-    raw, label = label_sql(q, params)
-    excluded = ", ".join(params.text(n) for n in q.exclude_events)
+    p = Predicates()
+    raw, label = label_sql(q, p)
+    excluded = ", ".join(p.bind(n) for n in q.exclude_events)
     # A nameless event is never excluded by name (``event IN`` is NULL for it).
     keep = f"NOT ifNull(event IN ({excluded}), false)" if excluded else "true"
     low = ctx.bound_us(q.date_from, end=False)
     high = ctx.bound_us(q.date_to, end=True)
+    # An anchor matches the step (``step_match``, worked out in the scan of the events, where the
+    # step's filters read the person's traits: ``p.joins``) within the range.
+    candidate = ["step_match"]
     if drop_outs is not None:
         # The drop-out's step event (the range already chose who entered the funnel).
-        candidate = [f"(person, toInt64(toUnixTimestamp64Micro(ts)), message_id) IN (SELECT person, at, mid FROM {drop_outs})"]
+        step = (f"(e.person, toInt64(toUnixTimestamp64Micro(e.ts)), e.message_id) IN "
+                f"(SELECT person, at, mid FROM {drop_outs})")  # fmt: skip
     else:
         # Without a step, a journey starts at the first event the analysis looks at.
-        candidate = [step_sql(q.step.matchers, ctx.events, params) if q.step is not None else keep]
+        step = p.any_of(q.step.matchers) if q.step is not None else keep
         if low is not None:
-            candidate.append(f"toUnixTimestamp64Micro(ts) >= {params.bind(low, 'Int64')}")
+            candidate.append(f"toUnixTimestamp64Micro(ts) >= {p.bind(low, 'Int64')}")
         if high is not None:
-            candidate.append(f"toUnixTimestamp64Micro(ts) < {params.bind(high, 'Int64')}")
+            candidate.append(f"toUnixTimestamp64Micro(ts) < {p.bind(high, 'Int64')}")
     if q.occurrence == "first" or drop_outs is not None:  # a drop-out has one anchor
         anchors = "[arrayFirstIndex(x -> x.7, journey)]"
     else:
@@ -96,7 +97,7 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
     # takes them in its files' order: docs/scaling.md). anchor_at: the anchor's index.
     near = "x.5 AND " + (
         "x.6 = journey[anchor_at].6" if q.window == "session"
-        else f"abs(x.1 - journey[anchor_at].1) <= {params.bind(int(q.window) * 1_000_000, 'Int64')}"
+        else f"abs(x.1 - journey[anchor_at].1) <= {p.bind(int(q.window) * 1_000_000, 'Int64')}"
     )  # fmt: skip
     side = "arraySlice(journey, anchor_at + 1)" if q.direction == "after" else "arrayReverse(arraySlice(journey, 1, anchor_at - 1))"
     walked = "walk"
@@ -105,7 +106,7 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
     sql = f"""
         SELECT path, n, uniqExactMerge(people) OVER () AS people
         FROM (
-            SELECT arraySlice({walked}, 1, {params.bind(q.length, 'UInt32')}) AS path, count() AS n,
+            SELECT arraySlice({walked}, 1, {p.bind(q.length, 'UInt32')}) AS path, count() AS n,
                    uniqExactState(person) AS people
             FROM (
                 SELECT person, arrayConcat([journey[anchor_at].4], arrayMap(x -> x.4, arrayFilter(x -> {near}, {side}))) AS walk
@@ -117,7 +118,8 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
                                ifNull(session_id, -1) AS session, {" AND ".join(candidate)} AS candidate,
                                toUnixTimestamp64Micro(ifNull(received_at, ts)) AS arrival,
                                ifNull(message_id, '') AS message
-                        FROM (SELECT *, {raw} AS raw_label FROM {ctx.events} WHERE {ACTIONS})
+                        FROM (SELECT e.*, {raw} AS raw_label, {step} AS step_match
+                              FROM {ctx.events} AS e {p.joins(ctx.events, 'e')} WHERE e.{ACTIONS})
                     )
                     GROUP BY person
                     HAVING countIf(candidate) > 0
@@ -127,7 +129,7 @@ def compile_paths(ctx: ClickHouseContext, q: PathsQuery, drop_outs: str | None =
             GROUP BY path
         )
     """
-    return sql, params.values
+    return sql, p.params
 
 
 def run_paths(ctx: ClickHouseContext, q: PathsQuery) -> PathsResult:

@@ -9,7 +9,10 @@ and passes exactly where the embedded DuckDB condition passes:
   missing key or a JSON null as NULL;
 * money columns (Decimal) read as text with their full scale (``12.500``), as DuckDB casts them;
 * a person trait is the latest non-null value from the person's identify calls (after identity
-  merges), joined per person.
+  merges; of calls at one instant, the greater value), joined per person.
+
+Every ClickHouse runner that filters events compiles here (funnels, leaks, correlation, journeys);
+``json_text`` is also how the audiences and the sales facts read JSON.
 
 Usage: one ``Predicates`` per query collects parameters and the person traits it needs::
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from masar.engine.properties import _NUMERIC, _TIME, PropertyRef, as_text, is_number, resolve
+from masar.errors import InvalidInput
 from masar.model.queries import EventMatcher, PropertyFilter
 from masar.store.schema import MONEY_FIELDS
 
@@ -35,6 +39,16 @@ ANY_EVENT = "*"
 ACTIONS = "type IN ('track', 'page', 'screen')"
 TRAITS = "masar_traits"
 _MONEY_SCALE = 3
+
+
+def stripped(expr: str) -> str:
+    """Text without the whitespace DuckDB's casts from text skip around a number."""
+    return f"trim(BOTH ' \\t\\n\\v\\f\\r' FROM {expr})"
+
+
+def number_text(expr: str) -> str:
+    """DuckDB's ``TRY_CAST(text AS DOUBLE)``: NULL unless the text is a number."""
+    return f"toFloat64OrNull({stripped(expr)})"
 
 
 def quote(identifier: str) -> str:
@@ -68,7 +82,7 @@ class Predicates:
                 return f"formatDateTime({column}, '%Y-%m-%dT%H:%i:%S', 'UTC')"
             return column
         if ref.scope == "event":
-            return _json_text("properties", self.bind(ref.key))
+            return json_text("properties", self.bind(ref.key))
         return f"{TRAITS}.{self._trait(ref.key)}"
 
     def text(self, ref: PropertyRef | str) -> str:
@@ -86,7 +100,7 @@ class Predicates:
         sql = self.value(ref)
         if ref.scope == "column" and ref.key in _NUMERIC:
             return f"toFloat64({sql})"
-        return f"toFloat64OrNull({self.text(ref)})"
+        return number_text(self.text(ref))
 
     # -- conditions -------------------------------------------------------------------------------
 
@@ -119,7 +133,7 @@ class Predicates:
             # DuckDB's lower() folds Unicode case; lowerUTF8 does the same for what shops type.
             cond = f"ifNull(position(lowerUTF8({text}), lowerUTF8({self.bind(as_text(value))})) > 0, false)"
             return cond if op == "contains" else f"NOT {cond}"
-        raise ValueError(f"unknown filter operator {op!r}")
+        raise InvalidInput(f"unknown filter operator {op!r}", code="invalid_filter")
 
     def matcher(self, matcher: EventMatcher) -> str:
         """A boolean for one event name (``*``: any) with its filters."""
@@ -139,37 +153,39 @@ class Predicates:
 
     def joins(self, events: str, alias: str) -> str:
         """``LEFT JOIN`` of the person traits used so far (empty when none): the latest non-null
-        value of each from the person's identify calls. Put it after ``FROM {events} AS {alias}``."""
+        value of each from the person's identify calls (of calls at one instant, the greater value,
+        as audiences take it). Put it after ``FROM {events} AS {alias}``."""
         if not self._traits:
             return ""
-        columns = ", ".join(
-            f"argMaxIf({_json_text('traits', self.bind(key))}, ts, isNotNull({_json_text('traits', self.bind(key))})) "
-            f"AS {alias}"
-            for key, alias in self._traits.items()
-        )
-        return (f"LEFT JOIN (SELECT person, {columns} FROM {events} WHERE type = 'identify' GROUP BY person) "
+        columns = []
+        for key, column in self._traits.items():
+            value = json_text("traits", self.bind(key))
+            columns.append(f"argMaxIf({value}, (ts, {value}), isNotNull({value})) AS {column}")
+        return (f"LEFT JOIN (SELECT person, {', '.join(columns)} FROM {events} WHERE type = 'identify' GROUP BY person) "
                 f"AS {TRAITS} ON {TRAITS}.person = {alias}.person")  # fmt: skip
 
 
-def _json_text(column: str, key: str) -> str:
-    """``json_extract_string(column, '$."key"')`` in DuckDB's terms: a string as itself, a missing
-    key or a JSON null as NULL, anything else as JSON text the way DuckDB writes it back.
+def json_text(column: str, *path: str) -> str:
+    """DuckDB's ``json_extract_string(column, '$."a"."b"')``: a string as itself, a missing key or
+    a JSON null as NULL, anything else as JSON text the way DuckDB writes it back. ``path`` is the
+    keys as SQL: bound parameters for what a query names, ``text(...)`` literals for the code's own.
 
     ClickHouse's parser writes numbers back its own way (``119`` for ``119.0``), so: a number that
-    is a double reads as DuckDB prints doubles (``119.0``, ``1.5``); an array or object is the
-    stored text itself (``simpleJSONExtractRaw``; what the capture path stores is compact), unless
-    that finds a same-named key nested earlier — then ClickHouse's own rendering."""
+    is a double reads as DuckDB prints doubles (``119.0``, ``1.5``); an array or object under one
+    key is the stored text itself (``simpleJSONExtractRaw``; what the capture path stores is
+    compact), unless that finds a same-named key nested earlier — then ClickHouse's own rendering,
+    as it is for an array or object deeper down a path."""
     doc = f"assumeNotNull({column})"
-    kind = f"JSONType({doc}, {key})"
-    double = f"JSONExtractFloat({doc}, {key})"
-    raw = f"JSONExtractRaw({doc}, {key})"
-    simple = f"simpleJSONExtractRaw({doc}, {key})"
-    stored = f"if(JSONExtractRaw(concat('{{\"k\":', {simple}, '}}'), 'k') = {raw}, {simple}, {raw})"
-    return (f"multiIf(isNull({column}), NULL, {kind} = 'String', toNullable(JSONExtractString({doc}, {key})), "
+    keys = ", ".join(path)
+    kind = f"JSONType({doc}, {keys})"
+    double = f"JSONExtractFloat({doc}, {keys})"
+    raw = f"JSONExtractRaw({doc}, {keys})"
+    stored = raw
+    if len(path) == 1:
+        simple = f"simpleJSONExtractRaw({doc}, {keys})"
+        stored = f"if(JSONExtractRaw(concat('{{\"k\":', {simple}, '}}'), 'k') = {raw}, {simple}, {raw})"
+    return (f"multiIf(isNull({column}), NULL, {kind} = 'String', toNullable(JSONExtractString({doc}, {keys})), "
             f"{kind} = 'Null', NULL, "
             f"{kind} = 'Double', toNullable(if(isFinite({double}) AND {double} = floor({double}), "
             f"concat(toString({double}), '.0'), toString({double}))), "
             f"{kind} IN ('Array', 'Object'), toNullable({stored}), toNullable({raw}))")  # fmt: skip
-
-
-

@@ -68,7 +68,8 @@ from masar.model.sales_queries import (
     TargetsQuery,
 )
 from masar.store.clickhouse.context import ClickHouseContext
-from masar.store.clickhouse.facts import SalesFacts, integer_text, json_text, text
+from masar.store.clickhouse.facts import SalesFacts, integer_text, text
+from masar.store.clickhouse.predicates import json_text
 
 Group = tuple[str, dict[str, Any]] | None
 
@@ -328,7 +329,7 @@ class ClickHouseMetricsEngine(MetricsEngine):
 
     def _trait_table(self, key: str) -> None:
         """``person.KEY``: the latest value of the trait from the person's identify calls."""
-        value = json_text("traits", key)
+        value = json_text("traits", text(key))
         self.facts.table(
             "trait",
             f"""SELECT person, argMax(v, ts) AS value
@@ -341,8 +342,8 @@ class ClickHouseMetricsEngine(MetricsEngine):
         each distinct text mapped once here (value_of), joined back as a small table."""
         identify = "FROM {events} WHERE type = 'identify' GROUP BY person"
         if name == "age_band":
-            birthday = f"coalesce({', '.join(json_text('traits', k) for k in BIRTHDAY_TRAITS)})"
-            age = json_text("traits", "age")
+            birthday = f"coalesce({', '.join(json_text('traits', text(k)) for k in BIRTHDAY_TRAITS)})"
+            age = json_text("traits", text("age"))
             raw = f"""
                 SELECT p.person AS person,
                        if(t.birthday IS NOT NULL OR t.age IS NOT NULL,
@@ -355,14 +356,14 @@ class ClickHouseMetricsEngine(MetricsEngine):
                     {identify}) AS t ON t.t_person = p.person
             """
         elif name == "gender":
-            gender = json_text("traits", "gender")
+            gender = json_text("traits", text("gender"))
             raw = f"""
                 SELECT p.person AS person, t.value AS raw FROM {{people}} AS p LEFT JOIN (
                     SELECT person AS t_person, argMaxIf({gender}, ts, {gender} IS NOT NULL) AS value {identify}
                 ) AS t ON t.t_person = p.person
             """
         else:
-            trait = f"coalesce({json_text('traits', 'address', 'city')}, {json_text('traits', 'city')})"
+            trait = f"coalesce({json_text('traits', text('address'), text('city'))}, {json_text('traits', text('city'))})"
             raw = f"""
                 SELECT p.person AS person, coalesce(t.value, s.value) AS raw FROM {{people}} AS p
                 LEFT JOIN (SELECT person AS t_person, argMaxIf({trait}, ts, {trait} IS NOT NULL) AS value {identify}) AS t
@@ -694,10 +695,10 @@ def _products(facts: SalesFacts, query: ProductsQuery) -> TableResult:
     cur = text(facts.currency)
     sql = f"""
         WITH lines AS (
-            SELECT o.order_key AS order_key, o.person AS person, o.day AS day, {json_text("x", key)} AS item,
-                   {json_text("x", "name")} AS name,
-                   coalesce({integer_text(json_text("x", "quantity"))}, 1) AS units,
-                   {_decimal_text(json_text("x", "price"))} AS price, e.currency AS currency
+            SELECT o.order_key AS order_key, o.person AS person, o.day AS day, {json_text("x", text(key))} AS item,
+                   {json_text("x", text("name"))} AS name,
+                   coalesce({integer_text(json_text("x", text("quantity")))}, 1) AS units,
+                   {_decimal_text(json_text("x", text("price")))} AS price, e.currency AS currency
             FROM {{orders}} AS o
             JOIN (SELECT coalesce(order_id, message_id) AS e_key, toNullable(toString(currency)) AS currency,
                          properties FROM {{events}} WHERE type = 'track' AND event = 'Order Completed') AS e
@@ -755,9 +756,9 @@ def _email(facts: SalesFacts, query: EmailQuery) -> TableResult:
     window = data_window(ClickHouseMetricsEngine(facts), query.date_from, query.date_to)
     places = minor_units(facts.currency)
     days = int(query.attribution_days)
-    campaign = f"coalesce({json_text('properties', 'campaign_name')}, {json_text('properties', 'campaign_id')}, '(no campaign)')"
-    email = (f"coalesce({json_text('properties', 'email_id')}, "
-             f"concat({json_text('properties', 'campaign_id')}, ':', toString(person)))")  # fmt: skip
+    campaign = f"coalesce({json_text('properties', text('campaign_name'))}, {json_text('properties', text('campaign_id'))}, '(no campaign)')"
+    email = (f"coalesce({json_text('properties', text('email_id'))}, "
+             f"concat({json_text('properties', text('campaign_id'))}, ':', toString(person)))")  # fmt: skip
     facts.table("email_sends", f"""
         WITH mail AS (
             SELECT person, ts, day, toString(event) AS event, {campaign} AS campaign, {email} AS email
