@@ -142,6 +142,12 @@ def test_every_metric_by_every_dimension(hand, dimension):
     assert got["breakdown"] and got["series"]
 
 
+def test_a_trait_key_that_looks_like_a_table_name(hand):
+    got = hand.same({"kind": "metrics", "metrics": ["orders"], "breakdown": "person.{orders}",
+                     "from": "2026-02-01", "to": "2026-03-31"})  # fmt: skip
+    assert "gold" in [row["value"] for row in got["breakdown"]]
+
+
 @pytest.mark.parametrize("dimension", ["channel", "first_campaign", "customer_type", "age_band", "city"])
 def test_every_metric_of_the_demo_by_dimension(demo, dimension):
     got = demo.same({"kind": "metrics", "metrics": list(METRICS), "breakdown": dimension, "breakdown_limit": 3})

@@ -195,7 +195,8 @@ def hand_messages() -> Messages:
     m = Messages()
     # P1: anonymous landing from Paid Search, identified with an email (a lead) and a gender.
     m.page(P1, "2026-02-10T09:00:00Z", campaign=PAID_SEARCH, anonymous=True)
-    m.identify(P1, "2026-02-10T09:01:00Z", email="sara@example.com", gender="female")
+    # a trait key that reads like a table placeholder of the ClickHouse facts' SQL
+    m.identify(P1, "2026-02-10T09:01:00Z", email="sara@example.com", gender="female", **{"{orders}": "gold"})
     m.page(P1, "2026-02-12T09:00:00Z")
     _order(m, P1, "2026-02-12T09:10:00Z", "O1", 200)
     m.page(P1, "2026-03-05T09:00:00Z")

@@ -329,12 +329,13 @@ class ClickHouseMetricsEngine(MetricsEngine):
 
     def _trait_table(self, key: str) -> None:
         """``person.KEY``: the latest value of the trait from the person's identify calls."""
-        value = json_text("traits", text(key))
+        value = json_text("traits", "{trait_key:String}")  # bound: a key may look like a facts table's {name}
         self.facts.table(
             "trait",
             f"""SELECT person, argMax(v, ts) AS value
                 FROM (SELECT person, ts, {value} AS v FROM {{events}} WHERE type = 'identify')
                 WHERE v IS NOT NULL GROUP BY person""",
+            {"trait_key": key},
         )
 
     def _characteristic_table(self, name: str, as_of: date) -> None:
