@@ -262,9 +262,16 @@ def _cells(con: duckdb.DuckDBPyConnection, *, by: str, period: str, measure: str
         params["tz"] = tz
     if channel:
         params["channel"] = channel
+    return cells_from_rows(con.execute(sql, params).fetchall())
+
+
+def cells_from_rows(rows) -> tuple[dict[tuple[Any, int, int], Cell], dict[tuple[Any, int], int]]:
+    """The cells and cohort sizes from the rows of the cells query (every backend's):
+    (group, cohort, period, count, revenue, first buyers), where a row without a period is a
+    cohort's size and one without a count gives a cell's first buyers."""
     cells: dict[tuple[Any, int, int], Cell] = {}
     sizes: dict[tuple[Any, int], int] = {}
-    for g, cohort, n, count, revenue, first_buyers in con.execute(sql, params).fetchall():
+    for g, cohort, n, count, revenue, first_buyers in rows:
         if n is None:
             sizes[(g, cohort)] = count
         elif count is None:

@@ -181,6 +181,20 @@ class Profile:
         )
 
 
+def profile_options(timeline_limit: Any, audiences: dict[str, Any] | None) -> dict[str, Any]:
+    """A profile's options checked (on every backend): the timeline's length, and the saved
+    audiences to test the person against, parsed (one clear error naming the audience)."""
+    if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int) or not 0 <= timeline_limit <= MAX_TIMELINE:
+        raise InvalidInput(f"timeline_limit is a whole number from 0 to {MAX_TIMELINE}", code="invalid_query")
+    saved = {}
+    for name, definition in (audiences or {}).items():
+        try:
+            saved[name] = parse_audience(definition)
+        except InvalidInput as exc:
+            raise InvalidInput(f"audience {name!r}: {exc.message}", code="invalid_query", details=exc.details) from None
+    return saved
+
+
 def customer_profile(
     con: duckdb.DuckDBPyConnection,
     person: int,
@@ -197,14 +211,7 @@ def customer_profile(
         raise InvalidInput(f"person is a whole number, got {person!r}", code="invalid_query")
     if isinstance(as_of, datetime) or not isinstance(as_of, date):
         raise InvalidInput(f"as_of is a date (the store's local day), got {as_of!r}", code="invalid_query")
-    if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int) or not 0 <= timeline_limit <= MAX_TIMELINE:
-        raise InvalidInput(f"timeline_limit is a whole number from 0 to {MAX_TIMELINE}", code="invalid_query")
-    saved = {}
-    for name, definition in (audiences or {}).items():
-        try:
-            saved[name] = parse_audience(definition)
-        except InvalidInput as exc:
-            raise InvalidInput(f"audience {name!r}: {exc.message}", code="invalid_query", details=exc.details) from None
+    saved = profile_options(timeline_limit, audiences)
 
     params = {"person": person, "as_of": as_of}
     # fetchall, not fetchone: a result left open blocks the connection's next query.

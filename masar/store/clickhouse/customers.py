@@ -18,11 +18,9 @@ from typing import Any
 
 from masar.engine.audiences import (
     ORDER_COMPLETED,
-    parse_audience,
 )
 from masar.engine.customer_runners import pick_person
 from masar.engine.customers import (
-    MAX_TIMELINE,
     TIMELINE_SCHEMA,
     Customer,
     Order,
@@ -31,6 +29,7 @@ from masar.engine.customers import (
     latest_traits,
     order_status,
     predict_customer,
+    profile_options,
 )
 from masar.engine.ltv import fit_summary
 from masar.errors import InvalidInput, NotFound
@@ -80,14 +79,7 @@ def customer_profile(facts: SalesFacts, person: int, as_of: date, timeline_limit
                      anonymous_ids: list[str] | None = None, audiences: dict[str, Any] | None = None) -> Profile:  # fmt: skip
     """One person as of a day, as masar/engine/customers.py ``customer_profile``, over the sales
     facts: every query is about the person, and only their rows come back."""
-    if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int) or not 0 <= timeline_limit <= MAX_TIMELINE:
-        raise InvalidInput(f"timeline_limit is a whole number from 0 to {MAX_TIMELINE}", code="invalid_query")
-    saved = {}
-    for name, definition in (audiences or {}).items():
-        try:
-            saved[name] = parse_audience(definition)
-        except InvalidInput as exc:
-            raise InvalidInput(f"audience {name!r}: {exc.message}", code="invalid_query", details=exc.details) from None
+    saved = profile_options(timeline_limit, audiences)
     params = {"person": person, "as_of": as_of}
     found = _rows(facts, """SELECT user_id, email, first_seen, first_day, first_channel, first_campaign, signup_ts
                              FROM {people} WHERE person = {person:Int64}""", params)  # fmt: skip

@@ -619,19 +619,8 @@ class _Compiler:
                 keys.append(f"if({ok}, (_s{p}, _l{p}, toInt16({p})), ({a}, {a}, toInt16(-1)))")
             best = keys[0] if len(keys) == 1 else f"arrayReverseSort([{', '.join(keys)}])[1]"
             cols.append(f"arrayMap((_r, _t, {params}) -> if(_r, ({best}).3, toInt16(-1)), _rep{k}, _T, {args}) AS _P{k}")
-            starts = ", ".join(f"_Gs{k}_{p}" for p in cands)
-            pick = ", ".join(f"_q = {p}, _s{p}" for p in cands)
-            cols.append(f"arrayMap((_q, {', '.join(f'_s{p}' for p in cands)}) -> multiIf({pick}, {a}), _P{k}, {starts}) AS _S{k}")
-            for s in range(k):
-                having = [p for p in cands if s <= p]
-                if not having:
-                    cols.append(f"arrayMap(_q -> toUInt32(0), _P{k}) AS _C{k}_{s}")
-                    continue
-                picks = ", ".join(f"_q = {p}, _g{p}" for p in having)
-                cols.append(f"arrayMap((_q, {', '.join(f'_g{p}' for p in having)}) -> multiIf({picks}, toUInt32(0)), "
-                            f"_P{k}, {', '.join(f'_Gc{k}_{p}_{s}' for p in having)}) AS _C{k}_{s}")  # fmt: skip
-            cols += [f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}",
-                     f"arrayMap(_s -> _s != {a}, _S{k}) AS _v{k}"]  # fmt: skip
+            cols += self._take_predecessor(k, cands, lambda p, k=k: f"_Gs{k}_{p}", lambda p, s, k=k: f"_Gc{k}_{p}_{s}")
+            cols.append(f"arrayMap(_s -> _s != {a}, _S{k}) AS _v{k}")
             for lo in los:
                 if lo == k:
                     cols.append(f"arrayMap((_q, _t) -> if(_q >= 0, _t, {a}), _P{k}, _T) AS _LP{k}_{k}")
@@ -654,6 +643,27 @@ class _Compiler:
         for layer in layers:
             sql = f"SELECT *, {', '.join(layer)} FROM ({sql})"
         return f"SELECT *, multiIf({', '.join(cases)}, {none}) AS r FROM ({sql})"
+
+    @staticmethod
+    def _take_predecessor(k: int, cands: list[int], start_of, position_of) -> list[str]:
+        """Columns of the attempt step k extends, ``_P{k}`` naming the chosen candidate step (-1:
+        none): its start ``_S{k}`` and the position of each of its steps ``_C{k}_{s}`` (0 where
+        skipped; step k's own is the event). ``start_of(p)`` and ``position_of(p, s)`` are the
+        arrays of candidate p's start and step positions as seen at each event."""
+        a = _ABS
+        pick = ", ".join(f"_q = {p}, _s{p}" for p in cands)
+        starts = ", ".join(start_of(p) for p in cands)
+        cols = [f"arrayMap((_q, {', '.join(f'_s{p}' for p in cands)}) -> multiIf({pick}, {a}), _P{k}, {starts}) AS _S{k}"]
+        for s in range(k):
+            having = [p for p in cands if s <= p]
+            if not having:
+                cols.append(f"arrayMap(_q -> toUInt32(0), _P{k}) AS _C{k}_{s}")
+                continue
+            picks = ", ".join(f"_q = {p}, _g{p}" for p in having)
+            cols.append(f"arrayMap((_q, {', '.join(f'_g{p}' for p in having)}) -> multiIf({picks}, toUInt32(0)), "
+                        f"_P{k}, {', '.join(position_of(p, s) for p in having)}) AS _C{k}_{s}")  # fmt: skip
+        cols.append(f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}")
+        return cols
 
     def strict_vector_sql(self, grouped: str) -> str:
         """Strict funnels counting uniques or sessions, with whole-array functions: every action
@@ -723,18 +733,7 @@ class _Compiler:
             best = keys[0] if len(keys) == 1 else f"arrayReverseSort([{', '.join(keys)}])[1]"
             cols.append(f"arrayMap(({', '.join(param_list)}) -> if(bitTest(_m, {k}), ({best}).2, toInt16(-1)), "
                         f"{', '.join(arg_list)}) AS _P{k}")  # fmt: skip
-            starts = ", ".join(shift(f"_S{p}", a) for p in cands)
-            pick = ", ".join(f"_q = {p}, _s{p}" for p in cands)
-            cols.append(f"arrayMap((_q, {', '.join(f'_s{p}' for p in cands)}) -> multiIf({pick}, {a}), _P{k}, {starts}) AS _S{k}")
-            for s in range(k):
-                having = [p for p in cands if s <= p]
-                if not having:
-                    cols.append(f"arrayMap(_q -> toUInt32(0), _P{k}) AS _C{k}_{s}")
-                    continue
-                picks = ", ".join(f"_q = {p}, _g{p}" for p in having)
-                cols.append(f"arrayMap((_q, {', '.join(f'_g{p}' for p in having)}) -> multiIf({picks}, toUInt32(0)), "
-                            f"_P{k}, {', '.join(shift(f'_C{p}_{s}', '0') for p in having)}) AS _C{k}_{s}")  # fmt: skip
-            cols.append(f"arrayMap((_q, _i) -> if(_q >= 0, _i, 0), _P{k}, _I) AS _C{k}_{k}")
+            cols += self._take_predecessor(k, cands, lambda p: shift(f"_S{p}", a), lambda p, s: shift(f"_C{p}_{s}", "0"))
             for lo in los:
                 if lo == k:
                     cols.append(f"arrayMap((_q, _t) -> if(_q >= 0, _t, {a}), _P{k}, _T) AS _LP{k}_{k}")

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from masar.engine.characteristics import BIRTHDAY_TRAITS, CHARACTERISTICS, UNKNOWN, value_of
-from masar.engine.cohorts import CohortResult, _first_day, cohort_result
+from masar.engine.cohorts import CohortResult, _first_day, cells_from_rows, cohort_result
 from masar.engine.forecast_runners import ForecastResult, TargetsResult, compute_forecast, compute_targets
 from masar.engine.kpis import compute_metrics, data_window
 from masar.engine.ltv import (
@@ -451,18 +451,7 @@ def _cohort_cells(facts: SalesFacts, *, by: str, period: str, measure: str, mode
         UNION ALL
         SELECT grp, cohort, NULL, toNullable(count()), NULL, NULL FROM {{cohort_members}} GROUP BY grp, cohort
     """)  # fmt: skip
-    cells: dict[tuple[Any, int, int], Any] = {}
-    sizes: dict[tuple[Any, int], int] = {}
-    for g, cohort, n, count, revenue, first_buyers in rows:
-        if n is None:
-            sizes[(g, cohort)] = count
-        elif count is None:
-            before = cells.get((g, cohort, n), (0, None, 0))
-            cells[(g, cohort, n)] = (before[0], before[1], first_buyers)
-        else:
-            before = cells.get((g, cohort, n), (0, None, 0))
-            cells[(g, cohort, n)] = (count, revenue, before[2])
-    return cells, sizes
+    return cells_from_rows(rows)
 
 
 # -- RFM (rfm._SCORED) ------------------------------------------------------------------------------
