@@ -156,3 +156,37 @@ def test_closing_the_store_drops_the_kept_tables(chdb_dir, stores):
     clickhouse.close()
     reopened = masar.open(clickhouse.root, store=f"chdb://{chdb_dir}?database={database}")
     assert facts_tables(reopened) == set()
+
+
+def test_queries_arriving_together_share_one_build(stores, monkeypatch):
+    """Two queries of a new version at once: one builds, the other waits for it and reads the
+    same tables; both answers are the embedded store's."""
+    import threading
+
+    from masar.store.clickhouse import facts as facts_module
+
+    embedded, clickhouse = stores
+    builds = []
+    real_build = facts_module._Builder.build
+
+    def counted(self):
+        builds.append(threading.current_thread().name)
+        return real_build(self)
+
+    monkeypatch.setattr(facts_module._Builder, "build", counted)
+    queries = [METRICS, {"kind": "cohorts", "source": SOURCE}]
+    barrier = threading.Barrier(len(queries))
+    got: dict[int, dict] = {}
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        got[i] = clickhouse.run(queries[i], reuse=False).to_dict()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(queries))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(builds) == 1
+    for i, query in enumerate(queries):
+        assert got[i] == embedded.run(query, reuse=False).to_dict()
