@@ -85,6 +85,15 @@ def sessionize_kernel(
     return starts, from_state
 
 
+def warm() -> None:
+    """Load the kernel from numba's cache ahead of the first batch (see ``importers.ids.warm``),
+    with the array types enrichment passes: times come read-only from Arrow."""
+    one = np.zeros(1, dtype=np.int64)
+    ts = np.zeros(1, dtype=np.int64)
+    ts.setflags(write=False)
+    sessionize_kernel(one, ts, one.copy(), np.zeros(1, dtype=np.bool_), one.copy(), one.copy(), one.copy(), np.int64(1))
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

@@ -16,6 +16,8 @@ splitmix64's finalizer as ``mix`` and a different ``K`` and seed per lane.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numba
 import numpy as np
 import pyarrow as pa
@@ -180,6 +182,18 @@ def occurrences(a: np.ndarray, b: np.ndarray, group_starts: np.ndarray) -> np.nd
     run_start = np.maximum.accumulate(np.where(new, position, 0))
     counts[order] = position - run_start + 1
     return counts
+
+
+def warm() -> None:
+    """Load the compiled kernels from numba's cache (about 0.2 s) before the first rows need them:
+    an import calls this in a thread while DuckDB reads the file. One row of each kind of column
+    takes the same code path, with the same array types, as a real table."""
+    row = pa.table({
+        "event": pa.array(["Product Viewed"]),
+        "ts": pa.array([0], pa.timestamp("us", tz="UTC")),
+        "price": pa.array([Decimal(1)], pa.decimal128(18, 3)),
+    })  # fmt: skip
+    message_ids(row, np.ones(1, dtype=np.bool_))
 
 
 def message_ids(table: pa.Table, group_starts: np.ndarray) -> pa.Array:

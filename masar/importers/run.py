@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -20,9 +21,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from masar.capture.normalize import CaptureContext, MessageRejected, normalize_message, now_us
 from masar.capture.rows import rows_to_table
+from masar.enrich import sessions
 from masar.enrich.identity import Operation
 from masar.enrich.pipeline import SessionState
 from masar.errors import InvalidInput
+from masar.importers import ids
 from masar.importers.ids import message_ids
 from masar.importers.presets import (
     EVENTS_PRESET,
@@ -170,6 +173,9 @@ def _progress(enabled: bool, total: int | None) -> Progress:
 def _import_table(store, source, path, file_format, preset, mapping, report, rejects_path, show) -> None:
     """Read, normalize and stage the whole file in DuckDB; resolve its identities in one step; then
     store it sorted by (person, ts), in chunks that each hold whole runs of persons."""
+    # The compiled kernels load while DuckDB reads the file (it leaves the interpreter free).
+    warming = threading.Thread(target=_warm_kernels, name="masar-warm", daemon=True)
+    warming.start()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -210,9 +216,15 @@ def _import_table(store, source, path, file_format, preset, mapping, report, rej
                 _write_rejects(con, rejects_path)
             bar.update(task, completed=report.rejected)
             con.register("persons_map", _resolve_persons(store, source, con, staged))
+            warming.join()
             _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, task, started)
     finally:
         con.close()
+
+
+def _warm_kernels() -> None:
+    ids.warm()
+    sessions.warm()
 
 
 def _row_groups(con: duckdb.DuckDBPyConnection, path: Path) -> int:
