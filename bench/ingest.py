@@ -9,7 +9,10 @@ of realistic e-commerce track events with keep-alive connections for ``--seconds
 * the server's RSS every 5 s (VmRSS of the server and any child process),
 * the ingestor's lag when the clients stop (GET /health: wal_position vs applied_position),
 * freshness: how long until the stored count reaches the acknowledged total,
-* a final exactness check: stored events == acknowledged events (and no duplicate messageIds).
+* a final exactness check: stored events == acknowledged events (and no duplicate messageIds),
+* the peer, first: the same clients against a bare uvicorn handler that only parses the JSON
+  (``--ceiling-seconds``, 0 to skip), so masar's rate reads as a share of what this stack and
+  this machine allow at all.
 
     .venv/bin/python bench/ingest.py --seconds 20
     .venv/bin/python bench/ingest.py --seconds 300          # the 5-minute run from the issue
@@ -388,6 +391,110 @@ def _wal_bytes_written(wal_dir: Path, position: list[int], args: argparse.Namesp
     return max(0, position[0] - 1) * segment + position[1]
 
 
+def _start_clients(clients: list, port: int, write_key: str, start_at: float, stop_at: float, args) -> tuple:
+    """``args.clients`` client processes posting from ``start_at`` to ``stop_at``; appended to
+    ``clients``. Returns (acknowledged events per client, shared; their results queue)."""
+    ctx = mp.get_context("fork")
+    progress = ctx.Array("q", args.clients, lock=False)
+    results = ctx.Queue()
+    nonce = f"{int(time.time()):x}{random.randrange(1 << 16):04x}"
+    for index in range(args.clients):
+        process = ctx.Process(
+            target=client_main,
+            args=(index, port, write_key, nonce, start_at, stop_at, args.batch, progress, results),
+            daemon=True,
+        )
+        process.start()
+        clients.append(process)
+    return progress, results
+
+
+def _collect(clients: list, results, seconds: float) -> list[dict]:
+    outcomes = [results.get(timeout=seconds + 180) for _ in clients]
+    for process in clients:
+        process.join(timeout=30)
+    return outcomes
+
+
+# The peer: the same uvicorn (uvloop, httptools), the same clients, and a handler that only reads
+# the body, parses its JSON and answers as capture does; no validation, no log, no fsync, no
+# ingestor. No capture server in this stack can be faster on this machine with these clients.
+_CEILING_SERVER = r"""
+import sys
+import orjson
+import uvicorn
+
+HEADERS = [(b"content-type", b"application/json")]
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["path"] == "/health":
+        answer = b'{"status":"ok"}'
+    else:
+        accepted = len(orjson.loads(body)["batch"])
+        answer = orjson.dumps({"success": True, "accepted": accepted, "duplicates": 0, "rejected": []})
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": answer})
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def ceiling(args: argparse.Namespace, log) -> dict:
+    """Events/s of the peer server above under the same load, for ``args.ceiling_seconds``."""
+    port = _util.free_port()
+    clients: list[mp.Process] = []
+    with tempfile.TemporaryDirectory(prefix="masar-bench-ceiling-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with log_path.open("wb") as log_handle:
+            proc = subprocess.Popen([sys.executable, "-c", _CEILING_SERVER, str(port)], stdout=log_handle,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            _wait_healthy(proc, port, log_path)
+            start_at = time.time() + 1.0
+            stop_at = start_at + args.ceiling_seconds
+            _progress, results = _start_clients(clients, port, "unused", start_at, stop_at, args)
+            while time.time() < start_at:
+                time.sleep(0.01)
+            cpu_start = _util.cpu_seconds(proc.pid)
+            outcomes = _collect(clients, results, args.ceiling_seconds)
+            seconds = time.time() - start_at
+            cpu = _util.cpu_seconds(proc.pid) - cpu_start
+        finally:
+            for process in clients:
+                if process.is_alive():
+                    process.terminate()
+            proc.terminate()
+            proc.wait(timeout=30)
+    acked = sum(o["acked"] for o in outcomes)
+    figures = {
+        "seconds": args.ceiling_seconds,
+        "events_per_second": round(acked / seconds),
+        "server_cpu_cores": round(cpu / seconds, 2),
+        "client_cpu_cores": round(sum(o["cpu_seconds"] for o in outcomes) / seconds, 2),
+        "server_cpu_us_per_event": round(cpu / acked * 1e6, 1) if acked else None,
+    }
+    log(f"peer (uvicorn + JSON parsing only): {figures['events_per_second']:,} events/s, server "
+        f"{figures['server_cpu_cores']} cores ({figures['server_cpu_us_per_event']} µs per event), clients "
+        f"{figures['client_cpu_cores']} cores")  # fmt: skip
+    return figures
+
+
 def run(args: argparse.Namespace, log) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="masar-bench-ingest-"))
     data_dir = tmp / "data"
@@ -417,20 +524,9 @@ def run(args: argparse.Namespace, log) -> dict:
             f"{args.clients} client processes x batches of {args.batch} for {args.seconds:g} s")  # fmt: skip
         idle_rss = _util.tree_rss_bytes(proc.pid)
 
-        ctx = mp.get_context("fork")
-        progress = ctx.Array("q", args.clients, lock=False)
-        results = ctx.Queue()
-        nonce = f"{int(time.time()):x}{random.randrange(1 << 16):04x}"
         start_at = time.time() + 1.0
         stop_at = start_at + args.seconds
-        for index in range(args.clients):
-            process = ctx.Process(
-                target=client_main,
-                args=(index, port, write_key, nonce, start_at, stop_at, args.batch, progress, results),
-                daemon=True,
-            )
-            process.start()
-            clients.append(process)
+        progress, results = _start_clients(clients, port, write_key, start_at, stop_at, args)
 
         while time.time() < start_at:
             time.sleep(0.01)
@@ -461,11 +557,7 @@ def run(args: argparse.Namespace, log) -> dict:
             if proc.poll() is not None:
                 raise RuntimeError(f"the server died ({proc.returncode}):\n{server_log.read_text()[-4000:]}")
 
-        outcomes = []
-        for _ in clients:
-            outcomes.append(results.get(timeout=args.seconds + 180))
-        for process in clients:
-            process.join(timeout=30)
+        outcomes = _collect(clients, results, args.seconds)
         clients_done = time.time()
         load_seconds = clients_done - start_at
         cpu_load = _util.tree_cpu_seconds(proc.pid) - cpu_start
@@ -599,6 +691,10 @@ def _summary(f: dict) -> str:
          f"{f['distinct_message_ids']:,}", ""),
         ("stored == acknowledged (exact)", ok, "yes"),
     ]  # fmt: skip
+    peer = f.get("peer_json_only")
+    if peer:
+        rows.append(("peer: uvicorn + JSON parsing only", f"{peer['events_per_second']:,} events/s; server "
+                     f"{peer['server_cpu_us_per_event']} µs per event", f"masar = {f['share_of_peer']:.1%} of it"))  # fmt: skip
     return _util.table(rows)
 
 
@@ -612,6 +708,8 @@ def main() -> None:
     parser.add_argument("--freshness-timeout", type=float, default=600.0,
                         help="give up waiting for stored == acked after this many seconds")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
+    parser.add_argument("--ceiling-seconds", type=float, default=15.0,
+                        help="seconds of load on the JSON-only peer server first (default 15; 0 skips it)")  # fmt: skip
     parser.add_argument(
         "--profile-server",
         action="store_true",
@@ -626,7 +724,11 @@ def main() -> None:
         if not args.json:
             print(message, flush=True)
 
+    peer = ceiling(args, log) if args.ceiling_seconds > 0 else None
     figures = run(args, log)
+    if peer is not None:
+        figures["peer_json_only"] = peer
+        figures["share_of_peer"] = round(figures["events_per_second"] / peer["events_per_second"], 3)
     if not args.json:
         print()
         print(_summary(figures))

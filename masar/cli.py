@@ -665,13 +665,16 @@ def serve(
     import uvicorn
 
     from masar.api.app import create_app
+    from masar.config import tune_gc_for_service
     from masar.store.url import parse_store_url
 
     settings = _settings(data_dir, store_url)
     where = parse_store_url(settings.store)
     shown = settings.resolved_data_dir() if where.kind == "embedded" else where.redacted()
     err.print(f"Masar serving {shown} on http://{host}:{port}", highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    application = create_app(settings)
+    tune_gc_for_service()
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command("demo")

@@ -185,12 +185,13 @@ def run_ingestor_process(settings_data: dict[str, Any], name: str, stop: Any, pa
     import os
 
     from masar.capture.wal import read_durable
-    from masar.config import Settings
+    from masar.config import Settings, tune_gc_for_service
     from masar.store.open import open_store
 
     _die_with_parent()
     settings = Settings(**settings_data)
     store = open_store(settings)
+    tune_gc_for_service()
     store.limit_for_background(settings.ingest_memory_mb)
     directory = store.root / "wal"
     lock = hold_ingest_lock(directory)

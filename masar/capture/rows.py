@@ -18,7 +18,7 @@ def _array(field: pa.Field, values: Sequence[Any]) -> pa.Array:
         dumps = orjson.dumps  # bytes: pyarrow takes UTF-8 bytes for a string column as they are
         return pa.array([dumps(v) if v else b"{}" for v in values], pa.string())
     if field.type == TS:
-        return pa.array(values, pa.int64()).cast(TS)
+        return pa.array(values, TS)  # integers are taken as microseconds, without a cast
     if field.type == MONEY:
         return pa.array(values, pa.string()).cast(MONEY)
     return pa.array(values, field.type)
