@@ -48,9 +48,9 @@ def test_every_kind_of_column_gives_the_same_text() -> None:
     con.execute(
         """CREATE TABLE u AS SELECT * FROM (VALUES
             (0.1::FLOAT, 170141183460469231731687303715884105727::HUGEINT, 18446744073709551615::UBIGINT,
-             TIME '01:02:03', TIMESTAMP '2026-01-02 03:04:05', 7::SMALLINT, -3::TINYINT, 1.5::DECIMAL(4, 1)),
-            (NULL, -5::HUGEINT, 0::UBIGINT, NULL, NULL, NULL, NULL, NULL)
-        ) AS v(f, h, ub, tm, naive, s, ti, small_decimal)"""
+             TIME '01:02:03', TIMESTAMP '2026-01-02 03:04:05', 7::SMALLINT, -3::TINYINT, 1.5::DECIMAL(4, 1), 'nan'::DOUBLE),
+            (NULL, -5::HUGEINT, 0::UBIGINT, NULL, NULL, NULL, NULL, NULL, '-inf'::DOUBLE)
+        ) AS v(f, h, ub, tm, naive, s, ti, small_decimal, d)"""
     )
     rows = both(con, "t") + both(con, "u")
     assert len(rows) == 7
