@@ -53,4 +53,3 @@ def tune_gc_for_service() -> None:
 
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
