@@ -188,16 +188,22 @@ def client_main(index: int, port: int, write_key: str, nonce: str, start_at: flo
     seq = 0
     while time.time() < start_at:
         time.sleep(0.005)
+    # Each template is a message's JSON without its closing brace: a batch is joined from bytes, so
+    # the clients take ~6.5 µs of CPU per event instead of ~11 and leave the cores to the server tested.
+    # The server receives the same messages (their keys in another order), each with a fresh id.
+    templates = [orjson.dumps(message)[:-1] for message in pool]
     while time.time() < stop_at:
         now = datetime.now(UTC)
-        batch = []
-        for i in range(batch_size):
-            message = dict(rng.choice(pool))
-            message["messageId"] = f"{nonce}-{index:02d}-{seq:09d}-{i:04d}"
-            message["timestamp"] = _iso(now - timedelta(milliseconds=rng.randrange(2000)))
-            batch.append(message)
+        stamps = [_iso(now - timedelta(milliseconds=rng.randrange(2000))).encode() for _ in range(16)]
+        prefix = f"{nonce}-{index:02d}-{seq:09d}-".encode()
+        batch = b",".join(
+            b"".join((templates[rng.randrange(len(templates))], b',"messageId":"', prefix, b"%04d" % i,
+                      b'","timestamp":"', stamps[i % 16], b'"}'))
+            for i in range(batch_size)
+        )  # fmt: skip
         seq += 1
-        body = orjson.dumps({"batch": batch, "sentAt": _iso(now), "context": {"library": {"name": "bench"}}})
+        body = b"".join((b'{"batch":[', batch, b'],"sentAt":"', _iso(now).encode(),
+                         b'","context":{"library":{"name":"bench"}}}'))  # fmt: skip
         started = time.perf_counter()
         try:
             conn.request("POST", "/v1/batch", body=body, headers=headers)
