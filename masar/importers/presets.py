@@ -112,7 +112,7 @@ _JSON_AS_WRITTEN = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "BOOLE
 def properties_expr(columns: dict[str, str], names: list[str]) -> str:
     """The columns ``names`` as one JSON object's text, keys in file order: the text of DuckDB's
     ``json_object`` (tests/importers hold it to that: stored ids hash this text), built by
-    concatenation, which costs a third less than building and writing a JSON document."""
+    concatenation, which costs about a quarter less than building and writing a JSON document."""
     parts = []
     for i, name in enumerate(names):
         key = f"CAST(to_json({literal(name)}) AS VARCHAR)"

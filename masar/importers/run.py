@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -173,9 +172,11 @@ def _progress(enabled: bool, total: int | None) -> Progress:
 def _import_table(store, source, path, file_format, preset, mapping, report, rejects_path, show) -> None:
     """Read, normalize and stage the whole file in DuckDB; resolve its identities in one step; then
     store it sorted by (person, ts), in chunks that each hold whole runs of persons."""
-    # The compiled kernels load while DuckDB reads the file (it leaves the interpreter free).
-    warming = threading.Thread(target=_warm_kernels, name="masar-warm", daemon=True)
-    warming.start()
+    # The compiled kernels load while DuckDB reads the file (it leaves the interpreter free); a
+    # failure surfaces below, where the kernels are needed, instead of as a stray thread's trace.
+    warmer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="masar-warm")
+    warming = warmer.submit(_warm_kernels)
+    warmer.shutdown(wait=False)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -216,7 +217,7 @@ def _import_table(store, source, path, file_format, preset, mapping, report, rej
                 _write_rejects(con, rejects_path)
             bar.update(task, completed=report.rejected)
             con.register("persons_map", _resolve_persons(store, source, con, staged))
-            warming.join()
+            warming.result()
             _store_sorted(store, source, con, staged, derive_ids, stored, report, bar, task, started)
     finally:
         con.close()
