@@ -13,10 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow as pa
-
 from masar.capture.normalize import now_us
-from masar.capture.records import read_records
+from masar.capture.records import CaptureRecord, read_records, table_of
 from masar.capture.wal import WalPosition, remove_consumed
 from masar.enrich.pipeline import SessionState
 
@@ -65,15 +63,15 @@ class Ingestor:
             # A batch was being stored when the last run stopped: read exactly it again, so the
             # store recognizes the repeated insert (ClickHouse's deduplication token).
             upto = WalPosition(*pending) if upto is None else min(upto, WalPosition(*pending))
-        tables_by_source: dict[int, list[pa.Table]] = {}
+        records_by_source: dict[int, list[CaptureRecord]] = {}
         rejected: list[tuple[int | None, dict[str, Any]]] = []
         last: WalPosition | None = None
         total = 0
         for position, record in read_records(self.directory, self.applied, upto):
-            tables_by_source.setdefault(record.source_id, []).append(record.table)
+            records_by_source.setdefault(record.source_id, []).append(record)
             for item in record.rejected:
                 rejected.append((record.source_id, {"origin": "capture", **item}))
-            total += record.table.num_rows
+            total += record.num_rows
             last = position
             if total >= MAX_ROWS_PER_FLUSH:
                 break
@@ -86,8 +84,8 @@ class Ingestor:
             return 0
         prepared = []
         try:
-            for source_id, tables in tables_by_source.items():
-                table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            for source_id, batch in records_by_source.items():
+                table = table_of(batch)
                 if table.num_rows == 0:
                     continue
                 source = self.store.source(source_id)
@@ -130,7 +128,9 @@ class Ingestor:
         run left 700 MB of log unapplied while one merge ran).
         """
         done = threading.Event()
-        compactor = threading.Thread(target=self._compact_until, args=(done,), name="masar-compactor", daemon=True)
+        compactor = threading.Thread(
+            target=self._compact_until, args=(done,), name="masar-compactor", daemon=True
+        )
         compactor.start()
         try:
             while not stop.is_set() and keep_going():

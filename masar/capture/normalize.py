@@ -82,7 +82,9 @@ def parse_time_us(value: object, field: str) -> int:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise MessageRejected("invalid_timestamp", f"{field} is not an ISO 8601 time: {value[:64]!r}") from None
+        raise MessageRejected(
+            "invalid_timestamp", f"{field} is not an ISO 8601 time: {value[:64]!r}"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     delta = parsed - EPOCH
@@ -218,10 +220,6 @@ def _sent_at_us(value: str) -> int:
     return parse_time_us(value, "sentAt")
 
 
-def _text256(value: object) -> str | None:
-    return _text(value, 256)
-
-
 def _amount(value: object, currency: str) -> str:
     if type(value) in (float, int, str):
         return _amount_text(value, currency)  # type: ignore[arg-type]
@@ -234,7 +232,11 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
 
 
 def normalize_values(
-    msg: object, ctx: CaptureContext, *, batch_sent_at: object = None, defaults: Mapping[str, Any] | None = None
+    msg: object,
+    ctx: CaptureContext,
+    *,
+    batch_sent_at: object = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     """One message → its normalized values, in ``NORMALIZED`` column order.
 
@@ -281,20 +283,26 @@ def normalize_values(
     if defaults:
         base = defaults.get("context")
         if isinstance(base, dict) and base:
-            own_context = {**base, **own_context} if isinstance(own_context, dict) else (
-                own_context if own_context is not None else base
+            own_context = (
+                {**base, **own_context}
+                if isinstance(own_context, dict)
+                else (own_context if own_context is not None else base)
             )
         base = defaults.get("integrations")
         if isinstance(base, dict) and base:
-            integrations = {**base, **integrations} if isinstance(integrations, dict) else (
-                integrations if integrations is not None else base
+            integrations = (
+                {**base, **integrations}
+                if isinstance(integrations, dict)
+                else (integrations if integrations is not None else base)
             )
     if own_context is None:
         context: dict[str, Any] = {}
     elif isinstance(own_context, dict):
         context = dict(own_context)
     else:
-        raise MessageRejected("invalid_field", f"context must be a JSON object, got {type(own_context).__name__}")
+        raise MessageRejected(
+            "invalid_field", f"context must be a JSON object, got {type(own_context).__name__}"
+        )
     original_event: str | None = None
 
     if mtype == "track":
@@ -397,22 +405,31 @@ def normalize_values(
 
     if properties:
         pget = properties.get
-        ids = tuple(map(_text256, map(pget, ID_FIELDS)))
+        ids = tuple([
+            (v[:256] or None) if type(v) is str else None if v is None else _text(v, 256)
+            for v in map(pget, ID_FIELDS)
+        ])  # _text(v, 256), inline for the common str and None
         step = pget("step")
-        if not (type(step) is int or (isinstance(step, int) and not isinstance(step, bool))) or not 0 <= step < 2**31:
+        if (
+            not (type(step) is int or (isinstance(step, int) and not isinstance(step, bool)))
+            or not 0 <= step < 2**31
+        ):
             step = None
         quantity = pget("quantity")
-        if not (type(quantity) is int or (isinstance(quantity, int) and not isinstance(quantity, bool))) or not abs(
-            quantity
-        ) < 2**62:
+        if (
+            not (type(quantity) is int or (isinstance(quantity, int) and not isinstance(quantity, bool)))
+            or not abs(quantity) < 2**62
+        ):
             quantity = None
         currency_raw = pget("currency")
         money = tuple(map(pget, MONEY_FIELDS))
         currency = None
         if currency_raw is not None or money.count(None) != len(money):
             try:
-                currency = normalize_currency(currency_raw) if currency_raw is not None else ctx.default_currency
-                money = tuple(_amount(value, currency) if value is not None else None for value in money)
+                currency = (
+                    normalize_currency(currency_raw) if currency_raw is not None else ctx.default_currency
+                )
+                money = tuple([_amount(value, currency) if value is not None else None for value in money])
             except MoneyError as exc:
                 raise MessageRejected("invalid_amount", f"properties: {exc}") from None
     else:
@@ -431,7 +448,8 @@ def normalize_values(
         anonymous_id, user_id, previous_id, group_id,
         url, path, referrer, title, *utm, click_id,
         _text(context_get("userAgent"), 1024), ip, locale, timezone,
-        country_of(location, timezone, locale), _text(location.get("city"), 100),
+        country_of(location, timezone, locale) if location else _country_from(timezone, locale),
+        _text(location.get("city"), 100) if location else None,
         _text(library.get("name"), 100), _text(library.get("version"), 50),
         *ids, currency, *money, quantity, step,
         properties, traits, context,

@@ -1,5 +1,6 @@
-"""The capture log's records: columnar v2 round trip, v1 (JSON) logs replayed, unknown versions
-refused, torn tails cut; and a real server that starts on a log left by the older format."""
+"""The capture log's records: the v3 round trip (any JSON, byte for byte), v2 (Arrow) and v1 (JSON)
+logs replayed, unknown versions and damaged records refused, torn tails cut; and a real server that
+starts on a log left by an older format."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import zlib
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import masar
 from masar.capture import records
 from masar.capture.normalize import CaptureContext, normalize_message, normalize_values, parse_time_us
 from masar.capture.records import CaptureBatch, LogFormatError
-from masar.capture.rows import rows_to_table
+from masar.capture.rows import rows_to_table, values_to_table
 from masar.capture.wal import HEADER, WalPosition, WriteAheadLog, read_payloads
 from tests.conftest import make_source, wait_for_count
 
@@ -121,3 +125,102 @@ def test_server_replays_a_log_left_in_the_v1_format(data_dir: Path, server):
     assert answer.status_code == 200 and answer.json()["duplicates"] == 7
     srv.wait_ingested()
     assert wait_for_count(data_dir, "Old Shop", 7) == 7
+
+
+# -- version 3: scalar columns as JSON, the JSON columns as text buffers ------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),  # any code point the JSON text can carry: escapes, U+2028, astral planes
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+json_objects = st.dictionaries(st.text(max_size=6), json_values, max_size=4)
+
+
+@st.composite
+def row_batches(draw):
+    """Normalized rows whose properties, traits and context hold arbitrary JSON."""
+    batch = []
+    for i in range(draw(st.integers(0, 6))):
+        message = _messages(f"h{i}", 1)[0]
+        message["messageId"] = draw(st.text(min_size=1, max_size=12)) + f"-{i}"
+        message["properties"] = {**draw(json_objects), "total": draw(st.integers(0, 10**6))}
+        message["traits"] = draw(json_objects)
+        message["context"] = {**message["context"], "extra": draw(json_values)}
+        if draw(st.booleans()):
+            message["context"].pop("page")
+        batch.append(normalize_values(orjson.loads(orjson.dumps(message)), CTX))  # as the server parses it
+    return batch
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(row_batches(), row_batches())
+def test_v3_tables_equal_the_rows_own(first_rows, second_rows):
+    """Whatever JSON the messages hold, the table decoded from the log is the one ``values_to_table``
+    builds from the rows: the same values, the same JSON text byte for byte, across joined records."""
+    payloads = [records.encode([CaptureBatch(1, RECEIVED, rows)])[0] for rows in (first_rows, second_rows)]
+    decoded = [records.decode(p) for p in payloads]
+    assert all(p[0] == 3 for p in payloads)
+    assert [r.num_rows for r in decoded] == [len(first_rows), len(second_rows)]
+    assert records.table_of(decoded).equals(values_to_table(first_rows + second_rows))
+    assert decoded[0].message_ids() == [row[0] for row in first_rows]
+
+
+def test_v2_and_v3_records_join_in_order():
+    """A log holding both formats (a server upgraded mid-backlog) is applied in record order."""
+    old_rows = [normalize_values(m, CTX) for m in _messages("old", 3)]
+    new_rows = [normalize_values(m, CTX) for m in _messages("new", 4)]
+    header = orjson.dumps({"s": 1, "r": RECEIVED, "rej": []})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, values_to_table(old_rows).schema) as writer:  # as 2026-11-24's servers wrote
+        writer.write_table(values_to_table(old_rows))
+    v2 = records.decode(b"\x02" + records._U32.pack(len(header)) + header + sink.getvalue().to_pybytes())
+    v3 = records.decode(records.encode([CaptureBatch(1, RECEIVED, new_rows)])[0])
+    empty = records.decode(records.encode([CaptureBatch(1, RECEIVED, [], [{"index": 0, "code": "c", "message": "m"}])])[0])
+    assert empty.num_rows == 0 and empty.rejected[0]["code"] == "c" and empty.table.num_rows == 0
+    joined = records.table_of([v3, v2, empty, v3])
+    assert joined.equals(pa.concat_tables([values_to_table(new_rows), values_to_table(old_rows), values_to_table(new_rows)]))
+
+
+def test_v3_record_with_fewer_columns_reads_them_null():
+    """A record written before a column existed: the header names its columns; the rest are null."""
+    rows = [normalize_values(m, CTX) for m in _messages("few", 2)]
+    payload = records.encode([CaptureBatch(1, RECEIVED, rows)])[0]
+    (length,) = records._U32.unpack_from(payload, 1)
+    header = orjson.loads(payload[5 : 5 + length])
+    (scalar_length,) = records._U32.unpack_from(payload, 5 + length)
+    scalars = orjson.loads(payload[9 + length : 9 + length + scalar_length])
+    drop = header["c"].index("city")
+    header["c"].pop(drop)
+    scalars.pop(drop)
+    new_header, new_scalars = orjson.dumps(header), orjson.dumps(scalars)
+    rebuilt = b"".join((payload[:1], records._U32.pack(len(new_header)), new_header, records._U32.pack(len(new_scalars)),
+                        new_scalars, payload[9 + length + scalar_length :]))  # fmt: skip
+    table = records.decode(rebuilt).table
+    assert table.column("city").null_count == 2
+    assert table.drop_columns(["city"]).equals(values_to_table(rows).drop_columns(["city"]))
+
+
+@pytest.mark.parametrize("damage", ["cut", "extra", "columns", "offsets", "utf8"])
+def test_malformed_v3_records_are_refused_clearly(damage):
+    rows = [normalize_values(m, CTX) for m in _messages("bad", 3)]
+    payload = bytearray(records.encode([CaptureBatch(1, RECEIVED, rows)])[0])
+    (length,) = records._U32.unpack_from(payload, 1)
+    (scalar_length,) = records._U32.unpack_from(payload, 5 + length)
+    texts_at = 9 + length + scalar_length  # properties' offsets, then its text
+    if damage == "cut":
+        payload = payload[:-7]
+    elif damage == "extra":
+        payload += b"xx"
+    elif damage == "columns":
+        header = orjson.loads(payload[5 : 5 + length])
+        header["n"] = 5
+        new_header = orjson.dumps(header)
+        payload = payload[:1] + records._U32.pack(len(new_header)) + new_header + payload[5 + length :]
+    elif damage == "offsets":
+        records._U32.pack_into(payload, texts_at + 4, 10**6)  # the first row ends past the text
+    else:
+        payload[texts_at + 4 * (len(rows) + 1)] = 0xFF  # not UTF-8
+    with pytest.raises(LogFormatError, match="malformed"):
+        records.decode(bytes(payload))
