@@ -128,9 +128,7 @@ class Ingestor:
         run left 700 MB of log unapplied while one merge ran).
         """
         done = threading.Event()
-        compactor = threading.Thread(
-            target=self._compact_until, args=(done,), name="masar-compactor", daemon=True
-        )
+        compactor = threading.Thread(target=self._compact_until, args=(done,), name="masar-compactor", daemon=True)
         compactor.start()
         try:
             while not stop.is_set() and keep_going():

@@ -82,9 +82,7 @@ def parse_time_us(value: object, field: str) -> int:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise MessageRejected(
-            "invalid_timestamp", f"{field} is not an ISO 8601 time: {value[:64]!r}"
-        ) from None
+        raise MessageRejected("invalid_timestamp", f"{field} is not an ISO 8601 time: {value[:64]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     delta = parsed - EPOCH
@@ -232,11 +230,7 @@ def normalize_message(msg: object, ctx: CaptureContext, *, batch_sent_at: object
 
 
 def normalize_values(
-    msg: object,
-    ctx: CaptureContext,
-    *,
-    batch_sent_at: object = None,
-    defaults: Mapping[str, Any] | None = None,
+    msg: object, ctx: CaptureContext, *, batch_sent_at: object = None, defaults: Mapping[str, Any] | None = None
 ) -> tuple[Any, ...]:
     """One message → its normalized values, in ``NORMALIZED`` column order.
 
@@ -283,26 +277,20 @@ def normalize_values(
     if defaults:
         base = defaults.get("context")
         if isinstance(base, dict) and base:
-            own_context = (
-                {**base, **own_context}
-                if isinstance(own_context, dict)
-                else (own_context if own_context is not None else base)
+            own_context = {**base, **own_context} if isinstance(own_context, dict) else (
+                own_context if own_context is not None else base
             )
         base = defaults.get("integrations")
         if isinstance(base, dict) and base:
-            integrations = (
-                {**base, **integrations}
-                if isinstance(integrations, dict)
-                else (integrations if integrations is not None else base)
+            integrations = {**base, **integrations} if isinstance(integrations, dict) else (
+                integrations if integrations is not None else base
             )
     if own_context is None:
         context: dict[str, Any] = {}
     elif isinstance(own_context, dict):
         context = dict(own_context)
     else:
-        raise MessageRejected(
-            "invalid_field", f"context must be a JSON object, got {type(own_context).__name__}"
-        )
+        raise MessageRejected("invalid_field", f"context must be a JSON object, got {type(own_context).__name__}")
     original_event: str | None = None
 
     if mtype == "track":
@@ -410,25 +398,19 @@ def normalize_values(
             for v in map(pget, ID_FIELDS)
         ])  # _text(v, 256), inline for the common str and None
         step = pget("step")
-        if (
-            not (type(step) is int or (isinstance(step, int) and not isinstance(step, bool)))
-            or not 0 <= step < 2**31
-        ):
+        if not (type(step) is int or (isinstance(step, int) and not isinstance(step, bool))) or not 0 <= step < 2**31:
             step = None
         quantity = pget("quantity")
-        if (
-            not (type(quantity) is int or (isinstance(quantity, int) and not isinstance(quantity, bool)))
-            or not abs(quantity) < 2**62
-        ):
+        if not (type(quantity) is int or (isinstance(quantity, int) and not isinstance(quantity, bool))) or not abs(
+            quantity
+        ) < 2**62:
             quantity = None
         currency_raw = pget("currency")
         money = tuple(map(pget, MONEY_FIELDS))
         currency = None
         if currency_raw is not None or money.count(None) != len(money):
             try:
-                currency = (
-                    normalize_currency(currency_raw) if currency_raw is not None else ctx.default_currency
-                )
+                currency = normalize_currency(currency_raw) if currency_raw is not None else ctx.default_currency
                 money = tuple([_amount(value, currency) if value is not None else None for value in money])
             except MoneyError as exc:
                 raise MessageRejected("invalid_amount", f"properties: {exc}") from None

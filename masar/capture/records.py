@@ -6,19 +6,22 @@ plus the messages those requests rejected. The log's framing (length, CRC, torn 
 
 Version 3, written now (first byte ``0x03``)::
 
-    0x03 | header length (u32 LE) | header: JSON {"s": source id, "r": received µs, "c": column names,
-         "rej": [...]} | JSON array of the columns: [[message ids...], [types...], ...]
+    0x03 | header length (u32 LE) | header: JSON {"s": source id, "r": received µs, "n": rows,
+           "c": scalar column names, "j": JSON column names, "rej": [...]}
+         | scalars length (u32 LE) | JSON array of the scalar columns: [[message ids...], [types...], ...]
+         | for each JSON column (properties, traits, context): its Arrow string buffers,
+           (n + 1) offsets (i32 LE), then the values' JSON texts
 
-The request path (one interpreter lock, the capture bottleneck) only transposes its rows and hands
-them to one ``orjson.dumps``: about 2 µs per event, where building Arrow arrays took about 9. The
-ingestor, a process of its own with time to spare, builds the Arrow table from the columns
-(``columns_to_table``, the same conversion ``values_to_table`` makes). The properties, traits and
-context stay JSON objects inside the record and are written as text by the ingestor with the same
-``orjson.dumps``; JSON that orjson parsed dumps back to the same bytes, so the table is the one the
-server would have built. Column names are in the header, so a record written before a column was
-added reads with that column null.
+The request path (one interpreter lock, the capture bottleneck) only transposes its rows, hands the
+scalar columns to one ``orjson.dumps`` and dumps each JSON value, as ``values_to_table`` did: about
+2.7 µs per event, where building Arrow arrays took about 9.6. The ingestor, a process of its own
+with time to spare, joins a flush's records and converts long columns (``column_array``, the same
+conversion ``values_to_table`` makes), and takes the JSON texts as they are (checked: offsets in
+order and inside the text, UTF-8). So the table is the one the server would have built, byte for
+byte (tests/capture/test_records.py). Column names are in the header, so a record written before a
+column was added reads with that column null.
 
-Version 2 (first byte ``0x02``, written 2026-11-24 to -25): the same header without ``"c"``, then an
+Version 2 (first byte ``0x02``, written 2026-11-24 to -25): a header ``{"s", "r", "rej"}``, then an
 Arrow IPC stream of the rows (schema ``NORMALIZED``).
 
 Version 1 (first byte ``{``): one JSON object ``{"s", "r", "rows": [row dicts], "rej"}`` per
