@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -77,6 +78,34 @@ def test_compaction_keeps_every_event_once(store):
     from datetime import timedelta
 
     assert store.segments.reap(grace=timedelta(0)) == 8
+
+
+def test_merged_segment_is_sorted_whole_and_in_row_groups(store, monkeypatch):
+    """A compaction's file: every input row once, sorted by (person, time), the inputs' schema,
+    written in row groups of ROW_GROUP_ROWS (small here, so batches straddle row groups)."""
+    import pyarrow.compute as pc
+
+    from masar.store.embedded import segments as segments_module
+
+    monkeypatch.setattr(segments_module, "ROW_GROUP_ROWS", 50)
+    monkeypatch.setattr("masar.store.embedded.store.MERGE_BATCH_ROWS", 37)
+    source = store.create_source("Shop")
+    fanout = store.settings.compact_fanout
+    for i in range(fanout):
+        store.write_events(source, batch(46, start=i * 46))
+    inputs = store.segments.live(source.id)
+    rows_in = pa.concat_tables([pq.read_table(s.path) for s in inputs])
+    assert store.compact(source) == fanout and rows_in.num_rows == 46 * fanout
+    (merged,) = store.segments.live(source.id)
+    table = pq.read_table(merged.path)
+    assert table.schema == pq.read_schema(inputs[0].path) and merged.rows == table.num_rows == rows_in.num_rows
+    order = pc.sort_indices(table, [("person_id", "ascending"), ("ts", "ascending")])
+    assert order.equals(pa.array(range(table.num_rows), pa.uint64()))  # already in (person, time) order
+    assert table.sort_by("message_id").equals(rows_in.sort_by("message_id"))
+    metadata = pq.ParquetFile(merged.path).metadata
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert groups == [50] * (table.num_rows // 50) + ([table.num_rows % 50] if table.num_rows % 50 else [])
+    assert len(groups) >= 3
 
 
 def test_reopen_sees_everything(tmp_path):

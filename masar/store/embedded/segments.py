@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +69,21 @@ def _stat(table: pa.Table, column: str) -> tuple[int | None, int | None]:
     return low, high
 
 
+def _writer_options(schema: pa.Schema) -> dict[str, Any]:
+    return {
+        "compression": "zstd",
+        "write_statistics": [f.name for f in schema if not pa.types.is_string(f.type) or f.name in _STRING_STATISTICS],
+        # Dictionaries pay off for repeated values only; building one for ids and JSON (and then
+        # falling back) was a third of the writing time.
+        "use_dictionary": [f.name for f in schema if f.name not in _NO_DICTIONARY],
+    }
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 class SegmentStore:
     def __init__(self, root: Path, engine: Engine):
         self.root = root
@@ -81,19 +97,34 @@ class SegmentStore:
         directory.mkdir(parents=True, exist_ok=True)
         segment_id = uuid.uuid4().hex
         path = directory / f"L{level}-{segment_id}.parquet"
-        pq.write_table(
-            table,
-            path,
-            compression="zstd",
-            row_group_size=ROW_GROUP_ROWS,
-            write_statistics=[f.name for f in table.schema if not pa.types.is_string(f.type) or f.name in _STRING_STATISTICS],
-            # Dictionaries pay off for repeated values only; building one for ids and JSON (and
-            # then falling back) was a third of the writing time.
-            use_dictionary=[name for name in table.column_names if name not in _NO_DICTIONARY],
-        )
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
+        with pq.ParquetWriter(path, table.schema, **_writer_options(table.schema)) as writer:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        _fsync(path)
         return segment_id, path
+
+    @staticmethod
+    def write_stream(batches: pa.RecordBatchReader, path: Path, schema: pa.Schema) -> int:
+        """Write a stream of batches (a compaction's sorted rows) as one segment file, with the
+        options of ``write_file``: row groups of ``ROW_GROUP_ROWS``, only one held in memory.
+        Returns the rows written. Batches are cast to ``schema`` (DuckDB names UTC "Etc/UTC")."""
+        rows = 0
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        with pq.ParquetWriter(path, schema, **_writer_options(schema)) as writer:
+            for batch in batches:
+                pending.append(batch.cast(schema))
+                pending_rows += batch.num_rows
+                if pending_rows >= ROW_GROUP_ROWS:
+                    table = pa.Table.from_batches(pending, schema)
+                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    rest = table.slice(ROW_GROUP_ROWS)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+                    rows += ROW_GROUP_ROWS
+            if pending_rows:
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
+                rows += pending_rows
+        _fsync(path)
+        return rows
 
     def register(
         self,
