@@ -82,12 +82,10 @@ def test_compaction_keeps_every_event_once(store):
 
 def test_merged_segment_is_sorted_whole_and_in_row_groups(store, monkeypatch):
     """A compaction's file: every input row once, sorted by (person, time), the inputs' schema,
-    written in row groups of ROW_GROUP_ROWS (small here, so batches straddle row groups)."""
+    written in row groups of MERGE_ROW_GROUP_ROWS (small here, so batches straddle row groups)."""
     import pyarrow.compute as pc
 
-    from masar.store.embedded import segments as segments_module
-
-    monkeypatch.setattr(segments_module, "ROW_GROUP_ROWS", 50)
+    monkeypatch.setattr("masar.store.embedded.store.MERGE_ROW_GROUP_ROWS", 50)
     monkeypatch.setattr("masar.store.embedded.store.MERGE_BATCH_ROWS", 37)
     source = store.create_source("Shop")
     fanout = store.settings.compact_fanout

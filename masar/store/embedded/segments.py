@@ -103,10 +103,14 @@ class SegmentStore:
         return segment_id, path
 
     @staticmethod
-    def write_stream(batches: pa.RecordBatchReader, path: Path, schema: pa.Schema) -> int:
+    def write_stream(
+        batches: pa.RecordBatchReader, path: Path, schema: pa.Schema, rows_per_group: int | None = None
+    ) -> int:
         """Write a stream of batches (a compaction's sorted rows) as one segment file, with the
-        options of ``write_file``: row groups of ``ROW_GROUP_ROWS``, only one held in memory.
-        Returns the rows written. Batches are cast to ``schema`` (DuckDB names UTC "Etc/UTC")."""
+        options of ``write_file``, in row groups of ``rows_per_group`` (default ``ROW_GROUP_ROWS``):
+        only one row group is held in memory. Returns the rows written. Batches are cast to
+        ``schema`` (DuckDB names UTC "Etc/UTC")."""
+        group_rows = rows_per_group or ROW_GROUP_ROWS
         rows = 0
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
@@ -114,14 +118,14 @@ class SegmentStore:
             for batch in batches:
                 pending.append(batch.cast(schema))
                 pending_rows += batch.num_rows
-                if pending_rows >= ROW_GROUP_ROWS:
+                if pending_rows >= group_rows:
                     table = pa.Table.from_batches(pending, schema)
-                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
-                    rest = table.slice(ROW_GROUP_ROWS)
+                    writer.write_table(table.slice(0, group_rows), row_group_size=group_rows)
+                    rest = table.slice(group_rows)
                     pending, pending_rows = rest.to_batches(), rest.num_rows
-                    rows += ROW_GROUP_ROWS
+                    rows += group_rows
             if pending_rows:
-                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=group_rows)
                 rows += pending_rows
         _fsync(path)
         return rows
