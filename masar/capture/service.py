@@ -36,12 +36,7 @@ class CaptureResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "success": True,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": self.rejected,
-        }
+        return {"success": True, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
 
 
 class _Bucket:
@@ -137,9 +132,7 @@ class CaptureService:
         for index, raw in enumerate(messages):
             try:
                 if check_sizes and len(dumps(raw)) > MAX_MESSAGE_BYTES:
-                    raise MessageRejected(
-                        "message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes"
-                    )
+                    raise MessageRejected("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
                 message = raw
                 if forced_type is not None and isinstance(message, dict):
                     message = {**message, "type": forced_type}
@@ -155,9 +148,7 @@ class CaptureService:
             bucket = self._buckets.setdefault(source.id, _Bucket(self._rate_limit))
             allowed = bucket.take(count)
         if not allowed:
-            raise TooManyRequests(
-                f"more than {self._rate_limit:g} events per second for this source; retry later"
-            )
+            raise TooManyRequests(f"more than {self._rate_limit:g} events per second for this source; retry later")
 
     async def capture(self, batch: CaptureBatch, rejected: list[dict[str, Any]]) -> CaptureResult:
         accepted, duplicates = await self.wal.append(batch)

@@ -106,6 +106,24 @@ def test_merged_segment_is_sorted_whole_and_in_row_groups(store, monkeypatch):
     assert len(groups) >= 3
 
 
+def test_failed_merge_leaves_no_file_and_keeps_its_inputs(store, monkeypatch):
+    source = store.create_source("Shop")
+    for i in range(store.settings.compact_fanout):
+        store.write_events(source, batch(10, start=i * 10))
+    before = {s.id for s in store.segments.live(source.id)}
+
+    def broken(batches, path, schema, rows_per_group=None):
+        path.write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.segments, "write_stream", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.compact(source)
+    assert {s.id for s in store.segments.live(source.id)} == before
+    assert not list(store.segments.directory(source.id).glob("*.tmp"))
+    assert store.count_events(source) == 10 * store.settings.compact_fanout
+
+
 def test_reopen_sees_everything(tmp_path):
     s = masar.open(tmp_path / "d")
     source = s.create_source("Shop")

@@ -37,6 +37,7 @@ from masar.store.metadata import rejected
 MERGE_BATCH_ROWS = 64 * 1024
 MERGE_ROW_GROUP_ROWS = 128 * 1024
 
+
 @dataclass
 class PreparedSegment:
     source_id: int
@@ -371,6 +372,9 @@ class EmbeddedStore(Catalog):
             self.segments.write_stream(
                 sorted_rows.to_arrow_reader(MERGE_BATCH_ROWS), tmp, pq.read_schema(group[0].path), MERGE_ROW_GROUP_ROWS
             )
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written merge; its inputs are untouched
+            raise
         finally:
             cursor.close()
         tmp.rename(path)
