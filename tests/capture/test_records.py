@@ -224,3 +224,31 @@ def test_malformed_v3_records_are_refused_clearly(damage):
         payload[texts_at + 4 * (len(rows) + 1)] = 0xFF  # not UTF-8
     with pytest.raises(LogFormatError, match="malformed"):
         records.decode(bytes(payload))
+
+
+def test_server_replays_a_log_left_in_the_v2_format(data_dir: Path, server):
+    """A server upgraded while its log held Arrow (v2) records, with v3 records appended after:
+    both are stored once, in order."""
+    source = make_source(data_dir, "Arrow Shop")
+    store = masar.open(data_dir)
+    store.close()
+    wal_dir = data_dir / "wal"
+    wal_dir.mkdir(exist_ok=True)
+    rows = [normalize_values(m, CTX) for m in _messages("v2", 5)]
+    header = orjson.dumps({"s": int(source["id"]), "r": RECEIVED, "rej": []})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, values_to_table(rows).schema) as writer:
+        writer.write_table(values_to_table(rows))
+    v2 = b"\x02" + records._U32.pack(len(header)) + header + sink.getvalue().to_pybytes()
+    v3 = records.encode([CaptureBatch(int(source["id"]), RECEIVED, [normalize_values(m, CTX) for m in _messages("v3", 4)])])[0]
+    (wal_dir / "000000000001.wal").write_bytes(
+        b"".join(HEADER.pack(len(p), zlib.crc32(p)) + p for p in (v2, v3))
+    )
+    srv = server(data_dir)
+    assert wait_for_count(data_dir, "Arrow Shop", 9) == 9
+    import httpx
+
+    answer = httpx.post(srv.url + "/v1/batch", json={"batch": _messages("v2", 5), "writeKey": source["write_key"]})
+    assert answer.status_code == 200 and answer.json()["duplicates"] == 5
+    srv.wait_ingested()
+    assert wait_for_count(data_dir, "Arrow Shop", 9) == 9
