@@ -34,6 +34,26 @@ def _messages(prefix: str, n: int) -> list[dict]:
     ]  # fmt: skip
 
 
+def _v2_payload(source_id: int, rows: list[tuple]) -> bytes:
+    """A record as 2026-11-24's servers wrote it: a JSON header, then an Arrow IPC stream."""
+    header = orjson.dumps({"s": source_id, "r": RECEIVED, "rej": []})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, values_to_table(rows).schema) as writer:
+        writer.write_table(values_to_table(rows))
+    return b"\x02" + records._U32.pack(len(header)) + header + sink.getvalue().to_pybytes()
+
+
+def _unapplied_log(data_dir: Path, shop: str, payloads) -> dict:
+    """A source whose log holds ``payloads(source id)``, acknowledged but not yet applied."""
+    source = make_source(data_dir, shop)
+    masar.open(data_dir).close()
+    wal_dir = data_dir / "wal"
+    wal_dir.mkdir(exist_ok=True)
+    framed = b"".join(HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads(int(source["id"])))
+    (wal_dir / "000000000001.wal").write_bytes(framed)
+    return source
+
+
 def test_round_trip_one_record_per_source():
     a = CaptureBatch(1, RECEIVED, [normalize_values(m, CTX) for m in _messages("a", 5)],
                      [{"index": 9, "code": "missing_event", "message": "m", "payload": {"x": 1}}])  # fmt: skip
@@ -108,14 +128,10 @@ def test_one_unencodable_record_fails_alone(tmp_path: Path):
 
 def test_server_replays_a_log_left_in_the_v1_format(data_dir: Path, server):
     """An acknowledged but unapplied v1 log (a server upgraded mid-backlog) is stored once."""
-    source = make_source(data_dir, "Old Shop")
-    store = masar.open(data_dir)
-    store.close()
-    wal_dir = data_dir / "wal"
-    wal_dir.mkdir(exist_ok=True)
     rows = [normalize_message(m, CTX) for m in _messages("v1", 7)]
-    payload = orjson.dumps({"s": int(source["id"]), "r": RECEIVED, "rows": rows, "rej": []})
-    (wal_dir / "000000000001.wal").write_bytes(HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+    source = _unapplied_log(
+        data_dir, "Old Shop", lambda sid: [orjson.dumps({"s": sid, "r": RECEIVED, "rows": rows, "rej": []})]
+    )
     srv = server(data_dir)
     wait_for_count(data_dir, "Old Shop", 7)
     # The replayed ids are known to dedup: a client's retry of them adds nothing.
@@ -171,11 +187,7 @@ def test_v2_and_v3_records_join_in_order():
     """A log holding both formats (a server upgraded mid-backlog) is applied in record order."""
     old_rows = [normalize_values(m, CTX) for m in _messages("old", 3)]
     new_rows = [normalize_values(m, CTX) for m in _messages("new", 4)]
-    header = orjson.dumps({"s": 1, "r": RECEIVED, "rej": []})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, values_to_table(old_rows).schema) as writer:  # as 2026-11-24's servers wrote
-        writer.write_table(values_to_table(old_rows))
-    v2 = records.decode(b"\x02" + records._U32.pack(len(header)) + header + sink.getvalue().to_pybytes())
+    v2 = records.decode(_v2_payload(1, old_rows))
     v3 = records.decode(records.encode([CaptureBatch(1, RECEIVED, new_rows)])[0])
     empty = records.decode(records.encode([CaptureBatch(1, RECEIVED, [], [{"index": 0, "code": "c", "message": "m"}])])[0])
     assert empty.num_rows == 0 and empty.rejected[0]["code"] == "c" and empty.table.num_rows == 0
@@ -229,20 +241,12 @@ def test_malformed_v3_records_are_refused_clearly(damage):
 def test_server_replays_a_log_left_in_the_v2_format(data_dir: Path, server):
     """A server upgraded while its log held Arrow (v2) records, with v3 records appended after:
     both are stored once, in order."""
-    source = make_source(data_dir, "Arrow Shop")
-    store = masar.open(data_dir)
-    store.close()
-    wal_dir = data_dir / "wal"
-    wal_dir.mkdir(exist_ok=True)
-    rows = [normalize_values(m, CTX) for m in _messages("v2", 5)]
-    header = orjson.dumps({"s": int(source["id"]), "r": RECEIVED, "rej": []})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, values_to_table(rows).schema) as writer:
-        writer.write_table(values_to_table(rows))
-    v2 = b"\x02" + records._U32.pack(len(header)) + header + sink.getvalue().to_pybytes()
-    v3 = records.encode([CaptureBatch(int(source["id"]), RECEIVED, [normalize_values(m, CTX) for m in _messages("v3", 4)])])[0]
-    (wal_dir / "000000000001.wal").write_bytes(
-        b"".join(HEADER.pack(len(p), zlib.crc32(p)) + p for p in (v2, v3))
+    old_rows = [normalize_values(m, CTX) for m in _messages("v2", 5)]
+    new_rows = [normalize_values(m, CTX) for m in _messages("v3", 4)]
+    source = _unapplied_log(
+        data_dir,
+        "Arrow Shop",
+        lambda sid: [_v2_payload(sid, old_rows), records.encode([CaptureBatch(sid, RECEIVED, new_rows)])[0]],
     )
     srv = server(data_dir)
     assert wait_for_count(data_dir, "Arrow Shop", 9) == 9
