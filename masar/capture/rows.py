@@ -13,11 +13,16 @@ from masar.store.schema import MONEY, NORMALIZED, NORMALIZED_NAMES, TS
 JSON_COLUMNS = ("properties", "traits", "context")  # JSON objects, stored as their text
 
 
+def json_texts(values: Sequence[Any]) -> list[bytes]:
+    """A JSON column's objects as their stored text (an empty or missing object is ``{}``)."""
+    dumps = orjson.dumps
+    return [dumps(v) if v else b"{}" for v in values]
+
+
 def column_array(field: pa.Field, values: Sequence[Any]) -> pa.Array:
     """One column's Python values (as ``normalize_values`` gives them) → its Arrow array."""
     if field.name in JSON_COLUMNS:
-        dumps = orjson.dumps  # bytes: pyarrow takes UTF-8 bytes for a string column as they are
-        return pa.array([dumps(v) if v else b"{}" for v in values], pa.string())
+        return pa.array(json_texts(values), pa.string())  # pyarrow takes UTF-8 bytes as they are
     if field.type == TS:
         return pa.array(values, TS)  # integers are taken as microseconds, without a cast
     if field.type == MONEY:
@@ -30,16 +35,8 @@ def values_to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
     transpose, then one array per column."""
     if not rows:
         return NORMALIZED.empty_table()
-    return columns_to_table(list(zip(*rows, strict=True)))
-
-
-def columns_to_table(columns: Sequence[Sequence[Any]]) -> pa.Table:
-    """The same values by column (``NORMALIZED`` order, equal lengths) → a table."""
-    if len(columns) != len(NORMALIZED):
-        raise ValueError(f"expected {len(NORMALIZED)} columns, got {len(columns)}")
-    return pa.Table.from_arrays(
-        [column_array(f, c) for f, c in zip(NORMALIZED, columns, strict=True)], schema=NORMALIZED
-    )
+    columns = zip(*rows, strict=True)
+    return pa.Table.from_arrays([column_array(f, c) for f, c in zip(NORMALIZED, columns, strict=True)], schema=NORMALIZED)
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
