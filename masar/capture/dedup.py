@@ -11,30 +11,47 @@ day holds only a logarithmic number of them, and a batch of ids is looked up in 
 vectorized binary search. So the window costs ~16 bytes per event: a 5-minute run at 40,000
 events/s adds ~200 MB instead of ~1.2 GB; 7 days at 100 events/s sustained are ~1 GB.
 
-A fingerprint is Python's ``hash`` of the id and of the id followed by a NUL: two 64-bit SipHash
-values under this process's key. The key changes at each start, which is fine because the index
-is rebuilt at each start. A false "seen" (an event dropped as a duplicate) needs both halves to
-collide: about n·m / 2^128 for n remembered and m checked ids — never, in practice.
+A fingerprint is the 128-bit string hash the importer's ids use (``ids.string_hashes``: two
+64-bit lanes), from seeds drawn at random when the process starts, so no one can aim a message id
+at another's fingerprint; the index is rebuilt at each start anyway. A false "seen" (an event
+dropped as a duplicate) needs both lanes to collide: about n·m / 2^128 for n remembered and m
+checked ids — never, in practice.
+
+The rebuild at start streams the stored ids of the window from the store in Arrow batches and
+fingerprints them in the compiled kernel, each under the day it arrived: it never holds the ids
+as Python strings, so its peak is a few times 16 bytes per id (bench/dedup.py).
 tests/capture/test_dedup.py compares it with a plain dict of sets.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+
+from masar.importers.ids import string_hashes
 
 DAY_US = 86_400 * 1_000_000
 FREEZE_AT = 65_536
+_SEED_A = np.uint64(secrets.randbits(64))
+_SEED_B = np.uint64(secrets.randbits(64))
 
 
-def _fingerprints(ids: Iterable[str], count: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = ids if isinstance(ids, list | tuple) else list(ids)
-    high = np.fromiter(map(hash, ids), np.int64, count)
-    low = np.fromiter((hash(i + "\0") for i in ids), np.int64, count)
-    return high, low
+def _fingerprints(ids: Iterable[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    strings = ids if isinstance(ids, pa.Array) else pa.array(ids if isinstance(ids, list | tuple) else list(ids), pa.string())
+    if strings.type != pa.string():
+        strings = strings.cast(pa.string())
+    return string_hashes(strings, _SEED_A, _SEED_B)
+
+
+def warm() -> None:
+    """Load the fingerprint kernel from numba's cache (or compile it, once per install) now, not
+    when the first block is searched on the request path."""
+    _fingerprints(["warm"])
 
 
 @dataclass
@@ -76,8 +93,11 @@ class _Day:
     def freeze(self) -> None:
         if not self.recent:
             return
-        self.blocks.append(_block(*_fingerprints(list(self.recent), len(self.recent))))
+        self.add_block(_block(*_fingerprints(list(self.recent))))
         self.recent = set()
+
+    def add_block(self, block: _Block) -> None:
+        self.blocks.append(block)
         # Keep block sizes at least doubling from newest to oldest: O(log n) blocks.
         while len(self.blocks) > 1 and len(self.blocks[-2]) <= 2 * len(self.blocks[-1]):
             newer, older = self.blocks.pop(), self.blocks.pop()
@@ -116,7 +136,7 @@ class MessageIndex:
             found = [any(mid in day.recent for day in days) for mid in message_ids]
         blocks = [block for day in days for block in day.blocks]
         if blocks:
-            high, low = _fingerprints(message_ids, len(message_ids))
+            high, low = _fingerprints(message_ids)
             order = np.argsort(high)
             high, low = high[order], low[order]
             sorted_hits = np.zeros(len(message_ids), bool)
@@ -139,6 +159,34 @@ class MessageIndex:
             if len(day.recent) >= self.freeze_at:
                 day.freeze()
             self._expire(sets, day_number)
+
+    def add_stored(self, source_id: int, batches: Iterable[pa.RecordBatch], now_us: int) -> int:
+        """Remember stored ids in bulk: ``batches`` of ``message_id`` (string) and ``received_us``
+        (arrival, epoch microseconds), each id under the day it arrived (days already out of the window are
+        skipped). Returns how many ids were remembered."""
+        today = now_us // DAY_US
+        highs: dict[int, list[np.ndarray]] = {}
+        lows: dict[int, list[np.ndarray]] = {}
+        for batch in batches:
+            ids = batch.column(batch.schema.get_field_index("message_id"))
+            received = batch.column(batch.schema.get_field_index("received_us"))
+            days = received.cast(pa.int64()).to_numpy(zero_copy_only=False) // DAY_US
+            high, low = _fingerprints(ids)
+            for day in np.unique(days).tolist():
+                if day < today - self.days:
+                    continue
+                mask = days == day
+                highs.setdefault(day, []).append(high[mask])
+                lows.setdefault(day, []).append(low[mask])
+        count = 0
+        with self._lock:
+            sets = self._sets.setdefault(source_id, {})
+            for day in sorted(highs):
+                block = _block(np.concatenate(highs.pop(day)), np.concatenate(lows.pop(day)))
+                count += len(block)
+                sets.setdefault(day, _Day()).add_block(block)
+            self._expire(sets, today)
+        return count
 
     def size(self) -> int:
         return sum(day.size() for sets in self._sets.values() for day in sets.values())

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from masar.capture import records
-from masar.capture.dedup import MessageIndex
+from masar.capture import dedup, records
+from masar.capture.dedup import DAY_US, MessageIndex
 from masar.capture.normalize import CaptureContext, MessageRejected, normalize_values, now_us
 from masar.capture.records import CaptureBatch
 from masar.capture.wal import WalPosition, WriteAheadLog
@@ -77,11 +77,11 @@ class CaptureService:
 
     def open(self) -> None:
         self.wal.open()
-        since = now_us() - self.settings.dedup_days * 86_400 * 1_000_000
+        dedup.warm()
+        now = now_us()
+        since = (now // DAY_US - self.settings.dedup_days) * DAY_US  # the window's days, whole
         for source in self.store.sources():
-            ids = self.store.recent_message_ids(source.id, since)
-            if ids:
-                self.index.add(source.id, ids, now_us())
+            self.index.add_stored(source.id, self.store.recent_message_ids(source.id, since), now)
         checkpoint = WalPosition(*self.store.segments.checkpoint(WAL_NAME))
         for _position, record in records.read_records(self.wal.directory, checkpoint):
             self.index.add(record.source_id, record.message_ids(), record.received_us)

@@ -126,6 +126,20 @@ def _format_ids(a, b, counts, hexdigits, prefix):
     return offsets, data
 
 
+def string_hashes(strings: pa.Array, seed_a: np.uint64, seed_b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """The two 64-bit lanes of each string's hash, from the given seeds (a null absorbs nothing)."""
+    n = len(strings)
+    a = np.full(n, seed_a, dtype=np.uint64)
+    b = np.full(n, seed_b, dtype=np.uint64)
+    if n:
+        buffers = strings.buffers()
+        offsets = np.frombuffer(buffers[1], dtype=np.int32)[strings.offset : strings.offset + n + 1]
+        data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+        valid = np.ones(n, np.bool_) if strings.null_count == 0 else pc.is_valid(strings).to_numpy(zero_copy_only=False)
+        _absorb_strings(a, b, 0, offsets, data, valid)
+    return a, b
+
+
 def content_hashes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """The two 64-bit lanes of each row's content hash (``table``'s columns are normalized fields)."""
     n = table.num_rows

@@ -119,6 +119,26 @@ def test_capture_keeps_accepting_while_clickhouse_is_down_and_catches_up(chdb_di
     store.close()
 
 
+def test_a_restarted_server_remembers_the_stored_message_ids(chdb_dir, tmp_path):
+    """The dedup window is rebuilt at start from what ClickHouse holds: a retry after a restart
+    is answered as duplicates and stored nothing."""
+    store = chdb_store(chdb_dir, flush_interval_seconds=0.05)
+    source = store.create_source("Restart Shop")
+    settings = Settings(data_dir=tmp_path / "unused", flush_interval_seconds=0.05)
+    batch, auth = _batch("r", 30), (source.write_key, "")
+    with TestClient(create_app(settings, store=store)) as http:
+        assert http.post("/v1/batch", json={"batch": batch}, auth=auth).json()["accepted"] == 30
+        _wait(lambda: store.count_events(source) == 30)
+    with TestClient(create_app(settings, store=store)) as http:
+        answer = http.post("/v1/batch", json={"batch": batch + _batch("s", 5)}, auth=auth).json()
+        assert (answer["accepted"], answer["duplicates"]) == (5, 30)
+        _wait(lambda: store.count_events(source) == 35)
+    batches = list(store.recent_message_ids(source.id, 0))
+    assert sum(b.num_rows for b in batches) == 35
+    assert set(batches[0].schema.names) == {"message_id", "received_us"}
+    store.close()
+
+
 class AckLost:
     """The network edge failing after ClickHouse took an insert: the insert happened, the answer
     never came back (a timeout). The writer must not store the batch twice when it retries."""

@@ -20,6 +20,7 @@ from masar.importers.ids import (
     content_hashes,
     message_ids,
     occurrences,
+    string_hashes,
 )
 from masar.store.schema import NORMALIZED
 
@@ -94,6 +95,29 @@ def test_content_hash_matches_reference(data, skip):
     assert list(zip(a.tolist(), b.tolist(), strict=True)) == expected
     ids = message_ids(table, np.ones(table.num_rows, dtype=np.bool_)).to_pylist()
     assert ids == [f"import:{x:016x}{y:016x}:1" for x, y in expected]
+
+
+def reference_string_hash(value: str | None, seed_a: int, seed_b: int) -> tuple[int, int]:
+    """One string as the hash absorbs a field at position 0, from the given seeds."""
+    a, b = seed_a, seed_b
+    if value is None:
+        return a, b
+    data = value.encode()
+    a, b = absorb(a, len(data), int(K_A)), absorb(b, len(data), int(K_B))
+    for start in range(0, len(data), 8):
+        word = int.from_bytes(data[start : start + 8].ljust(8, b"\0"), "little")
+        a, b = absorb(a, word, int(K_A)), absorb(b, word, int(K_B))
+    return a, b
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | st.text(max_size=60), max_size=30), st.integers(0, 5),
+       st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))  # fmt: skip
+def test_string_hashes_match_reference(values, skip, seed_a, seed_b):
+    strings = pa.array(values, pa.string()).slice(min(skip, len(values)))  # sliced: buffer offsets
+    a, b = string_hashes(strings, np.uint64(seed_a), np.uint64(seed_b))
+    expected = [reference_string_hash(v, seed_a, seed_b) for v in strings.to_pylist()]
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == expected
 
 
 def test_hash_ignores_id_and_import_time_and_sees_every_field():

@@ -13,7 +13,7 @@ import functools
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -222,13 +222,14 @@ class ClickHouseStore(Catalog):
         )
         return set(found.column("message_id").to_pylist())
 
-    def recent_message_ids(self, source_id: int, since_us: int) -> list[str]:
+    def recent_message_ids(self, source_id: int, since_us: int) -> Iterator[pa.RecordBatch]:
+        """As the embedded store's: ``message_id`` and ``received_us`` (epoch µs) in Arrow batches."""
         found = self.client.arrow(
-            f"SELECT message_id FROM {self._events()} "
+            f"SELECT message_id, toUnixTimestamp64Micro(received_at) AS received_us FROM {self._events()} "
             "WHERE source_id = {s:UInt32} AND received_at >= fromUnixTimestamp64Micro({t:Int64}, 'UTC')",
             {"s": source_id, "t": since_us},
         )
-        return found.column("message_id").to_pylist()
+        yield from found.to_batches()
 
     def session_state_for(self, source: Source, persons: np.ndarray | None = None, *,
                           since_us: int | None = None, segments: Any = None) -> SessionState:  # fmt: skip

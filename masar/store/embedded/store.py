@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -36,6 +37,7 @@ from masar.store.metadata import rejected
 # raised the ingestor's peak by ~1 GB in a 5-minute capture run.
 MERGE_BATCH_ROWS = 64 * 1024
 MERGE_ROW_GROUP_ROWS = 128 * 1024
+RECENT_ID_BATCH_ROWS = 1 << 20
 
 
 @dataclass
@@ -225,16 +227,22 @@ class EmbeddedStore(Catalog):
             cursor.unregister("wanted_ids")
         return {row[0] for row in rows}
 
-    def recent_message_ids(self, source_id: int, since_us: int) -> list[str]:
+    def recent_message_ids(self, source_id: int, since_us: int) -> Iterator[pa.RecordBatch]:
+        """The source's stored ids that arrived since ``since_us``, in Arrow batches of ``message_id``
+        and ``received_us`` (arrival, epoch µs): a week of a busy store is hundreds of millions of ids, too
+        many to hold at once as Python strings."""
         live = self.segments.live(source_id, received_from=since_us)
         if not live:
-            return []
-        rows = self.query(
-            f"SELECT message_id FROM read_parquet({sql_list([s.path for s in live])}) "
-            "WHERE epoch_us(received_at) >= ?",
-            [since_us],
-        ).fetchall()
-        return [row[0] for row in rows]
+            return
+        cursor = self._duck.cursor()
+        try:
+            yield from cursor.sql(
+                f"SELECT message_id, epoch_us(received_at) AS received_us FROM read_parquet({sql_list([s.path for s in live])}) "
+                "WHERE epoch_us(received_at) >= ?",
+                params=[since_us],
+            ).to_arrow_reader(RECENT_ID_BATCH_ROWS)
+        finally:
+            cursor.close()
 
     def session_state_for(
         self,
