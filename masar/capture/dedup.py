@@ -42,10 +42,11 @@ _SEED_B = np.uint64(secrets.randbits(64))
 
 
 def _fingerprints(ids: Iterable[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    strings = ids if isinstance(ids, pa.Array) else pa.array(ids if isinstance(ids, list | tuple) else list(ids), pa.string())
-    if strings.type != pa.string():
-        strings = strings.cast(pa.string())
-    return string_hashes(strings, _SEED_A, _SEED_B)
+    if not isinstance(ids, pa.Array):
+        ids = pa.array(ids if isinstance(ids, list | tuple) else list(ids), pa.string())
+    elif ids.type != pa.string():
+        ids = ids.cast(pa.string())  # the kernel reads 32-bit offsets
+    return string_hashes(ids, _SEED_A, _SEED_B)
 
 
 def warm() -> None:
@@ -162,8 +163,8 @@ class MessageIndex:
 
     def add_stored(self, source_id: int, batches: Iterable[pa.RecordBatch], now_us: int) -> int:
         """Remember stored ids in bulk: ``batches`` of ``message_id`` (string) and ``received_us``
-        (arrival, epoch microseconds), each id under the day it arrived (days already out of the window are
-        skipped). Returns how many ids were remembered."""
+        (arrival, epoch microseconds), each id under the day it arrived; days already out of the
+        window are skipped. Returns how many ids were remembered."""
         today = now_us // DAY_US
         highs: dict[int, list[np.ndarray]] = {}
         lows: dict[int, list[np.ndarray]] = {}
