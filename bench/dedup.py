@@ -59,6 +59,85 @@ print(json.dumps({"seconds": seconds, "ids": ids.num_rows, "rss_before_mb": befo
 """
 
 
+# A week of ids straight into the index, kept in memory or with ended days on disk; then look-ups,
+# and (on disk) a start that maps the ended days and rebuilds only today.
+_WEEK = """
+import gc, json, resource, sys, time
+from pathlib import Path
+import duckdb, numpy as np
+from masar.capture.dedup import DAY_US, MessageIndex, warm
+rows, mode, directory = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+TODAY = 20_000
+
+def status():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile")}
+
+def week(only_today=False):
+    sql = (f"SELECT gen_random_uuid()::VARCHAR AS message_id, ({TODAY - 6} + i * 7 // {rows}) * {DAY_US} + 1000 "
+           f"AS received_us FROM range({rows}) t(i)")
+    if only_today:
+        sql += f" WHERE {TODAY - 6} + i * 7 // {rows} = {TODAY}"
+    return duckdb.sql(sql).to_arrow_reader(1 << 20)
+
+warm()
+gc.collect()
+before = status()
+started = time.perf_counter()
+index = MessageIndex(7, directory=directory if mode == "disk" else None)
+count = index.add_stored(1, week(), TODAY * DAY_US + 5)
+build = time.perf_counter() - started
+spill = 0.0
+if mode == "disk":
+    started = time.perf_counter()
+    index.spill(TODAY)
+    spill = time.perf_counter() - started
+gc.collect()
+after = status()
+probes = [[str(u) for (u,) in duckdb.sql("SELECT gen_random_uuid() FROM range(100)").fetchall()] for _ in range(2000)]
+lookup_us = []
+for _ in range(2):  # first pass: pages of the mapped days are touched for the first time
+    started = time.perf_counter()
+    for probe in probes:
+        assert not any(index.seen_many(1, probe))
+    lookup_us.append((time.perf_counter() - started) / (len(probes) * 100) * 1e6)
+restart = None
+if mode == "disk":
+    started = time.perf_counter()
+    again = MessageIndex(7, directory=directory)
+    again.load(TODAY * DAY_US + 5)
+    again.add_stored(1, week(only_today=True), TODAY * DAY_US + 5)
+    restart = time.perf_counter() - started
+print(json.dumps({"mode": mode, "ids": count, "build_s": build, "spill_s": spill, "restart_s": restart,
+                  "anon_mb": after["RssAnon"] - before["RssAnon"], "file_mb": after["RssFile"] - before["RssFile"],
+                  "in_memory_mb": index.bytes_in_memory() / 2**20, "lookup_us_per_id": lookup_us,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def week(rows: int, log) -> list[dict]:
+    """The index alone, for a week of ``rows`` ids: all in memory, then ended days on disk."""
+    results = []
+    directory = Path(tempfile.mkdtemp(prefix="masar-bench-dedup-week-"))
+    try:
+        for mode in ("memory", "disk"):
+            out = subprocess.run([sys.executable, "-c", _WEEK, str(rows), mode, str(directory / "dedup")],
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(result)
+            log(
+                f"week of {result['ids']:,} ids, {mode:>6}: built {result['build_s']:.2f} s"
+                + (f" + written {result['spill_s']:.2f} s" if mode == "disk" else "")
+                + f"; held in memory {result['in_memory_mb']:,.0f} MB (anonymous RSS +{result['anon_mb']:,.0f} MB, "
+                f"file pages +{result['file_mb']:,.0f} MB); look-up {result['lookup_us_per_id'][0]:.2f} µs per id, "
+                f"{result['lookup_us_per_id'][1]:.2f} the second time"
+                + (f"; a start (map + today from the store) {result['restart_s']:.2f} s" if mode == "disk" else "")
+            )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
 def _run(script: str, data_dir: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", script, str(data_dir)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -103,9 +182,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000, help="stored events (default 5,000,000)")
     parser.add_argument("--repeat", type=int, default=2, help="rebuilds to time (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--week", type=int, default=0,
+                        help="instead: a week of this many ids straight into the index, in memory and on disk")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print only one line of JSON")
     args = parser.parse_args()
     log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
+    if args.week:
+        print(json.dumps(week(args.week, log)))
+        return
     results = run(args, log)
     if not args.json:
         for peer, rebuild in zip(results["peer"], results["rebuild"], strict=True):

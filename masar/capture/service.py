@@ -61,7 +61,7 @@ class CaptureService:
     def __init__(self, store: Any, settings: Settings, *, rate_limit: float = 0.0):
         self.store = store
         self.settings = settings
-        self.index = MessageIndex(settings.dedup_days)
+        self.index = MessageIndex(settings.dedup_days, directory=store.root / "dedup")
         self._pending: dict[int, set[str]] = {}
         self.wal = WriteAheadLog(
             store.root / "wal",
@@ -79,12 +79,16 @@ class CaptureService:
         self.wal.open()
         dedup.warm()
         now = now_us()
-        since = (now // DAY_US - self.settings.dedup_days) * DAY_US  # the window's days, whole
+        today = now // DAY_US
+        on_disk = self.index.load(now)
         for source in self.store.sources():
-            self.index.add_stored(source.id, self.store.recent_message_ids(source.id, since), now)
+            # The window's days, whole, from the first that is not on disk (today never is).
+            first = min(set(range(today - self.settings.dedup_days, today + 1)) - on_disk.get(source.id, set()))
+            self.index.add_stored(source.id, self.store.recent_message_ids(source.id, first * DAY_US), now)
         checkpoint = WalPosition(*self.store.segments.checkpoint(WAL_NAME))
         for _position, record in records.read_records(self.wal.directory, checkpoint):
             self.index.add(record.source_id, record.message_ids(), record.received_us)
+        self.index.spill_in_background(today)  # days that ended while no server ran
 
     def close(self) -> None:
         self.wal.close()
