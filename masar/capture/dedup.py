@@ -254,37 +254,33 @@ class MessageIndex:
 
     def load(self, now_us: int) -> dict[int, set[int]]:
         """Map the days written before (``.done``) that are still in the window; remove the files
-        of every other day. Returns the days mapped, per source."""
+        of every other day, and of a day with a damaged file (it is rebuilt from the store).
+        Returns the days mapped, per source."""
         loaded: dict[int, set[int]] = {}
         if self.directory is None:
             return loaded
         today = now_us // DAY_US
         for path in self.directory.glob("*.tmp"):
             path.unlink(missing_ok=True)  # a write cut off by a crash
-        done = {_day_key(path) for path in self.directory.glob("*.done")}
-        for path in sorted(self.directory.glob("*.npy")):
+        done = {key for key in map(_day_key, self.directory.glob("*.done")) if key is not None}
+        files: dict[tuple[int, int], list[Path]] = {}
+        for path in self.directory.glob("*.npy"):
             key = _day_key(path)
-            if key is None or key not in done or key[1] < today - self.days or key[1] >= today:
+            if key is None or key not in done or not today - self.days <= key[1] < today:
                 path.unlink(missing_ok=True)  # out of the window, or a day whose writing did not finish
                 continue
-            try:
-                columns = np.load(path, mmap_mode="r")
-            except (OSError, ValueError):
-                columns = None
-            if columns is None or columns.dtype != np.uint64 or columns.ndim != 2 or columns.shape[0] != 2:
-                path.unlink(missing_ok=True)
-                (self.directory / f"{key[0]}-{key[1]}.done").unlink(missing_ok=True)
-                done.discard(key)
+            files.setdefault(key, []).append(path)
+        for key in done - files.keys():
+            self._discard_day(*key)
+        for key, paths in files.items():
+            blocks = [_read_block(path) for path in sorted(paths)]
+            if any(block is None for block in blocks):
+                self._discard_day(*key)
                 continue
             day = self._sets.setdefault(key[0], {}).setdefault(key[1], _Day())
-            day.mapped = [*day.mapped, _Block(columns[0], columns[1])]
-            loaded.setdefault(key[0], set()).add(key[1])
-        for key in done:
-            if key is None or key[1] not in loaded.get(key[0], ()):
-                if key is not None:
-                    self._discard_day(*key)
-                continue
+            day.mapped = [*day.mapped, *blocks]
             self._on_disk.add(key)
+            loaded.setdefault(key[0], set()).add(key[1])
         return loaded
 
     def _discard_day(self, source_id: int, day: int) -> None:
@@ -292,9 +288,6 @@ class MessageIndex:
         for path in self.directory.glob(f"{source_id}-{day}-*.npy"):
             path.unlink(missing_ok=True)
         (self.directory / f"{source_id}-{day}.done").unlink(missing_ok=True)
-        days = self._sets.get(source_id, {})
-        if day in days:
-            days[day].mapped = []
 
     def add_stored(self, source_id: int, batches: Iterable[pa.RecordBatch], now_us: int) -> int:
         """Remember stored ids in bulk: ``batches`` of ``message_id`` (string) and ``received_us``
@@ -324,6 +317,11 @@ class MessageIndex:
             self._expire(source_id, sets, today)
             self._today = max(self._today, today)
         return count
+
+    def close(self) -> None:
+        """Let a day being written finish (what is cut off is cleaned at the next start anyway)."""
+        if self._spiller is not None:
+            self._spiller.join(timeout=60)
 
     # -- days that have ended, to disk -----------------------------------------------------------
 
@@ -386,6 +384,17 @@ class MessageIndex:
         return sum(b.high.nbytes + b.low.nbytes for day in days for b in day.blocks) + sum(
             b.bloom.nbytes for day in days for b in (*day.blocks, *day.mapped)
         )
+
+
+def _read_block(path: Path) -> _Block | None:
+    """A day file memory-mapped, or None if it is not one (damaged, or not ours)."""
+    try:
+        columns = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if columns.dtype != np.uint64 or columns.ndim != 2 or columns.shape[0] != 2:
+        return None
+    return _Block(columns[0], columns[1])
 
 
 def _day_key(path: Path) -> tuple[int, int] | None:

@@ -92,6 +92,7 @@ class CaptureService:
 
     def close(self) -> None:
         self.wal.close()
+        self.index.close()
 
     # -- auth ----------------------------------------------------------------------------------
 

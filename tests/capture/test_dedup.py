@@ -205,3 +205,18 @@ def test_a_block_finds_every_member_and_no_stranger():
                                 (members[0], strangers[1], False)):  # fmt: skip
         order = np.argsort(high)
         assert (block.contains(high[order], low[order]) == expected).all()
+
+
+def test_a_day_with_a_damaged_file_is_rebuilt_whole(tmp_path):
+    directory = tmp_path / "dedup"
+    index = MessageIndex(days=3, freeze_at=1000, directory=directory)
+    index.add(1, [f"a-{i}" for i in range(1000)], 10 * DAY_US)  # a block of 1,000
+    index.add(1, [f"c-{i}" for i in range(300)], 10 * DAY_US)  # a second block when the day is written
+    index.add(1, ["d"], 11 * DAY_US)
+    _settle(index)
+    files = sorted(directory.glob("1-10-*.npy"))
+    assert len(files) == 2 and (directory / "1-10.done").exists()
+    files[1].write_bytes(files[1].read_bytes()[:100])  # cut short
+    restarted = MessageIndex(days=3, freeze_at=1000, directory=directory)
+    assert restarted.load(11 * DAY_US) == {}  # the store has to give the whole day again
+    assert not list(directory.glob("1-10*")) and restarted.seen_many(1, ["a-0", "c-0"]) == [False, False]
