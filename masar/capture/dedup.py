@@ -366,9 +366,13 @@ class MessageIndex:
         assert self.directory is not None
         path = self.directory / f"{source_id}-{day}-{uuid.uuid4().hex}.npy"
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as handle:
-            np.save(handle, np.stack((block.high, block.low)))
-            handle.flush()
+        # Written through the page cache: no copy of the block in memory on the way.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint64, shape=(2, len(block)))
+        out[0] = block.high
+        out[1] = block.low
+        out.flush()
+        del out
+        with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
         tmp.rename(path)
         columns = np.load(path, mmap_mode="r")
