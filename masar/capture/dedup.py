@@ -40,6 +40,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from masar.capture.wal import fsync_directory
 from masar.importers.ids import string_hashes
 
 DAY_US = 86_400 * 1_000_000
@@ -246,9 +247,7 @@ class MessageIndex:
             del sets[day]
             self._on_disk.discard((source_id, day))
             if self.directory is not None:
-                for path in self.directory.glob(f"{source_id}-{day}-*.npy"):
-                    path.unlink(missing_ok=True)  # a reader still mapping it keeps its pages
-                (self.directory / f"{source_id}-{day}.done").unlink(missing_ok=True)
+                self._discard_day(source_id, day)  # a reader still mapping a file keeps its pages
 
     # -- a start: the days on disk, then the rest from the store ---------------------------------
 
@@ -346,7 +345,7 @@ class MessageIndex:
                 day.freeze(self._seeds)
                 blocks = day.blocks
             mapped = [self._write(source_id, number, block) for block in blocks]
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             with self._lock:
                 if self._sets.get(source_id, {}).get(number) is not day:
                     for block in mapped:
@@ -372,8 +371,7 @@ class MessageIndex:
         out[1] = block.low
         out.flush()
         del out
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        _fsync_file(tmp)
         tmp.rename(path)
         columns = np.load(path, mmap_mode="r")
         return _Block(columns[0], columns[1], block.bloom)
@@ -423,10 +421,9 @@ def _seeds(directory: Path | None) -> tuple[np.uint64, np.uint64]:
             data = secrets.token_bytes(16)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
-            with tmp.open("rb+") as handle:
-                os.fsync(handle.fileno())
+            _fsync_file(tmp)
             tmp.rename(path)
-            _fsync_directory(directory)
+            fsync_directory(directory)
     return np.uint64(int.from_bytes(data[:8], "little")), np.uint64(int.from_bytes(data[8:], "little"))
 
 
@@ -442,14 +439,11 @@ def _release_free_memory() -> None:
 
 
 def _write_marker(path: Path) -> None:
-    with path.open("wb") as handle:
+    path.touch()
+    _fsync_file(path)
+    fsync_directory(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
         os.fsync(handle.fileno())
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

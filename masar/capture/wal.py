@@ -120,6 +120,15 @@ class _Pending:
     error: BaseException | None = None
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make the directory's entries (a created or renamed file) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class WriteAheadLog:
     """Single-writer, group-committed append log. One per data directory (a lock file enforces it)."""
@@ -171,20 +180,13 @@ class WriteAheadLog:
         else:
             self._seq, self._size = 1, 0
         self._file = (self.directory / _file_name(self._seq)).open("ab")
-        self._fsync_dir()
+        fsync_directory(self.directory)
         self.position = WalPosition(self._seq, self._size)
         self._durable_fd = os.open(self.directory / DURABLE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         self._publish()
         self._thread = threading.Thread(target=self._run, name="masar-wal", daemon=True)
         self._thread.start()
         return self.position
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def submit(self, record: Any, done: Callable[[Any], None]) -> None:
         with self._cond:
@@ -283,7 +285,7 @@ class WriteAheadLog:
         self._seq += 1
         self._size = 0
         self._file = (self.directory / _file_name(self._seq)).open("ab")
-        self._fsync_dir()
+        fsync_directory(self.directory)
 
     def close(self) -> None:
         with self._cond:
